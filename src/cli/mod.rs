@@ -1,0 +1,73 @@
+//! Subcommands, one file each. Arguments (clap derive, doc comments are the
+//! help text) are validated here and turned into library calls; errors come
+//! back as `anyhow` chains and are printed on one line.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 parity gate failed.
+
+mod convert;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an error (bad model, bad input, I/O).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: bad command-line usage (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Quantize FP32 ONNX models to INT8, and prove the result still computes
+/// what the original did.
+///
+/// Exit codes: 0 success, 1 error (the cause is printed on one line), 2 bad
+/// usage, 3 the quantized model failed the parity gate.
+#[derive(Debug, Parser)]
+#[command(name = "onnxq", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Convert(convert::Args),
+}
+
+/// Parses arguments, runs, prints errors, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// The whole cause chain on one line, outermost first, without repeating a
+/// cause its parent already quoted.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if parts.last().is_some_and(|p| p.contains(&s)) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ").replace('\n', " ")
+}

@@ -1,0 +1,138 @@
+//! The graph IR every stage works on.
+//!
+//! [`Model`] wraps a [`Graph`] with the model-level fields (opset imports,
+//! producer, metadata, functions, training info) kept exactly as loaded.
+//! `Model::from_proto` validates; `Model::to_proto` writes back everything,
+//! including what the IR does not model. Passes (`crate::passes`) and the
+//! quantizer edit the graph through [`Graph`]'s methods only, which keep the
+//! producer/consumer maps right.
+
+pub mod graph;
+pub mod node;
+pub mod tensor;
+
+pub use graph::{Graph, Initializer, NodeId, Use, Value, ValueId};
+pub use node::Node;
+pub use tensor::{DataType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::onnx::proto::{ModelProto, OperatorSetIdProto};
+
+/// A model: its main graph plus model-level fields.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    /// Every `ModelProto` field but `graph`, as loaded.
+    rest: ModelProto,
+}
+
+impl Model {
+    /// Builds the IR, validating the graph.
+    pub fn from_proto(proto: &ModelProto) -> Result<Self> {
+        let g = proto.graph.as_ref().ok_or(Error::NoGraph)?;
+        let graph = Graph::from_proto(g)?;
+        Ok(Model {
+            graph,
+            rest: ModelProto {
+                graph: None,
+                ..proto.clone()
+            },
+        })
+    }
+
+    /// The `ModelProto`, graph in topological order.
+    pub fn to_proto(&self) -> Result<ModelProto> {
+        Ok(ModelProto {
+            graph: Some(self.graph.to_proto()?),
+            ..self.rest.clone()
+        })
+    }
+
+    pub fn ir_version(&self) -> i64 {
+        self.rest.ir_version()
+    }
+
+    pub fn producer(&self) -> (&str, &str) {
+        (self.rest.producer_name(), self.rest.producer_version())
+    }
+
+    pub fn opset_imports(&self) -> &[OperatorSetIdProto] {
+        &self.rest.opset_import
+    }
+
+    /// Version of `domain` imported (`""` and `ai.onnx` are the same domain).
+    pub fn opset(&self, domain: &str) -> Option<i64> {
+        self.rest
+            .opset_import
+            .iter()
+            .find(|o| same_domain(o.domain(), domain))
+            .map(|o| o.version())
+    }
+
+    /// The default-domain opset, required by every model.
+    pub fn onnx_opset(&self) -> Result<i64> {
+        self.opset("").ok_or(Error::NoDefaultOpset)
+    }
+
+    /// Sets the imported version of `domain`.
+    pub fn set_opset(&mut self, domain: &str, version: i64) {
+        match self
+            .rest
+            .opset_import
+            .iter_mut()
+            .find(|o| same_domain(o.domain(), domain))
+        {
+            Some(o) => o.version = Some(version),
+            None => self.rest.opset_import.push(OperatorSetIdProto {
+                domain: Some(domain.to_string()),
+                version: Some(version),
+            }),
+        }
+    }
+
+    pub fn set_ir_version(&mut self, v: i64) {
+        self.rest.ir_version = Some(v);
+    }
+
+    /// Model-level metadata (`metadata_props`).
+    pub fn metadata(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rest
+            .metadata_props
+            .iter()
+            .map(|e| (e.key(), e.value()))
+    }
+
+    /// Sets a `metadata_props` entry.
+    pub fn set_metadata(&mut self, key: &str, value: &str) {
+        use crate::onnx::proto::StringStringEntryProto;
+        match self.rest.metadata_props.iter_mut().find(|e| e.key() == key) {
+            Some(e) => e.value = Some(value.to_string()),
+            None => self.rest.metadata_props.push(StringStringEntryProto {
+                key: Some(key.to_string()),
+                value: Some(value.to_string()),
+            }),
+        }
+    }
+
+    /// Number of model-local functions (`FunctionProto`).
+    pub fn function_count(&self) -> usize {
+        self.rest.functions.len()
+    }
+
+    /// Model-local functions (`FunctionProto`), by (domain, name).
+    pub fn has_function(&self, domain: &str, name: &str) -> bool {
+        self.rest
+            .functions
+            .iter()
+            .any(|f| f.domain() == domain && f.name() == name)
+    }
+}
+
+/// `""` and `ai.onnx` name the same (default) domain.
+fn same_domain(a: &str, b: &str) -> bool {
+    let norm = |d: &str| d != "" && d != "ai.onnx";
+    if !norm(a) && !norm(b) {
+        return true;
+    }
+    a == b
+}

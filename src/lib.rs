@@ -1,0 +1,26 @@
+//! onnxq: quantize FP32 ONNX models to INT8, and prove the result still
+//! computes what the original did.
+//!
+//! The pipeline, one module a stage:
+//!
+//! ```text
+//! onnx::load_model ─▶ ir::Model ─▶ passes (prepare) ─▶ … ─▶ ir::Model::to_proto ─▶ onnx::save_model
+//! ```
+//!
+//! - [`onnx`]: protobuf I/O, external data, atomic writes.
+//! - [`ir`]: the graph (nodes in an arena, value ids, producer/consumer maps).
+//! - [`tract`]: the FP32 reference engine (tract) behind calibration, folding
+//!   and parity checks.
+//! - [`inspect`]: what a model holds, for `onnxq inspect`.
+//! - [`error`]: the typed errors everything returns.
+
+pub mod error;
+pub mod inspect;
+pub mod ir;
+pub mod onnx;
+pub mod tract;
+
+pub use error::{Error, Result};
+
+/// onnxq's version, recorded in the models it writes.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,218 @@
+//! The bridge to tract, our FP32 reference engine.
+//!
+//! tract runs the float model for calibration, for constant folding of ops we
+//! do not evaluate ourselves, for shape inference, and as the FP32 side of
+//! every parity check. We always hand it our own encoded bytes
+//! (`encode_to_vec` → `model_for_read`): external data is already resolved in
+//! memory, and tract's older proto types never become our representation.
+//!
+//! [`Runner`] is a built, optimized plan with named inputs and outputs; it is
+//! `Send + Sync`, so one plan serves many rayon workers.
+
+use crate::error::{Error, Result};
+use crate::ir::tensor::{DataType, Tensor};
+use crate::onnx::proto::ModelProto;
+use prost::bytes::Bytes;
+use prost::Message;
+use std::sync::Arc;
+use tract_onnx::prelude::{
+    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
+    Tensor as TTensor, TypedRunnableModel,
+};
+
+/// tract's datum type for an ONNX element type.
+pub fn datum_type(dt: DataType) -> Option<DatumType> {
+    Some(match dt {
+        DataType::Float => DatumType::F32,
+        DataType::Double => DatumType::F64,
+        DataType::Float16 => DatumType::F16,
+        DataType::Int8 => DatumType::I8,
+        DataType::Int16 => DatumType::I16,
+        DataType::Int32 => DatumType::I32,
+        DataType::Int64 => DatumType::I64,
+        DataType::Uint8 => DatumType::U8,
+        DataType::Uint16 => DatumType::U16,
+        DataType::Uint32 => DatumType::U32,
+        DataType::Uint64 => DatumType::U64,
+        DataType::Bool => DatumType::Bool,
+        _ => return None,
+    })
+}
+
+/// The ONNX element type of a tract datum type.
+pub fn data_type(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::F32 => DataType::Float,
+        DatumType::F64 => DataType::Double,
+        DatumType::F16 => DataType::Float16,
+        DatumType::I8 | DatumType::QI8(_) => DataType::Int8,
+        DatumType::I16 => DataType::Int16,
+        DatumType::I32 | DatumType::QI32(_) => DataType::Int32,
+        DatumType::I64 => DataType::Int64,
+        DatumType::U8 | DatumType::QU8(_) => DataType::Uint8,
+        DatumType::U16 => DataType::Uint16,
+        DatumType::U32 => DataType::Uint32,
+        DatumType::U64 => DataType::Uint64,
+        DatumType::Bool => DataType::Bool,
+        _ => return None,
+    })
+}
+
+fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N)
+        .map(|c| f(<[u8; N]>::try_from(c).unwrap_or([0; N])))
+        .collect()
+}
+
+/// Our tensor as a tract tensor (copies the payload).
+pub fn to_tract(t: &Tensor) -> Result<TTensor> {
+    let raw = t
+        .raw()
+        .ok_or_else(|| Error::tensor("", "string tensors are not passed to tract"))?;
+    let shape = t.dims();
+    let r = match t.dtype() {
+        DataType::Float => TTensor::from_shape(shape, &le::<4, _>(raw, f32::from_le_bytes)),
+        DataType::Double => TTensor::from_shape(shape, &le::<8, _>(raw, f64::from_le_bytes)),
+        DataType::Float16 => TTensor::from_shape(
+            shape,
+            &le::<2, _>(raw, |b| {
+                tract_onnx::prelude::f16::from_bits(u16::from_le_bytes(b))
+            }),
+        ),
+        DataType::Int8 => TTensor::from_shape(shape, &le::<1, _>(raw, i8::from_le_bytes)),
+        DataType::Int16 => TTensor::from_shape(shape, &le::<2, _>(raw, i16::from_le_bytes)),
+        DataType::Int32 => TTensor::from_shape(shape, &le::<4, _>(raw, i32::from_le_bytes)),
+        DataType::Int64 => TTensor::from_shape(shape, &le::<8, _>(raw, i64::from_le_bytes)),
+        DataType::Uint8 => TTensor::from_shape(shape, raw),
+        DataType::Uint16 => TTensor::from_shape(shape, &le::<2, _>(raw, u16::from_le_bytes)),
+        DataType::Uint32 => TTensor::from_shape(shape, &le::<4, _>(raw, u32::from_le_bytes)),
+        DataType::Uint64 => TTensor::from_shape(shape, &le::<8, _>(raw, u64::from_le_bytes)),
+        DataType::Bool => {
+            TTensor::from_shape(shape, &raw.iter().map(|&b| b != 0).collect::<Vec<_>>())
+        }
+        other => {
+            return Err(Error::tensor(
+                "",
+                format!("{} tensors are not supported by tract", other.name()),
+            ))
+        }
+    };
+    r.map_err(|e| Error::tract("building an input tensor", e))
+}
+
+/// A tract tensor as ours (copies the payload).
+pub fn from_tract(t: &TTensor) -> Result<Tensor> {
+    let dtype = data_type(t.datum_type()).ok_or_else(|| {
+        Error::tensor(
+            "",
+            format!("tract produced an unsupported type {:?}", t.datum_type()),
+        )
+    })?;
+    let raw = if cfg!(target_endian = "little") {
+        Bytes::copy_from_slice(t.as_bytes())
+    } else {
+        return Err(Error::Invalid("big-endian hosts are not supported".into()));
+    };
+    Tensor::from_raw(dtype, t.shape().to_vec(), raw)
+}
+
+/// A concrete input: its name and the tensor to feed.
+pub type NamedTensor = (String, Tensor);
+
+/// An optimized tract plan for fixed input types and shapes.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Runner {
+    /// Builds a plan for `model` with inputs of the given types and shapes,
+    /// exposing `outputs` (tensor names; `None`: the graph's outputs).
+    pub fn new(
+        model: &ModelProto,
+        inputs: &[(String, DataType, Vec<usize>)],
+        outputs: Option<&[String]>,
+    ) -> Result<Self> {
+        let bytes = model.encode_to_vec();
+        let mut m = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| Error::tract("loading the model", e))?;
+        let mut names = Vec::new();
+        for (ix, outlet) in m
+            .input_outlets()
+            .map_err(|e| Error::tract("inputs", e))?
+            .to_vec()
+            .into_iter()
+            .enumerate()
+        {
+            let name = m.node(outlet.node).name.clone();
+            let (_, dt, shape) = inputs.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
+                Error::Invalid(format!("no type and shape given for model input '{name}'"))
+            })?;
+            let datum = datum_type(*dt).ok_or_else(|| Error::UnsupportedDtype {
+                tensor: name.clone(),
+                code: dt.code(),
+                reason: "tract cannot take this input type",
+            })?;
+            m.set_input_fact(ix, InferenceFact::dt_shape(datum, shape.clone()))
+                .map_err(|e| Error::tract(format!("input '{name}'"), e))?;
+            names.push(name);
+        }
+        if let Some(outs) = outputs {
+            m.select_outputs_by_name(outs)
+                .map_err(|e| Error::tract("selecting outputs", e))?;
+        }
+        let out_names: Vec<String> = match outputs {
+            Some(o) => o.to_vec(),
+            None => m
+                .output_outlets()
+                .map_err(|e| Error::tract("outputs", e))?
+                .iter()
+                .map(|o| {
+                    m.outlet_label(*o)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| m.node(o.node).name.clone())
+                })
+                .collect(),
+        };
+        let plan = m
+            .into_optimized()
+            .map_err(|e| Error::tract("optimizing the model", e))?
+            .into_runnable()
+            .map_err(|e| Error::tract("building the plan", e))?;
+        Ok(Runner {
+            plan,
+            inputs: names,
+            outputs: out_names,
+        })
+    }
+
+    /// Input names, in the order [`Runner::run`] wants them.
+    pub fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// Output names, in the order [`Runner::run`] returns them.
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Runs the plan on named inputs (any order), returning the outputs.
+    pub fn run(&self, inputs: &[NamedTensor]) -> Result<Vec<Tensor>> {
+        let mut tv = tvec![];
+        for name in &self.inputs {
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| Error::Invalid(format!("missing input '{name}'")))?;
+            let tt: TValue = to_tract(t)
+                .map_err(|e| Error::tensor(name.clone(), e.to_string()))?
+                .into_tvalue();
+            tv.push(tt);
+        }
+        let out = self.plan.run(tv).map_err(|e| Error::tract("running", e))?;
+        out.iter().map(|t| from_tract(t)).collect()
+    }
+}

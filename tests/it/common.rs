@@ -1,0 +1,115 @@
+//! Helpers shared by the test modules: testdata paths, the list of models,
+//! running the CLI, deterministic inputs for a model.
+
+#![allow(dead_code)]
+
+use onnxq::ir::{DataType, Model, Tensor};
+use onnxq::onnx::proto::{tensor_shape_proto::dimension, type_proto};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn testdata(rel: &str) -> PathBuf {
+    root().join("testdata").join(rel)
+}
+
+/// Every well-formed model in testdata/ (everything outside `bad/`).
+pub fn good_models() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    collect(&root().join("testdata"), &mut out);
+    out.retain(|p| !p.components().any(|c| c.as_os_str() == "bad"));
+    out.sort();
+    assert!(out.len() >= 8, "testdata models missing: {out:?}");
+    out
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|x| x == "onnx") {
+            out.push(p);
+        }
+    }
+}
+
+/// Runs the onnxq binary.
+pub fn onnxq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .args(args)
+        .output()
+        .expect("the onnxq binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Input names, types and concrete shapes (symbolic dims set to `sym`).
+pub fn input_specs(model: &Model, sym: usize) -> Vec<(String, DataType, Vec<usize>)> {
+    let g = &model.graph;
+    g.runtime_inputs()
+        .map(|v| {
+            let info = g.value(v).info.as_ref().expect("inputs have types");
+            let Some(type_proto::Value::TensorType(tt)) = &info.r#type.as_ref().unwrap().value
+            else {
+                panic!("tensor input expected")
+            };
+            let shape = tt
+                .shape
+                .as_ref()
+                .unwrap()
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(dimension::Value::DimValue(v)) => v as usize,
+                    _ => sym,
+                })
+                .collect();
+            (
+                g.value_name(v).to_string(),
+                DataType::from_code(tt.elem_type()).unwrap(),
+                shape,
+            )
+        })
+        .collect()
+}
+
+/// Deterministic float inputs in [-1, 1) for every input of `model`.
+pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    input_specs(model, sym)
+        .into_iter()
+        .map(|(name, dt, shape)| {
+            assert_eq!(dt, DataType::Float, "test inputs are float");
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect();
+            (name, Tensor::from_f32(shape, &data))
+        })
+        .collect()
+}

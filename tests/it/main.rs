@@ -1,0 +1,14 @@
+//! onnxq's one integration-test binary. Modules:
+//!
+//! - `roundtrip`: load → IR → save of every testdata model keeps the graph,
+//!   initializers, metadata and opsets, and computes the same in tract;
+//!   external data in and out.
+//! - `malformed`: every malformed testdata file fails with exit code 1, a
+//!   one-line cause naming the tensor/node/file, and writes nothing.
+//! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
+//!   protection.
+
+mod cli;
+mod common;
+mod malformed;
+mod roundtrip;
