@@ -130,7 +130,7 @@ impl Model {
 
 /// `""` and `ai.onnx` name the same (default) domain.
 fn same_domain(a: &str, b: &str) -> bool {
-    let norm = |d: &str| d != "" && d != "ai.onnx";
+    let norm = |d: &str| !d.is_empty() && d != "ai.onnx";
     if !norm(a) && !norm(b) {
         return true;
     }

@@ -262,7 +262,7 @@ impl Resolver {
         let path = self.checked_path(t, &location)?;
         let data = self.map(t, &path)?;
         let size = data.len() as u64;
-        let end = offset.checked_add(expected).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(expected);
         if offset > size || end > size {
             return Err(Self::err(
                 t,
