@@ -136,3 +136,108 @@ fn same_domain(a: &str, b: &str) -> bool {
     }
     a == b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::proto::{
+        FunctionProto, GraphProto, NodeProto, StringStringEntryProto, TrainingInfoProto, ValueInfoProto,
+    };
+
+    fn kv(k: &str, v: &str) -> StringStringEntryProto {
+        StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        }
+    }
+
+    fn vi(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            doc_string: Some(format!("doc of {name}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn untouched_fields_survive_the_round_trip() {
+        let node = |name: &str, op: &str, domain: Option<&str>, i: &[&str], o: &[&str]| NodeProto {
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            domain: domain.map(Into::into),
+            input: i.iter().map(|s| s.to_string()).collect(),
+            output: o.iter().map(|s| s.to_string()).collect(),
+            doc_string: Some(format!("{name} doc")),
+            metadata_props: vec![kv("k", name)],
+            ..Default::default()
+        };
+        let proto = ModelProto {
+            ir_version: Some(9),
+            producer_name: Some("p".into()),
+            producer_version: Some("1".into()),
+            domain: Some("com.example".into()),
+            model_version: Some(0),
+            doc_string: Some("model doc".into()),
+            opset_import: vec![
+                OperatorSetIdProto { domain: Some(String::new()), version: Some(13) },
+                OperatorSetIdProto { domain: Some("com.example".into()), version: Some(1) },
+            ],
+            metadata_props: vec![kv("a", "b")],
+            functions: vec![FunctionProto {
+                name: Some("MyFn".into()),
+                domain: Some("com.example".into()),
+                input: vec!["fx".into()],
+                output: vec!["fy".into()],
+                node: vec![node("inner", "Relu", None, &["fx"], &["fy"])],
+                ..Default::default()
+            }],
+            training_info: vec![TrainingInfoProto {
+                update_binding: vec![kv("w", "w_new")],
+                ..Default::default()
+            }],
+            graph: Some(GraphProto {
+                name: Some("g".into()),
+                doc_string: Some("graph doc".into()),
+                metadata_props: vec![kv("gk", "gv")],
+                input: vec![vi("x")],
+                output: vec![vi("y")],
+                value_info: vec![vi("h")],
+                node: vec![
+                    node("custom", "MyFn", Some("com.example"), &["x"], &["h"]),
+                    node("relu", "Relu", None, &["h"], &["y"]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Model::from_proto(&proto).unwrap();
+        assert_eq!(m.to_proto().unwrap(), proto);
+    }
+
+    #[test]
+    fn unnamed_nodes_stay_unnamed_and_order_is_fixed() {
+        let n = |op: &str, i: &str, o: &str| NodeProto {
+            op_type: Some(op.into()),
+            input: vec![i.into()],
+            output: vec![o.into()],
+            ..Default::default()
+        };
+        // Listed out of order: consumer first.
+        let proto = ModelProto {
+            opset_import: vec![OperatorSetIdProto { domain: None, version: Some(13) }],
+            graph: Some(GraphProto {
+                input: vec![vi("x")],
+                output: vec![vi("z")],
+                node: vec![n("Relu", "y", "z"), n("Neg", "x", "y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Model::from_proto(&proto).unwrap();
+        let out = m.to_proto().unwrap();
+        let g = out.graph.unwrap();
+        assert_eq!(g.node[0].op_type(), "Neg");
+        assert_eq!(g.node[1].op_type(), "Relu");
+        assert!(g.node.iter().all(|n| n.name.is_none()));
+    }
+}
