@@ -11,6 +11,8 @@
 //! - [`ir`]: the graph (nodes in an arena, value ids, producer/consumer maps).
 //! - [`tract`]: the FP32 reference engine (tract) behind calibration, folding
 //!   and parity checks.
+//! - [`passes`]: graph preparation (Constant→initializer, folding, BatchNorm
+//!   folding, cleanup, shape inference, opset upgrade).
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod inspect;
 pub mod ir;
 pub mod onnx;
+pub mod passes;
 pub mod tract;
 
 pub use error::{Error, Result};

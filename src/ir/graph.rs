@@ -447,6 +447,66 @@ impl Graph {
         }
     }
 
+    /// Makes output `slot` of node `n` produce `v` (the old value loses its
+    /// producer).
+    pub fn set_output(&mut self, n: NodeId, slot: usize, v: Option<ValueId>) {
+        let Some(node) = self.nodes.get_mut(n.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot >= node.outputs.len() {
+            node.outputs.resize(slot + 1, None);
+        }
+        let old = std::mem::replace(&mut node.outputs[slot], v);
+        if let Some(old) = old {
+            if self.values[old.index()].producer == Some((n, slot)) {
+                self.values[old.index()].producer = None;
+            }
+        }
+        if let Some(v) = v {
+            self.values[v.index()].producer = Some((n, slot));
+        }
+    }
+
+    /// Removes node `n`, whose output 0 equals its input `input_slot`, and
+    /// reconnects the graph around it. Names that users see are kept: when
+    /// the input is produced by a node and used only here, that node takes
+    /// over the output value (and its name); otherwise the output's uses
+    /// move to the input, which needs an output that is neither a graph
+    /// output nor read by a subgraph. Other outputs of `n` must be unused.
+    /// Returns whether the node was removed.
+    pub fn splice_out(&mut self, n: NodeId, input_slot: usize) -> bool {
+        let Some(node) = self.node(n) else {
+            return false;
+        };
+        let (Some(x), Some(y)) = (node.input(input_slot), node.output(0)) else {
+            return false;
+        };
+        let extra_outputs_used = node
+            .outputs
+            .iter()
+            .skip(1)
+            .flatten()
+            .any(|&o| !self.values[o.index()].consumers.is_empty() || self.is_graph_output(o));
+        if extra_outputs_used || x == y {
+            return false;
+        }
+        let xv = &self.values[x.index()];
+        let only_here = xv.consumers.iter().all(|&(c, _)| c == n) && !self.is_graph_output(x);
+        if let (Some((p, k)), true) = (xv.producer, only_here) {
+            if self.node(p).is_some() {
+                self.remove_node(n);
+                self.set_output(p, k, Some(y));
+                return true;
+            }
+        }
+        if self.is_graph_output(y) || self.has_implicit_uses(y) {
+            return false;
+        }
+        self.remove_node(n);
+        self.replace_uses(y, x);
+        true
+    }
+
     /// Redirects every explicit use of `old` (node inputs, graph outputs) to
     /// `new`. Implicit uses by subgraphs refer to `old` by name and cannot be
     /// redirected: callers check [`Graph::has_implicit_uses`] first.

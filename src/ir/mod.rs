@@ -141,7 +141,8 @@ fn same_domain(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
     use crate::onnx::proto::{
-        FunctionProto, GraphProto, NodeProto, StringStringEntryProto, TrainingInfoProto, ValueInfoProto,
+        FunctionProto, GraphProto, NodeProto, StringStringEntryProto, TrainingInfoProto,
+        ValueInfoProto,
     };
 
     fn kv(k: &str, v: &str) -> StringStringEntryProto {
@@ -179,8 +180,14 @@ mod tests {
             model_version: Some(0),
             doc_string: Some("model doc".into()),
             opset_import: vec![
-                OperatorSetIdProto { domain: Some(String::new()), version: Some(13) },
-                OperatorSetIdProto { domain: Some("com.example".into()), version: Some(1) },
+                OperatorSetIdProto {
+                    domain: Some(String::new()),
+                    version: Some(13),
+                },
+                OperatorSetIdProto {
+                    domain: Some("com.example".into()),
+                    version: Some(1),
+                },
             ],
             metadata_props: vec![kv("a", "b")],
             functions: vec![FunctionProto {
@@ -224,7 +231,10 @@ mod tests {
         };
         // Listed out of order: consumer first.
         let proto = ModelProto {
-            opset_import: vec![OperatorSetIdProto { domain: None, version: Some(13) }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: None,
+                version: Some(13),
+            }],
             graph: Some(GraphProto {
                 input: vec![vi("x")],
                 output: vec![vi("z")],

@@ -102,6 +102,13 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
 
 /// A tract tensor as ours (copies the payload).
 pub fn from_tract(t: &TTensor) -> Result<Tensor> {
+    if t.datum_type() == DatumType::TDim {
+        // Shape-like results: tract keeps them symbolic; they are concrete here.
+        let cast = t
+            .cast_to_dt(DatumType::I64)
+            .map_err(|e| Error::tract("converting a shape tensor", e))?;
+        return from_tract(&cast);
+    }
     let dtype = data_type(t.datum_type()).ok_or_else(|| {
         Error::tensor(
             "",
@@ -215,4 +222,41 @@ impl Runner {
         let out = self.plan.run(tv).map_err(|e| Error::tract("running", e))?;
         out.iter().map(|t| from_tract(t)).collect()
     }
+}
+
+/// Evaluates one node on constant inputs with tract (a one-node model whose
+/// inputs are initializers). Returns the node's outputs, in slot order, for
+/// the slots that have a name.
+pub fn eval_node(
+    node: &crate::onnx::proto::NodeProto,
+    inputs: &[NamedTensor],
+    opset_import: &[crate::onnx::proto::OperatorSetIdProto],
+) -> Result<Vec<Tensor>> {
+    use crate::onnx::proto::{GraphProto, ValueInfoProto};
+    let outputs: Vec<ValueInfoProto> = node
+        .output
+        .iter()
+        .filter(|o| !o.is_empty())
+        .map(|o| ValueInfoProto {
+            name: Some(o.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: opset_import.to_vec(),
+        graph: Some(GraphProto {
+            name: Some("fold".into()),
+            node: vec![node.clone()],
+            initializer: inputs
+                .iter()
+                .map(|(n, t)| crate::onnx::tensor::tensor_to_proto(n, t))
+                .collect(),
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let runner = Runner::new(&model, &[], None)?;
+    runner.run(&[])
 }

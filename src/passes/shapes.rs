@@ -1,0 +1,126 @@
+//! Shape inference: element type and shape of every value, from tract's
+//! analysis of the model, mapped back to our values by tensor name, and
+//! written as `value_info`.
+//!
+//! Symbolic input dimensions stay symbolic (`batch`, `seq`); a dimension
+//! tract can only express as a formula (`seq*2`) or cannot infer at all is
+//! written as unknown rather than invented. Values that already carry type
+//! information (graph inputs and outputs, existing `value_info`) keep it.
+
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::onnx::proto::{
+    tensor_shape_proto::{dimension, Dimension},
+    type_proto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use prost::Message;
+use tract_onnx::prelude::{Framework, OutletId, TDim};
+use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, InferenceModelExt};
+
+/// Infers types and shapes; returns how many values got new `value_info`.
+pub fn infer_shapes(model: &mut Model) -> Result<usize> {
+    let bytes = model.to_proto()?.encode_to_vec();
+    let mut m = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| Error::tract("loading the model for shape inference", e))?;
+    // Obstinate: carry on past ops tract cannot analyse, keeping what it found.
+    let _ = m.analyse(true);
+    let g = &mut model.graph;
+    let mut added = 0;
+    let nodes: Vec<(usize, usize)> = m.nodes().iter().map(|n| (n.id, n.outputs.len())).collect();
+    for (id, n_out) in nodes {
+        for slot in 0..n_out {
+            let outlet = OutletId::new(id, slot);
+            let Some(label) = m.outlet_label(outlet) else {
+                continue;
+            };
+            let Some(v) = g.find_value(label) else {
+                continue;
+            };
+            if g.value(v).info.is_some() || !g.is_defined(v) || g.initializer(v).is_some() {
+                continue;
+            }
+            let Ok(fact) = m.outlet_fact(outlet) else {
+                continue;
+            };
+            let Some(dt) = fact
+                .datum_type
+                .concretize()
+                .and_then(crate::tract::data_type)
+            else {
+                continue;
+            };
+            let shape = (!fact.shape.is_open()).then(|| TensorShapeProto {
+                dim: fact
+                    .shape
+                    .dims()
+                    .map(|d| Dimension {
+                        value: match d {
+                            GenericFactoid::Only(TDim::Val(n)) => {
+                                Some(dimension::Value::DimValue(*n))
+                            }
+                            GenericFactoid::Only(TDim::Sym(s)) => {
+                                Some(dimension::Value::DimParam(s.to_string()))
+                            }
+                            _ => None,
+                        },
+                        denotation: None,
+                    })
+                    .collect(),
+            });
+            let info = ValueInfoProto {
+                name: Some(label.to_string()),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(dt.code()),
+                        shape,
+                    })),
+                    denotation: None,
+                }),
+                ..Default::default()
+            };
+            g.set_value_info(v, info);
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::node::attr;
+    use crate::ir::Tensor;
+    use crate::passes::fold::static_shape;
+    use crate::passes::testutil::*;
+
+    #[test]
+    fn shapes_are_inferred() {
+        let mut m = model(
+            13,
+            &[("x", &[2, 3, 4])],
+            &["y"],
+            vec![
+                node(
+                    "Transpose",
+                    "t",
+                    &["x"],
+                    &["t"],
+                    vec![attr::ints("perm", &[2, 0, 1])],
+                ),
+                node(
+                    "ReduceSum",
+                    "r",
+                    &["t", "axes"],
+                    &["y"],
+                    vec![attr::int("keepdims", 0)],
+                ),
+            ],
+            vec![("axes", Tensor::from_i64(vec![1], &[2]))],
+        );
+        let n = infer_shapes(&mut m).unwrap();
+        assert!(n >= 1);
+        let t = m.graph.find_value("t").unwrap();
+        assert_eq!(static_shape(&m.graph, t), Some(vec![4, 2, 3]));
+    }
+}
