@@ -136,7 +136,7 @@ pub fn inspect(loaded: &LoadedModel, model: &Model) -> Inspection {
         }
     }
 
-    let consts = constant_values(g);
+    let consts = constant_values(g, model.ir_version() < 4);
     let mut quantizable = Vec::new();
     if let Ok(order) = g.topo_order() {
         for id in order {
@@ -268,13 +268,14 @@ pub const NONDETERMINISTIC: &[&str] = &[
 ];
 
 /// Values that are constant: initializers that are not overridable graph
-/// inputs, Constant outputs, and outputs of deterministic default-domain
-/// nodes whose inputs are all constant.
-pub fn constant_values(g: &Graph) -> HashSet<ValueId> {
+/// inputs (in IR < 4 every initializer is listed as an input and still
+/// constant: `listed_inputs_are_constant`), Constant outputs, and outputs of
+/// deterministic default-domain nodes whose inputs are all constant.
+pub fn constant_values(g: &Graph, listed_inputs_are_constant: bool) -> HashSet<ValueId> {
     let mut consts: HashSet<ValueId> = g
         .initializers()
         .map(|(v, _)| v)
-        .filter(|&v| !g.is_graph_input(v))
+        .filter(|&v| listed_inputs_are_constant || !g.is_graph_input(v))
         .collect();
     let Ok(order) = g.topo_order() else {
         return consts;

@@ -6,6 +6,7 @@
 
 mod convert;
 mod inspect;
+mod optimize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ pub struct Cli {
 enum Command {
     Inspect(inspect::Args),
     Convert(convert::Args),
+    Optimize(optimize::Args),
 }
 
 /// Parses arguments, runs, prints errors, returns the exit code.
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Optimize(a) => optimize::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

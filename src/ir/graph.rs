@@ -389,6 +389,16 @@ impl Graph {
         self.inputs.retain(|&x| x != v);
     }
 
+    /// Stops listing initializers as graph inputs (IR < 4 required the
+    /// listing; from IR 4 an initializer in the inputs is an overridable
+    /// default). Returns how many inputs were dropped.
+    pub fn unlist_initializer_inputs(&mut self) -> usize {
+        let before = self.inputs.len();
+        let values = &self.values;
+        self.inputs.retain(|v| values[v.index()].init.is_none());
+        before - self.inputs.len()
+    }
+
     /// Adds `node`, wiring its producer/consumer entries.
     pub fn insert_node(&mut self, node: Node) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);

@@ -82,8 +82,15 @@ impl Pass for ConstantFold {
                 {
                     continue;
                 }
+                // ConstantOfShape's element type is that of its `value` (float by default).
+                let esize = node
+                    .get_tensor("value")
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.dtype().bits())
+                    .map_or(4, |b| b.div_ceil(8));
                 if node.is("ConstantOfShape")
-                    && !small_enough_shape(g, node.input(0), opts.fold_limit_bytes)
+                    && !small_enough_shape(g, node.input(0), esize, opts.fold_limit_bytes)
                 {
                     continue;
                 }
@@ -145,7 +152,7 @@ pub fn static_shape(g: &Graph, v: ValueId) -> Option<Vec<usize>> {
         .collect()
 }
 
-fn small_enough_shape(g: &Graph, shape: Option<ValueId>, limit: usize) -> bool {
+fn small_enough_shape(g: &Graph, shape: Option<ValueId>, esize: usize, limit: usize) -> bool {
     let Some(dims) = shape
         .and_then(|s| g.initializer(s))
         .and_then(|t| t.to_i64_vec().ok())
@@ -155,7 +162,8 @@ fn small_enough_shape(g: &Graph, shape: Option<ValueId>, limit: usize) -> bool {
     let n = dims.iter().try_fold(1usize, |acc, &d| {
         usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
     });
-    n.and_then(|n| n.checked_mul(8)).is_some_and(|b| b <= limit)
+    n.and_then(|n| n.checked_mul(esize))
+        .is_some_and(|b| b <= limit)
 }
 
 #[cfg(test)]

@@ -102,6 +102,14 @@ pub fn prepare(model: &mut Model, opts: &PassOptions) -> Result<PassReport> {
         opset_before: model.onnx_opset()?,
         ..Default::default()
     };
+    // IR < 4 lists every initializer as a graph input because the spec
+    // required it; runtimes treat them as constants. Make that explicit, so
+    // folding and weight detection see them (IR 4 no longer requires it).
+    if model.ir_version() < 4 {
+        let n = model.graph.unlist_initializer_inputs();
+        report.rewrites.insert("unlist-initializer-inputs", n);
+        model.set_ir_version(4);
+    }
     if opts.target_opset.is_some() {
         let n = run_one(&opset::UpgradeOpset, model, opts)?;
         report.rewrites.insert(opset::UpgradeOpset.name(), n);
@@ -117,11 +125,6 @@ pub fn prepare(model: &mut Model, opts: &PassOptions) -> Result<PassReport> {
         if changed == 0 {
             break;
         }
-    }
-    // Initializers no longer need to be listed as graph inputs from IR 4 on;
-    // models older than that get the version that allows it.
-    if model.ir_version() < 4 && model.graph.initializers().next().is_some() {
-        model.set_ir_version(4);
     }
     if opts.infer_shapes {
         match shapes::infer_shapes(model) {

@@ -39,7 +39,7 @@ pub struct UpgradeOpset;
 /// Highest target opset whose changes this pass knows.
 pub const MAX_TARGET: i64 = 21;
 /// Lowest source opset it upgrades from.
-pub const MIN_SOURCE: i64 = 7;
+pub const MIN_SOURCE: i64 = 6;
 
 /// Experimental or removed ops with no standard replacement.
 const REMOVED: &[&str] = &[
@@ -623,6 +623,41 @@ mod tests {
         let xs = inputs(&m0, 3);
         assert_close(&run(&m0, &xs), &run(&m, &xs), 1e-6);
         assert!(ops(&m).contains(&"Flatten".to_string()));
+    }
+
+    #[test]
+    fn upsample_and_resize_10_become_resize_11() {
+        let scales = || ("scales", Tensor::from_f32(vec![4], &[1.0, 1.0, 2.0, 3.0]));
+        for (opset, op) in [(9, "Upsample"), (10, "Resize")] {
+            let m0 = model(
+                opset,
+                &[("x", &[1, 2, 3, 2])],
+                &["y"],
+                vec![node(
+                    op,
+                    "up",
+                    &["x", "scales"],
+                    &["y"],
+                    vec![attr::string("mode", "nearest")],
+                )],
+                vec![scales()],
+            );
+            let mut m = m0.clone();
+            upgrade(&mut m, 13).unwrap();
+            assert_eq!(ops(&m), ["Resize"]);
+            let xs = inputs(&m0, 6);
+            // Upsample / Resize-10 nearest: y[n, c, h, w] = x[n, c, floor(h / 2), floor(w / 3)].
+            let x = xs[0].1.to_f32_vec().unwrap();
+            let mut want = Vec::new();
+            for c in 0..2 {
+                for h in 0..6 {
+                    for w in 0..6 {
+                        want.push(x[c * 6 + (h / 2) * 2 + w / 3]);
+                    }
+                }
+            }
+            assert_close(&[want], &run(&m, &xs), 0.0);
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, InferenceModelExt};
 /// Infers types and shapes; returns how many values got new `value_info`.
 pub fn infer_shapes(model: &mut Model) -> Result<usize> {
     let bytes = model.to_proto()?.encode_to_vec();
-    let mut m = tract_onnx::onnx()
+    let mut m = crate::tract::framework()
         .model_for_read(&mut &bytes[..])
         .map_err(|e| Error::tract("loading the model for shape inference", e))?;
     // Obstinate: carry on past ops tract cannot analyse, keeping what it found.

@@ -123,6 +123,15 @@ pub fn from_tract(t: &TTensor) -> Result<Tensor> {
     Tensor::from_raw(dtype, t.shape().to_vec(), raw)
 }
 
+/// tract's ONNX front end, told to derive every shape from the inputs we
+/// feed: declared `value_info` and output shapes (often symbolic, `N`) are
+/// hints that would otherwise conflict with concrete input shapes.
+pub fn framework() -> tract_onnx::Onnx {
+    tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .with_ignore_output_shapes(true)
+}
+
 /// A concrete input: its name and the tensor to feed.
 pub type NamedTensor = (String, Tensor);
 
@@ -143,7 +152,7 @@ impl Runner {
         outputs: Option<&[String]>,
     ) -> Result<Self> {
         let bytes = model.encode_to_vec();
-        let mut m = tract_onnx::onnx()
+        let mut m = framework()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::tract("loading the model", e))?;
         let mut names = Vec::new();

@@ -5,10 +5,13 @@
 //!   external data in and out.
 //! - `malformed`: every malformed testdata file fails with exit code 1, a
 //!   one-line cause naming the tensor/node/file, and writes nothing.
+//! - `optimize`: the preparation passes keep every model's outputs, reach a
+//!   fixed point, and do what they promise on real-export quirks.
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
 //!   protection.
 
 mod cli;
 mod common;
 mod malformed;
+mod optimize;
 mod roundtrip;
