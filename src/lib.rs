@@ -13,9 +13,12 @@
 //!   and parity checks.
 //! - [`passes`]: graph preparation (Constant→initializer, folding, BatchNorm
 //!   folding, cleanup, shape inference, opset upgrade).
+//! - [`calibrate`]: sample sources, activation statistics through tract,
+//!   ranges (MinMax, Percentile, Entropy, MSE), calibration tables.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
 
+pub mod calibrate;
 pub mod error;
 pub mod inspect;
 pub mod ir;

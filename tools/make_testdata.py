@@ -460,6 +460,13 @@ def write_quirks():
     save(gemm_dynbatch(), "quirks", "gemm_transb_dynbatch_opset13.onnx")
     save(opset11_ops(), "quirks", "opset11_ops.onnx")
     save(transformer_block(), "quirks", "transformer_opset17.onnx")
+    # Variable-length calibration samples: batch 1, sequence 3..10.
+    calib = os.path.join(ROOT, "quirks", "transformer_calib")
+    shutil.rmtree(calib, ignore_errors=True)
+    rng = np.random.default_rng(170)
+    for i in range(16):
+        seq = 3 + (i * 5) % 8
+        np.savez(path("quirks", "transformer_calib", f"{i:04d}.npz"), x=rng.standard_normal((1, seq, 16)).astype(np.float32))
     save(if_model(), "quirks", "if_branch_opset13.onnx")
 
 

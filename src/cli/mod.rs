@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 parity gate failed.
 
+mod calibrate;
 mod convert;
 mod inspect;
 mod optimize;
@@ -35,6 +36,7 @@ enum Command {
     Inspect(inspect::Args),
     Convert(convert::Args),
     Optimize(optimize::Args),
+    Calibrate(calibrate::Args),
 }
 
 /// Parses arguments, runs, prints errors, returns the exit code.
@@ -51,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Optimize(a) => optimize::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

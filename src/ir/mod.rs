@@ -10,6 +10,7 @@
 pub mod graph;
 pub mod node;
 pub mod tensor;
+pub mod types;
 
 pub use graph::{Graph, Initializer, NodeId, Use, Value, ValueId};
 pub use node::Node;

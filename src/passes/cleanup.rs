@@ -12,31 +12,18 @@
 //! Graph inputs and outputs keep their names; values read by subgraphs are
 //! never redirected (see `Graph::splice_out`).
 
-use super::fold::static_shape;
 use super::{Pass, PassOptions};
 use crate::error::Result;
 use crate::ir::graph::Graph;
 use crate::ir::tensor::DataType;
+use crate::ir::types::{dtype_of, static_shape};
 use crate::ir::{Model, Node, NodeId, ValueId};
-use crate::onnx::proto::type_proto;
 use prost::bytes::Bytes;
 use std::collections::HashMap;
 
 pub struct RemoveNoOps;
 pub struct RemoveDeadNodes;
 pub struct DedupInitializers;
-
-/// The element type `v` is declared or known to have.
-fn dtype_of(g: &Graph, v: ValueId) -> Option<DataType> {
-    if let Some(t) = g.initializer(v) {
-        return Some(t.dtype());
-    }
-    let info = g.value(v).info.as_ref()?;
-    match &info.r#type.as_ref()?.value {
-        Some(type_proto::Value::TensorType(tt)) => DataType::from_code(tt.elem_type()),
-        _ => None,
-    }
-}
 
 /// Whether `node` passes its input 0 through unchanged.
 fn is_no_op(g: &Graph, node: &Node, opset: i64) -> Result<bool> {

@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::inspect::NONDETERMINISTIC;
 use crate::ir::graph::Graph;
 use crate::ir::tensor::{numel, Tensor};
+use crate::ir::types::static_shape;
 use crate::ir::{Model, ValueId};
-use crate::onnx::proto::{tensor_shape_proto::dimension, type_proto};
 
 pub struct ConstantFold;
 
@@ -130,26 +130,6 @@ impl Pass for ConstantFold {
         }
         Ok(changed)
     }
-}
-
-/// The shape of `v` if every dimension is a known number.
-pub fn static_shape(g: &Graph, v: ValueId) -> Option<Vec<usize>> {
-    if let Some(t) = g.initializer(v) {
-        return Some(t.dims().to_vec());
-    }
-    let info = g.value(v).info.as_ref()?;
-    let Some(type_proto::Value::TensorType(tt)) = &info.r#type.as_ref()?.value else {
-        return None;
-    };
-    tt.shape
-        .as_ref()?
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(dimension::Value::DimValue(n)) if n >= 0 => Some(n as usize),
-            _ => None,
-        })
-        .collect()
 }
 
 fn small_enough_shape(g: &Graph, shape: Option<ValueId>, esize: usize, limit: usize) -> bool {

@@ -442,9 +442,9 @@ fn softmax_to_13(g: &mut Graph, id: NodeId) -> Result<bool> {
         .ok_or_else(|| Error::Invalid("node vanished".into()))?;
     let axis = node.get_int("axis")?.unwrap_or(1);
     let x = node.input(0).ok_or_else(|| err(node, "no input"))?;
-    let rank = super::fold::static_shape(g, x)
+    let rank = crate::ir::types::static_shape(g, x)
         .map(|s| s.len() as i64)
-        .or_else(|| value_rank(g, x));
+        .or_else(|| crate::ir::types::dims_of(g, x).map(|d| d.len() as i64));
     if axis == -1 || rank.is_some_and(|r| (axis + r) % r.max(1) == r - 1) {
         if let Some(n) = g.node_mut(id) {
             n.set_attr(attr::int("axis", -1));
@@ -475,15 +475,6 @@ fn softmax_to_13(g: &mut Graph, id: NodeId) -> Result<bool> {
     g.insert_node(flatten);
     g.insert_node(reshape);
     Ok(true)
-}
-
-fn value_rank(g: &Graph, v: crate::ir::ValueId) -> Option<i64> {
-    use crate::onnx::proto::type_proto;
-    let info = g.value(v).info.as_ref()?;
-    match &info.r#type.as_ref()?.value {
-        Some(type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map(|s| s.dim.len() as i64),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

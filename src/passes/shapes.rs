@@ -90,8 +90,8 @@ pub fn infer_shapes(model: &mut Model) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::ir::node::attr;
+    use crate::ir::types::static_shape;
     use crate::ir::Tensor;
-    use crate::passes::fold::static_shape;
     use crate::passes::testutil::*;
 
     #[test]

@@ -1,5 +1,7 @@
 //! onnxq's one integration-test binary. Modules:
 //!
+//! - `calibrate`: sample sources, every method on variable-length inputs,
+//!   tables identical for any --jobs, bad samples named.
 //! - `roundtrip`: load → IR → save of every testdata model keeps the graph,
 //!   initializers, metadata and opsets, and computes the same in tract;
 //!   external data in and out.
@@ -10,6 +12,7 @@
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
 //!   protection.
 
+mod calibrate;
 mod cli;
 mod common;
 mod malformed;

@@ -1,0 +1,272 @@
+//! Calibration: run the prepared FP32 model through tract on the user's
+//! samples and record, for every float activation, the statistics its
+//! quantization range comes from.
+//!
+//! The lifecycle: [`Calibrator::new`] picks the tensors to observe (graph
+//! inputs and every node output; non-float ones are skipped when seen) →
+//! [`Calibrator::collect`] runs samples in parallel (one tract plan per
+//! distinct set of input shapes, shared by all workers; samples in ordered
+//! chunks, merged in sample order, so results do not depend on `jobs`) →
+//! [`RangeTable::compute`] turns statistics into ranges with a [`Method`].
+//!
+//! Memory: one sample's activations per worker plus fixed-size statistics
+//! per tensor (`stats`), independent of the number of samples.
+
+pub mod methods;
+pub mod samples;
+pub mod stats;
+pub mod table;
+
+pub use methods::{Method, RangeOptions, Target};
+pub use samples::{check_sample, open_source, Sample, SampleSource};
+pub use stats::TensorStats;
+pub use table::{RangeTable, TensorRange};
+
+use crate::error::{Error, Result};
+use crate::ir::types::{input_specs, InputSpec};
+use crate::ir::{DataType, Model};
+use crate::onnx::proto::ModelProto;
+use crate::tract::Runner;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How to collect.
+#[derive(Clone, Debug)]
+pub struct CollectOptions {
+    /// Keep histograms (needed by percentile, entropy, mse).
+    pub histograms: bool,
+    /// Keep per-channel (axis 1) extremes of every activation.
+    pub per_channel: bool,
+    /// Worker threads (0: all cores).
+    pub jobs: usize,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for CollectOptions {
+    fn default() -> Self {
+        CollectOptions {
+            histograms: true,
+            per_channel: false,
+            jobs: 0,
+            progress: false,
+        }
+    }
+}
+
+/// What collection produced.
+#[derive(Clone, Debug)]
+pub struct Collected {
+    /// Statistics per tensor name (float tensors only).
+    pub stats: BTreeMap<String, TensorStats>,
+    pub samples: usize,
+    /// Fingerprint of the samples' names and contents.
+    pub samples_sha256: String,
+    /// Distinct input shapes seen (one tract plan each).
+    pub plans: usize,
+}
+
+/// Lower-case hex of a SHA-256 digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fingerprint of a model: SHA-256 of its protobuf encoding.
+pub fn model_sha256(proto: &ModelProto) -> String {
+    use prost::Message;
+    hex(&Sha256::digest(proto.encode_to_vec()))
+}
+
+/// One sample's statistics (per observed tensor, `None` if not float) and
+/// the digest of its content.
+type SampleStats = (Vec<Option<TensorStats>>, [u8; 32]);
+
+/// Runs a model on samples and collects activation statistics.
+pub struct Calibrator {
+    proto: ModelProto,
+    inputs: Vec<InputSpec>,
+    /// Node outputs observed through tract.
+    targets: Vec<String>,
+    plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
+}
+
+impl Calibrator {
+    /// Observes every graph input and node output of `model` (which should
+    /// be prepared: constants folded, so only activations are node outputs).
+    pub fn new(model: &Model) -> Result<Self> {
+        let g = &model.graph;
+        let consts = crate::inspect::constant_values(g, false);
+        let mut targets = Vec::new();
+        for id in g.topo_order()? {
+            let Some(node) = g.node(id) else { continue };
+            for v in node.outputs.iter().flatten() {
+                let dt = crate::ir::types::dtype_of(g, *v);
+                let float_or_unknown = dt.is_none_or(DataType::is_float);
+                if !consts.contains(v) && float_or_unknown {
+                    targets.push(g.value_name(*v).to_string());
+                }
+            }
+        }
+        Ok(Calibrator {
+            proto: model.to_proto()?,
+            inputs: input_specs(g),
+            targets,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Node outputs observed (graph inputs are observed too).
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    fn plan(&self, sample: &Sample) -> Result<Arc<Runner>> {
+        let shapes: Vec<Vec<usize>> = self
+            .inputs
+            .iter()
+            .filter_map(|i| {
+                sample
+                    .iter()
+                    .find(|(n, _)| *n == i.name)
+                    .map(|(_, t)| t.dims().to_vec())
+            })
+            .collect();
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| Error::Invalid("a calibration worker panicked".into()))?;
+        if let Some(p) = plans.get(&shapes) {
+            return Ok(p.clone());
+        }
+        let specs: Vec<(String, DataType, Vec<usize>)> = sample
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+            .collect();
+        let runner = Arc::new(Runner::new(&self.proto, &specs, Some(&self.targets))?);
+        plans.insert(shapes, runner.clone());
+        Ok(runner)
+    }
+
+    /// Runs one sample; statistics per tensor in `[inputs…, targets…]` order
+    /// (`None` for non-float tensors) and the sample's digest.
+    fn run_one(
+        &self,
+        source: &dyn SampleSource,
+        i: usize,
+        opts: &CollectOptions,
+    ) -> Result<SampleStats> {
+        let name = source.name(i);
+        let sample = source.load(i)?;
+        check_sample(&name, &sample, &self.inputs)?;
+        let mut digest = Sha256::new();
+        digest.update(name.as_bytes());
+        for (n, t) in &sample {
+            digest.update(n.as_bytes());
+            digest.update(t.dtype().name().as_bytes());
+            for d in t.dims() {
+                digest.update((*d as u64).to_le_bytes());
+            }
+            if let Some(raw) = t.raw() {
+                digest.update(raw);
+            }
+        }
+        let runner = self.plan(&sample)?;
+        let outputs = runner
+            .run(&sample)
+            .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
+        let observe = |t: &crate::ir::Tensor| {
+            t.dtype().is_float().then(|| {
+                t.to_f32_vec().map(|v| {
+                    TensorStats::of_sample(&v, t.dims(), opts.histograms, opts.per_channel)
+                })
+            })
+        };
+        let mut stats = Vec::with_capacity(self.inputs.len() + outputs.len());
+        for spec in &self.inputs {
+            let t = sample.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| t);
+            stats.push(t.and_then(observe).transpose()?);
+        }
+        for t in &outputs {
+            stats.push(observe(t).transpose()?);
+        }
+        Ok((stats, digest.finalize().into()))
+    }
+
+    /// Runs every sample of `source` and merges the statistics.
+    pub fn collect(&self, source: &dyn SampleSource, opts: &CollectOptions) -> Result<Collected> {
+        let n = source.len();
+        if n == 0 {
+            return Err(Error::Invalid("no calibration samples".into()));
+        }
+        let jobs = if opts.jobs == 0 {
+            std::thread::available_parallelism().map_or(1, |p| p.get())
+        } else {
+            opts.jobs
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {jobs} workers: {e}")))?;
+        let bar = if opts.progress {
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(n as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "calibrating {bar:30} {pos}/{len} samples  {per_sec}  eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let names: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .chain(self.targets.iter().cloned())
+            .collect();
+        let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
+        let mut digest = Sha256::new();
+        let chunk = (jobs * 2).max(1);
+        let indices: Vec<usize> = (0..n).collect();
+        for part in indices.chunks(chunk) {
+            let results: Vec<Result<SampleStats>> = pool.install(|| {
+                part.par_iter()
+                    .map(|&i| self.run_one(source, i, opts))
+                    .collect()
+            });
+            for r in results {
+                let (stats, d) = r?;
+                digest.update(d);
+                for (slot, s) in merged.iter_mut().zip(stats) {
+                    match (slot.as_mut(), s) {
+                        (Some(m), Some(s)) => m.merge(&s),
+                        (None, Some(s)) => *slot = Some(s),
+                        _ => {}
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        bar.finish_and_clear();
+        let plans = self.plans.lock().map(|p| p.len()).unwrap_or(0);
+        Ok(Collected {
+            stats: names
+                .into_iter()
+                .zip(merged)
+                .filter_map(|(n, s)| s.map(|s| (n, s)))
+                .collect(),
+            samples: n,
+            samples_sha256: hex(&digest.finalize()),
+            plans,
+        })
+    }
+}

@@ -1,0 +1,612 @@
+//! Where calibration (and validation) samples come from.
+//!
+//! Every source gives the same thing: a count, a name per sample, and, on
+//! demand, the sample's named input tensors. Samples are loaded one at a
+//! time by the worker that runs them, so memory does not grow with the
+//! number of samples (a stacked `.npz` is the exception: it is one file).
+//!
+//! - a directory of `.npz` files, one sample per file, arrays named after the
+//!   model inputs;
+//! - a directory of ONNX backend-test folders (`test_data_set_*/input_N.pb`),
+//!   matched to inputs by the name the tensor carries, else by position;
+//! - one `.npz` whose arrays carry a leading sample axis;
+//! - `random:N[:seed]`, synthetic samples shaped from the model's inputs.
+//!
+//! [`check_sample`] compares a sample with the model's inputs and names the
+//! sample and input at fault.
+
+use crate::error::{Error, Result};
+use crate::ir::tensor::{numel, DataType, Tensor};
+use crate::ir::types::{Dim, InputSpec};
+use crate::onnx::proto::TensorProto;
+use crate::onnx::tensor::tensor_from_proto;
+use npyz::WriterBuilder;
+use prost::bytes::Bytes;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One sample: input name → tensor.
+pub type Sample = Vec<(String, Tensor)>;
+
+/// A source of samples.
+pub trait SampleSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// A short name for sample `i` (file name, `test_data_set_3`, `random/7`).
+    fn name(&self, i: usize) -> String;
+    /// Loads sample `i`.
+    fn load(&self, i: usize) -> Result<Sample>;
+    /// Bytes that identify the source's content for fingerprints (defaults
+    /// to hashing every sample).
+    fn describe(&self) -> String;
+}
+
+fn sample_err(sample: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid(format!("sample '{sample}': {}", reason.into()))
+}
+
+// ----- .npy / .npz ----------------------------------------------------------
+
+fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
+    use npyz::{DType, TypeChar};
+    let dims: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() == npyz::Order::Fortran && dims.len() > 1 {
+        return Err(Error::Invalid(format!(
+            "{what}: Fortran-ordered arrays are not supported"
+        )));
+    }
+    let n = numel(&dims).ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
+    let DType::Plain(ts) = npy.dtype() else {
+        return Err(Error::Invalid(format!(
+            "{what}: structured arrays are not supported"
+        )));
+    };
+    let (tc, size) = (ts.type_char(), ts.size_field());
+    let bad = |e: std::io::Error| Error::Invalid(format!("{what}: {e}"));
+    let dtype = match (tc, size) {
+        (TypeChar::Float, 4) => DataType::Float,
+        (TypeChar::Float, 2) => DataType::Float16,
+        (TypeChar::Float, 8) => DataType::Double,
+        (TypeChar::Int, 8) => DataType::Int64,
+        (TypeChar::Int, 4) => DataType::Int32,
+        (TypeChar::Int, 2) => DataType::Int16,
+        (TypeChar::Int, 1) => DataType::Int8,
+        (TypeChar::Uint, 1) => DataType::Uint8,
+        (TypeChar::Bool, 1) => DataType::Bool,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{what}: numpy dtype {} is not supported",
+                ts
+            )))
+        }
+    };
+    // Read the elements through npyz (it handles byte order), then store
+    // them little-endian.
+    macro_rules! read {
+        ($t:ty) => {{
+            let v: Vec<$t> = npy.into_vec().map_err(bad)?;
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()
+        }};
+    }
+    let raw: Vec<u8> = match dtype {
+        DataType::Float => read!(f32),
+        DataType::Float16 => read!(half::f16),
+        DataType::Double => read!(f64),
+        DataType::Int64 => read!(i64),
+        DataType::Int32 => read!(i32),
+        DataType::Int16 => read!(i16),
+        DataType::Int8 => read!(i8),
+        DataType::Uint8 => read!(u8),
+        DataType::Bool => {
+            let v: Vec<bool> = npy.into_vec().map_err(bad)?;
+            v.into_iter().map(u8::from).collect()
+        }
+        _ => Vec::new(),
+    };
+    if dtype.raw_len(n) != Some(raw.len()) {
+        return Err(Error::Invalid(format!(
+            "{what}: {} bytes for shape {dims:?}",
+            raw.len()
+        )));
+    }
+    Tensor::from_raw(dtype, dims, Bytes::from(raw))
+}
+
+/// Reads every array of an `.npz` file, in name order.
+pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| {
+        Error::Invalid(format!("{}: not a readable .npz file: {e}", path.display()))
+    })?;
+    let names: Vec<String> = archive.array_names().map(str::to_string).collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        let what = format!("{}: array '{name}'", path.display());
+        let npy = archive
+            .by_name(&name)
+            .map_err(|e| Error::Invalid(format!("{what}: {e}")))?
+            .ok_or_else(|| Error::Invalid(format!("{what}: missing")))?;
+        out.insert(name, npy_to_tensor(npy, &what)?);
+    }
+    Ok(out)
+}
+
+/// Writes named tensors as an `.npz` file (uncompressed, like `np.savez`),
+/// atomically.
+pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".onnxq-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    {
+        let mut npz = npyz::npz::NpzWriter::new(tmp.as_file());
+        for (name, t) in arrays {
+            let shape: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
+            let io = |e: std::io::Error| Error::io(path, e);
+            macro_rules! put {
+                ($t:ty, $v:expr) => {{
+                    let v: Vec<$t> = $v;
+                    let mut w = npz
+                        .array::<$t>(name, Default::default())
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?
+                        .default_dtype()
+                        .shape(&shape)
+                        .begin_nd()
+                        .map_err(io)?;
+                    w.extend(v).map_err(io)?;
+                    w.finish().map_err(io)?;
+                }};
+            }
+            match t.dtype() {
+                DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double => {
+                    put!(f32, t.to_f32_vec()?)
+                }
+                DataType::Int64 | DataType::Int32 | DataType::Int16 => put!(i64, t.to_i64_vec()?),
+                DataType::Int8 => put!(i8, t.to_i64_vec()?.into_iter().map(|v| v as i8).collect()),
+                DataType::Uint8 => put!(u8, t.to_i64_vec()?.into_iter().map(|v| v as u8).collect()),
+                DataType::Bool => put!(bool, t.to_i64_vec()?.into_iter().map(|v| v != 0).collect()),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "output '{name}': {} cannot be written to .npz",
+                        other.name()
+                    )))
+                }
+            }
+        }
+        npz.zip_writer()
+            .finish()
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    }
+    tmp.as_file().flush().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+// ----- sources ----------------------------------------------------------------
+
+/// A directory of `.npz` files, one sample each, in file-name order.
+pub struct NpzDir {
+    files: Vec<PathBuf>,
+}
+
+impl NpzDir {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "npz"))
+            .collect();
+        files.sort();
+        Ok(NpzDir { files })
+    }
+}
+
+impl SampleSource for NpzDir {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn name(&self, i: usize) -> String {
+        self.files[i]
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default()
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        Ok(read_npz(&self.files[i])?.into_iter().collect())
+    }
+    fn describe(&self) -> String {
+        format!("npz-dir:{}", self.files.len())
+    }
+}
+
+/// ONNX backend-test folders: `test_data_set_*/input_N.pb`.
+pub struct PbDirs {
+    sets: Vec<PathBuf>,
+    input_names: Vec<String>,
+}
+
+impl PbDirs {
+    pub fn open(dir: &Path, inputs: &[InputSpec]) -> Result<Self> {
+        let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+            })
+            .collect();
+        sets.sort_by_key(|p| set_index(p));
+        Ok(PbDirs {
+            sets,
+            input_names: inputs.iter().map(|i| i.name.clone()).collect(),
+        })
+    }
+}
+
+fn set_index(p: &Path) -> (u64, String) {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let n = name
+        .rsplit('_')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX);
+    (n, name)
+}
+
+/// Reads the numbered `{prefix}_N.pb` TensorProto files of a folder, in order.
+pub fn read_pb_files(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, TensorProto)>> {
+    let mut files: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_string_lossy().to_string();
+            let idx = stem.strip_prefix(prefix)?.strip_prefix('_')?.parse().ok()?;
+            (p.extension()? == "pb").then_some((idx, p))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|(_, p)| {
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let t = TensorProto::decode(bytes.as_slice()).map_err(|source| Error::Decode {
+                what: p.display().to_string(),
+                source,
+            })?;
+            Ok((p, t))
+        })
+        .collect()
+}
+
+impl SampleSource for PbDirs {
+    fn len(&self) -> usize {
+        self.sets.len()
+    }
+    fn name(&self, i: usize) -> String {
+        set_index(&self.sets[i]).1
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        let files = read_pb_files(&self.sets[i], "input")?;
+        let mut out = Vec::new();
+        for (k, (path, t)) in files.into_iter().enumerate() {
+            let name = if !t.name().is_empty() && self.input_names.iter().any(|n| n == t.name()) {
+                t.name().to_string()
+            } else {
+                self.input_names.get(k).cloned().ok_or_else(|| {
+                    sample_err(
+                        &self.name(i),
+                        format!("{} has no matching model input", path.display()),
+                    )
+                })?
+            };
+            let tensor =
+                tensor_from_proto(&t).map_err(|e| sample_err(&self.name(i), e.to_string()))?;
+            out.push((name, tensor));
+        }
+        Ok(out)
+    }
+    fn describe(&self) -> String {
+        format!("pb-dirs:{}", self.sets.len())
+    }
+}
+
+/// One `.npz` whose arrays carry a leading sample axis.
+pub struct NpzStack {
+    arrays: Vec<(String, Tensor)>,
+    count: usize,
+    file: String,
+}
+
+impl NpzStack {
+    pub fn open(path: &Path) -> Result<Self> {
+        let arrays: Vec<(String, Tensor)> = read_npz(path)?.into_iter().collect();
+        let file = path.display().to_string();
+        let count = arrays
+            .first()
+            .and_then(|(_, t)| t.dims().first().copied())
+            .unwrap_or(0);
+        for (name, t) in &arrays {
+            if t.dims().first() != Some(&count) {
+                return Err(Error::Invalid(format!(
+                    "{file}: array '{name}' has {:?} samples along axis 0, others have {count}",
+                    t.dims().first()
+                )));
+            }
+        }
+        Ok(NpzStack {
+            arrays,
+            count,
+            file,
+        })
+    }
+}
+
+impl SampleSource for NpzStack {
+    fn len(&self) -> usize {
+        self.count
+    }
+    fn name(&self, i: usize) -> String {
+        format!("{}[{i}]", self.file)
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        self.arrays
+            .iter()
+            .map(|(name, t)| {
+                let dims = t.dims()[1..].to_vec();
+                let raw = t
+                    .raw()
+                    .ok_or_else(|| sample_err(&self.name(i), "string arrays are not supported"))?;
+                let per = raw.len() / self.count.max(1);
+                let slice = raw.slice(i * per..(i + 1) * per);
+                Ok((name.clone(), Tensor::from_raw(t.dtype(), dims, slice)?))
+            })
+            .collect()
+    }
+    fn describe(&self) -> String {
+        format!("npz-stack:{}:{}", self.file, self.count)
+    }
+}
+
+/// Synthetic samples: uniform in [-1, 1) (floats), [0, 10) (integers),
+/// shaped from the model's inputs with symbolic dims resolved by `dims`.
+pub struct Random {
+    inputs: Vec<(String, DataType, Vec<usize>)>,
+    count: usize,
+    seed: u64,
+}
+
+impl Random {
+    /// `spec` is `N` or `N:seed` (the part after `random:`).
+    pub fn new(spec: &str, inputs: &[InputSpec], dims: &BTreeMap<String, usize>) -> Result<Self> {
+        let mut parts = spec.split(':');
+        let count = parts
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!("random:{spec}: expected random:N or random:N:SEED"))
+            })?;
+        let seed = match parts.next() {
+            Some(s) => s.parse::<u64>().map_err(|_| {
+                Error::Invalid(format!("random:{spec}: seed '{s}' is not a number"))
+            })?,
+            None => 0,
+        };
+        let mut resolved = Vec::new();
+        for i in inputs {
+            let dtype = i.dtype.ok_or_else(|| {
+                Error::Invalid(format!("input '{}' has no declared type", i.name))
+            })?;
+            let shape = i
+                .dims
+                .as_ref()
+                .ok_or_else(|| Error::Invalid(format!("input '{}' has no declared shape", i.name)))?
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => Ok(*n),
+                    Dim::Symbolic(s) => dims.get(s).copied().ok_or_else(|| {
+                        Error::Invalid(format!("input '{}': give the size of dimension '{s}' with --dim {s}=VALUE", i.name))
+                    }),
+                    Dim::Unknown => Err(Error::Invalid(format!(
+                        "input '{}' has a dimension with no name or size; random samples cannot be shaped",
+                        i.name
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            resolved.push((i.name.clone(), dtype, shape));
+        }
+        Ok(Random {
+            inputs: resolved,
+            count,
+            seed,
+        })
+    }
+}
+
+/// splitmix64: a tiny deterministic generator for synthetic samples.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl SampleSource for Random {
+    fn len(&self) -> usize {
+        self.count
+    }
+    fn name(&self, i: usize) -> String {
+        format!("random/{i}")
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        let mut state = self.seed ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        self.inputs
+            .iter()
+            .map(|(name, dtype, shape)| {
+                let n = numel(shape).unwrap_or(0);
+                let t = match dtype {
+                    DataType::Float | DataType::Float16 | DataType::Double => {
+                        let v: Vec<f32> = (0..n)
+                            .map(|_| {
+                                (splitmix(&mut state) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                            })
+                            .collect();
+                        let f = Tensor::from_f32(shape.clone(), &v);
+                        match dtype {
+                            DataType::Float16 => {
+                                let raw: Vec<u8> = v
+                                    .iter()
+                                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                                    .collect();
+                                Tensor::from_raw(
+                                    DataType::Float16,
+                                    shape.clone(),
+                                    Bytes::from(raw),
+                                )?
+                            }
+                            DataType::Double => {
+                                let raw: Vec<u8> =
+                                    v.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect();
+                                Tensor::from_raw(DataType::Double, shape.clone(), Bytes::from(raw))?
+                            }
+                            _ => f,
+                        }
+                    }
+                    DataType::Int64 => {
+                        let v: Vec<i64> =
+                            (0..n).map(|_| (splitmix(&mut state) % 10) as i64).collect();
+                        Tensor::from_i64(shape.clone(), &v)
+                    }
+                    DataType::Int32 => {
+                        let v: Vec<i32> =
+                            (0..n).map(|_| (splitmix(&mut state) % 10) as i32).collect();
+                        Tensor::from_i32(shape.clone(), &v)
+                    }
+                    DataType::Uint8 => {
+                        let v: Vec<u8> = (0..n).map(|_| splitmix(&mut state) as u8).collect();
+                        Tensor::from_u8(shape.clone(), &v)
+                    }
+                    DataType::Bool => {
+                        let v: Vec<u8> = (0..n).map(|_| (splitmix(&mut state) & 1) as u8).collect();
+                        Tensor::from_raw(DataType::Bool, shape.clone(), Bytes::from(v))?
+                    }
+                    other => {
+                        return Err(Error::Invalid(format!(
+                            "input '{name}': random samples of type {} are not supported",
+                            other.name()
+                        )))
+                    }
+                };
+                Ok((name.clone(), t))
+            })
+            .collect()
+    }
+    fn describe(&self) -> String {
+        format!("random:{}:{}", self.count, self.seed)
+    }
+}
+
+/// Opens `spec`: `random:N[:seed]`, a `.npz` file, or a directory of `.npz`
+/// files or `test_data_set_*` folders.
+pub fn open_source(
+    spec: &str,
+    inputs: &[InputSpec],
+    dims: &BTreeMap<String, usize>,
+) -> Result<Box<dyn SampleSource>> {
+    if let Some(rest) = spec.strip_prefix("random:") {
+        return Ok(Box::new(Random::new(rest, inputs, dims)?));
+    }
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(Box::new(NpzStack::open(path)?));
+    }
+    if !path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
+    }
+    let pb = PbDirs::open(path, inputs)?;
+    if !pb.is_empty() {
+        return Ok(Box::new(pb));
+    }
+    let npz = NpzDir::open(path)?;
+    if npz.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no .npz files and no test_data_set_* folders",
+            path.display()
+        )));
+    }
+    Ok(Box::new(npz))
+}
+
+/// Checks a sample against the model's inputs: every input present, nothing
+/// extra, the declared type, and a shape the model can take.
+pub fn check_sample(name: &str, sample: &Sample, inputs: &[InputSpec]) -> Result<()> {
+    for spec in inputs {
+        let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) else {
+            return Err(sample_err(name, format!("has no input '{}'", spec.name)));
+        };
+        if let Some(dt) = spec.dtype {
+            if t.dtype() != dt {
+                return Err(sample_err(
+                    name,
+                    format!(
+                        "input '{}' is {}, the model expects {}",
+                        spec.name,
+                        t.dtype().name(),
+                        dt.name()
+                    ),
+                ));
+            }
+        }
+        if let Some(dims) = &spec.dims {
+            let ok = dims.len() == t.dims().len()
+                && dims
+                    .iter()
+                    .zip(t.dims())
+                    .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+            if !ok {
+                let want: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+                return Err(sample_err(
+                    name,
+                    format!(
+                        "input '{}' has shape {:?}, the model takes [{}]",
+                        spec.name,
+                        t.dims(),
+                        want.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    for (n, _) in sample {
+        if !inputs.iter().any(|i| i.name == *n) {
+            let known: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(sample_err(
+                name,
+                format!(
+                    "has an extra array '{n}' (model inputs: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The calibration table: tensor name → range, with what produced it.
+//!
+//! Written by `onnxq calibrate -o ranges.json`, read back by
+//! `onnxq quantize --ranges`, which refuses a table made for another model
+//! (the model fingerprint must match).
+
+use super::methods::{range, RangeOptions};
+use super::{Collected, Method, Target};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The range of one tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRange {
+    /// Quantization range (contains 0).
+    pub lo: f32,
+    pub hi: f32,
+    /// Observed extremes.
+    pub min: f32,
+    pub max: f32,
+    /// NaN/inf elements seen (skipped).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nonfinite: u64,
+    /// Per-channel (axis 1) observed extremes, when collected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_min: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_max: Vec<f32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A calibration table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeTable {
+    pub onnxq_version: String,
+    /// SHA-256 of the model the table was made for (as loaded, before
+    /// preparation).
+    pub model_sha256: String,
+    pub samples_sha256: String,
+    pub samples: usize,
+    pub method: Method,
+    pub percentile: f64,
+    pub target: Target,
+    pub tensors: BTreeMap<String, TensorRange>,
+}
+
+impl RangeTable {
+    /// Ranges for every collected tensor.
+    pub fn compute(collected: &Collected, opts: &RangeOptions, model_sha256: &str) -> Self {
+        let tensors = collected
+            .stats
+            .iter()
+            .map(|(name, s)| {
+                let (lo, hi) = range(s, opts);
+                (
+                    name.clone(),
+                    TensorRange {
+                        lo,
+                        hi,
+                        min: s.min,
+                        max: s.max,
+                        nonfinite: s.nonfinite,
+                        channel_min: s.channel_min.clone(),
+                        channel_max: s.channel_max.clone(),
+                    },
+                )
+            })
+            .collect();
+        RangeTable {
+            onnxq_version: crate::VERSION.to_string(),
+            model_sha256: model_sha256.to_string(),
+            samples_sha256: collected.samples_sha256.clone(),
+            samples: collected.samples,
+            method: opts.method,
+            percentile: opts.percentile,
+            target: opts.target,
+            tensors,
+        }
+    }
+
+    /// Writes the table as JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".onnxq-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        std::fs::write(tmp.path(), json + "\n")
+            .map_err(|e| Error::io(tmp.path().to_path_buf(), e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    }
+
+    /// Reads a table.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Invalid(format!("{}: not a calibration table: {e}", path.display()))
+        })
+    }
+
+    /// Refuses a table made for another model.
+    pub fn check_model(&self, path: &Path, model_sha256: &str) -> Result<()> {
+        if self.model_sha256 != model_sha256 {
+            return Err(Error::Invalid(format!(
+                "{}: calibration table was made for another model (model sha256 {}, this model {})",
+                path.display(),
+                self.model_sha256,
+                model_sha256
+            )));
+        }
+        Ok(())
+    }
+}
