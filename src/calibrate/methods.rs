@@ -8,7 +8,8 @@
 //!   where the cumulative count crosses, clamped to the observed extremes).
 //! - `entropy`: the threshold `t` on `|x|` minimizing the KL divergence
 //!   between the distribution clipped at `t` and its 128-level quantized
-//!   version (TensorRT's calibration); range `[max(min, −t), min(max, t)]`.
+//!   version (TensorRT's calibration; at most ~512 candidate thresholds);
+//!   range `[max(min, −t), min(max, t)]`.
 //! - `mse`: the range `α·[min, max]` (asymmetric uint8) or `α·[−m, m]`
 //!   (symmetric int8, `m = max|x|`), α on a grid of 200 steps, minimizing the
 //!   expected squared quantization error over the histogram: clipping error
@@ -141,7 +142,10 @@ pub fn entropy_threshold(h: &Side) -> f32 {
         return last as f32 * width;
     }
     let mut best = (f64::INFINITY, last);
-    for i in LEVELS..=last {
+    // At most ~512 candidate thresholds (every bin for short histograms).
+    let stride = ((last - LEVELS) / 512).max(1);
+    let candidates = (LEVELS..=last).step_by(stride).chain(std::iter::once(last));
+    for i in candidates {
         let mut p: Vec<f64> = counts[..i].to_vec();
         p[i - 1] += counts[i..].iter().sum::<f64>();
         // Q: merge into LEVELS groups, spread each group's mass evenly over

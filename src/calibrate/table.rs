@@ -54,9 +54,10 @@ pub struct RangeTable {
 impl RangeTable {
     /// Ranges for every collected tensor.
     pub fn compute(collected: &Collected, opts: &RangeOptions, model_sha256: &str) -> Self {
-        let tensors = collected
-            .stats
-            .iter()
+        use rayon::prelude::*;
+        let stats: Vec<(&String, &super::TensorStats)> = collected.stats.iter().collect();
+        let tensors = stats
+            .into_par_iter()
             .map(|(name, s)| {
                 let (lo, hi) = range(s, opts);
                 (
