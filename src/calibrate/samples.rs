@@ -137,18 +137,8 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 /// Writes named tensors as an `.npz` file (uncompressed, like `np.savez`),
 /// atomically.
 pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".onnxq-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    {
-        let mut npz = npyz::npz::NpzWriter::new(tmp.as_file());
+    crate::onnx::save::write_atomic_with(path, |file| {
+        let mut npz = npyz::npz::NpzWriter::new(&*file);
         for (name, t) in arrays {
             let shape: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
             let io = |e: std::io::Error| Error::io(path, e);
@@ -157,7 +147,7 @@ pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
                     let v: Vec<$t> = $v;
                     let mut w = npz
                         .array::<$t>(name, Default::default())
-                        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?
+                        .map_err(io)?
                         .default_dtype()
                         .shape(&shape)
                         .begin_nd()
@@ -185,10 +175,8 @@ pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
         npz.zip_writer()
             .finish()
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    }
-    tmp.as_file().flush().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+        Ok(())
+    })
 }
 
 // ----- sources ----------------------------------------------------------------

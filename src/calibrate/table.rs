@@ -89,19 +89,7 @@ impl RangeTable {
     /// Writes the table as JSON, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".onnxq-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
-        std::fs::write(tmp.path(), json + "\n")
-            .map_err(|e| Error::io(tmp.path().to_path_buf(), e))?;
-        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-        Ok(())
+        crate::onnx::save::write_atomic(path, (json + "\n").as_bytes())
     }
 
     /// Reads a table.

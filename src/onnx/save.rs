@@ -72,7 +72,7 @@ pub fn save_model(model: &ModelProto, out: &Path, opts: &SaveOptions) -> Result<
     };
 
     let Some(ext) = external else {
-        return write_atomic(&dir, out, &model.encode_to_vec());
+        return write_atomic(out, &model.encode_to_vec());
     };
     let location = ext
         .location
@@ -93,8 +93,8 @@ pub fn save_model(model: &ModelProto, out: &Path, opts: &SaveOptions) -> Result<
             return Err(Error::WouldOverwriteInput { path: data_path });
         }
     }
-    write_atomic(&dir, &data_path, &blob)?;
-    write_atomic(&dir, out, &bytes)
+    write_atomic(&data_path, &blob)?;
+    write_atomic(out, &bytes)
 }
 
 /// A data-file name must be a plain file name in the model's folder.
@@ -119,18 +119,33 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `target` atomically: `write` fills a temporary file in the same
+/// folder, which is synced and renamed over `target` only if it succeeds.
+pub fn write_atomic_with(
+    target: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".onnxq-")
         .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io(tmp.path().to_path_buf(), e))?;
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    write(tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path().to_path_buf(), e))?;
     tmp.persist(target)
         .map_err(|e| Error::io(target, e.error))?;
     Ok(())
+}
+
+/// Writes `bytes` to `target` atomically.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(target, |f| {
+        f.write_all(bytes).map_err(|e| Error::io(target, e))
+    })
 }
