@@ -6,6 +6,7 @@
 //! files), and which nodes a default INT8 pass would quantize. Serializes to
 //! JSON with stable keys; [`Inspection::render`] gives the human table.
 
+use crate::ir::analysis::constant_values;
 use crate::ir::graph::Graph;
 use crate::ir::tensor::{numel, DataType};
 use crate::ir::{Model, ValueId};
@@ -13,7 +14,7 @@ use crate::onnx::external::ExternalFile;
 use crate::onnx::proto::{tensor_shape_proto::dimension, type_proto, TypeProto, ValueInfoProto};
 use crate::onnx::LoadedModel;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One imported operator set.
@@ -251,46 +252,6 @@ fn constant_size(node: &crate::ir::Node) -> Option<(DataType, u64, u64)> {
         }
         _ => None,
     }
-}
-
-/// Ops whose output differs from run to run or depends on more than their
-/// inputs: never treated as constant.
-pub const NONDETERMINISTIC: &[&str] = &[
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "If",
-    "Loop",
-    "Scan",
-];
-
-/// Values that are constant: initializers that are not overridable graph
-/// inputs (in IR < 4 every initializer is listed as an input and still
-/// constant: `listed_inputs_are_constant`), Constant outputs, and outputs of
-/// deterministic default-domain nodes whose inputs are all constant.
-pub fn constant_values(g: &Graph, listed_inputs_are_constant: bool) -> HashSet<ValueId> {
-    let mut consts: HashSet<ValueId> = g
-        .initializers()
-        .map(|(v, _)| v)
-        .filter(|&v| listed_inputs_are_constant || !g.is_graph_input(v))
-        .collect();
-    let Ok(order) = g.topo_order() else {
-        return consts;
-    };
-    for id in order {
-        let Some(node) = g.node(id) else { continue };
-        let foldable = node.is_onnx()
-            && !NONDETERMINISTIC.contains(&node.op_type.as_str())
-            && node.implicit_inputs.is_empty()
-            && node.inputs.iter().flatten().all(|v| consts.contains(v));
-        if foldable {
-            consts.extend(node.outputs.iter().flatten());
-        }
-    }
-    consts
 }
 
 fn io(name: &str, info: Option<&ValueInfoProto>) -> Io {

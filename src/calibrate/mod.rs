@@ -97,7 +97,7 @@ impl Calibrator {
     /// be prepared: constants folded, so only activations are node outputs).
     pub fn new(model: &Model) -> Result<Self> {
         let g = &model.graph;
-        let consts = crate::inspect::constant_values(g, false);
+        let consts = crate::ir::analysis::constant_values(g, false);
         let mut targets = Vec::new();
         for id in g.topo_order()? {
             let Some(node) = g.node(id) else { continue };

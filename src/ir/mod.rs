@@ -7,6 +7,7 @@
 //! quantizer edit the graph through [`Graph`]'s methods only, which keep the
 //! producer/consumer maps right.
 
+pub mod analysis;
 pub mod graph;
 pub mod node;
 pub mod tensor;

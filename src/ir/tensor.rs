@@ -238,8 +238,8 @@ impl Tensor {
         })
     }
 
-    /// A float32 tensor. Panics only if `data.len()` does not match `dims`,
-    /// which is a bug in the caller, never user input.
+    /// A float32 tensor. `data.len()` must match `dims` (checked in debug
+    /// builds; callers build both from the same shape).
     pub fn from_f32(dims: Vec<usize>, data: &[f32]) -> Self {
         Self::from_pod(
             DataType::Float,

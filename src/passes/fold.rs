@@ -10,7 +10,7 @@
 
 use super::{Pass, PassOptions};
 use crate::error::Result;
-use crate::inspect::NONDETERMINISTIC;
+use crate::ir::analysis::NONDETERMINISTIC;
 use crate::ir::graph::Graph;
 use crate::ir::tensor::{numel, Tensor};
 use crate::ir::types::static_shape;
