@@ -178,14 +178,15 @@ impl Calibrator {
         }
         let runner = self.plan(&sample)?;
         let outputs = runner
-            .run(&sample)
+            .run_tract(&sample)
             .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
+        let of = |v: &[f32], dims: &[usize]| {
+            TensorStats::of_sample(v, dims, opts.histograms, opts.per_channel)
+        };
         let observe = |t: &crate::ir::Tensor| {
-            t.dtype().is_float().then(|| {
-                t.to_f32_vec().map(|v| {
-                    TensorStats::of_sample(&v, t.dims(), opts.histograms, opts.per_channel)
-                })
-            })
+            t.dtype()
+                .is_float()
+                .then(|| t.to_f32_vec().map(|v| of(&v, t.dims())))
         };
         let mut stats = Vec::with_capacity(self.inputs.len() + outputs.len());
         for spec in &self.inputs {
@@ -193,7 +194,13 @@ impl Calibrator {
             stats.push(t.and_then(observe).transpose()?);
         }
         for t in &outputs {
-            stats.push(observe(t).transpose()?);
+            // f32 outputs are read in place; other float types converted.
+            let plain = t.try_as_plain_ram().ok();
+            let s = match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
+                Some(v) => Some(of(v, t.shape())),
+                None => observe(&crate::tract::from_tract(t)?).transpose()?,
+            };
+            stats.push(s);
         }
         Ok((stats, digest.finalize().into()))
     }

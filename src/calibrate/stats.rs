@@ -87,20 +87,25 @@ impl Side {
         self.exp = Some(exp);
     }
 
+    /// Adds `other`'s counts, at the larger of the two ranges.
     pub fn merge(&mut self, other: &Side) {
         let Some(oe) = other.exp else { return };
-        let mut o = other.clone();
-        match self.exp {
-            None => {
-                *self = o;
-                return;
-            }
-            Some(se) if se > oe => o.grow_to(se),
-            Some(se) if se < oe => self.grow_to(oe),
-            _ => {}
+        let Some(se) = self.exp else {
+            *self = other.clone();
+            return;
+        };
+        if oe > se {
+            self.grow_to(oe);
         }
-        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
+        // Fold `other`'s bins into ours: bin i of the finer grid lies in
+        // bin i >> shift of the coarser one.
+        let shift = (se.max(oe) - oe) as u32;
+        if shift > BINS.trailing_zeros() {
+            self.counts[0] += other.total();
+        } else {
+            for (i, c) in other.counts.iter().enumerate() {
+                self.counts[i >> shift] += c;
+            }
         }
     }
 }
@@ -147,24 +152,40 @@ fn add_both(neg: &mut Side, pos: &mut Side, values: &[f32], neg_max: f32, pos_ma
         },
     ];
     // Branch-free: the sign picks the side (no mispredictions on data
-    // centred on zero). Four interleaved u32 sub-histograms break the
-    // dependency between increments of the same (popular) bin.
-    const WAYS: usize = 4;
-    let mut counts = vec![0u32; WAYS * 2 * BINS];
+    // centred on zero).
     let bin = |x: f32| {
         let side = (x < 0.0) as usize;
         // Exact: the inverses are powers of two; clamped in float first.
-        side * BINS + (x.abs() * inv[side]).min((BINS - 1) as f32) as usize
+        (side, (x.abs() * inv[side]).min((BINS - 1) as f32) as usize)
     };
+    const WAYS: usize = 4;
+    if values.len() < 2 * WAYS * BINS {
+        // Small tensors: count in place (interleaving would cost more to set
+        // up than it saves).
+        for &x in values {
+            let (side, b) = bin(x);
+            if side == 0 {
+                pos.counts[b] += 1;
+            } else {
+                neg.counts[b] += 1;
+            }
+        }
+        return;
+    }
+    // Large tensors: four interleaved u32 sub-histograms break the
+    // dependency between increments of the same (popular) bin.
+    let mut counts = vec![0u32; WAYS * 2 * BINS];
     let chunks = values.chunks_exact(WAYS);
     let rest = chunks.remainder();
     for c in chunks {
         for (w, &x) in c.iter().enumerate() {
-            counts[w * 2 * BINS + bin(x)] += 1;
+            let (side, b) = bin(x);
+            counts[(w * 2 + side) * BINS + b] += 1;
         }
     }
     for &x in rest {
-        counts[bin(x)] += 1;
+        let (side, b) = bin(x);
+        counts[side * BINS + b] += 1;
     }
     for w in 0..WAYS {
         let base = w * 2 * BINS;
@@ -307,6 +328,22 @@ mod tests {
         assert_eq!(s.pos, ab.pos);
         assert_eq!(s.neg, ab.neg);
         assert_eq!(ab.pos.total() + ab.neg.total(), 2000);
+    }
+
+    #[test]
+    fn large_and_small_tensor_paths_agree() {
+        // 40k values take the interleaved path; 10k-value pieces the in-place one.
+        let v: Vec<f32> = (0..40_000)
+            .map(|i| ((i as f32) * 0.013).sin() * (1.0 + i as f32 / 4000.0))
+            .collect();
+        let whole = TensorStats::of_sample(&v, &[v.len()], true, false);
+        let mut parts = TensorStats::default();
+        for c in v.chunks(10_000) {
+            parts.merge(&TensorStats::of_sample(c, &[c.len()], true, false));
+        }
+        assert_eq!(whole.pos, parts.pos);
+        assert_eq!(whole.neg, parts.neg);
+        assert_eq!(whole.pos.total() + whole.neg.total(), 40_000);
     }
 
     #[test]

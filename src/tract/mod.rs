@@ -217,6 +217,15 @@ impl Runner {
 
     /// Runs the plan on named inputs (any order), returning the outputs.
     pub fn run(&self, inputs: &[NamedTensor]) -> Result<Vec<Tensor>> {
+        self.run_tract(inputs)?
+            .iter()
+            .map(|t| from_tract(t))
+            .collect()
+    }
+
+    /// Like [`Runner::run`], but hands back tract's own tensors, for callers
+    /// that only read them (calibration statistics) and need no copy.
+    pub fn run_tract(&self, inputs: &[NamedTensor]) -> Result<Vec<TValue>> {
         let mut tv = tvec![];
         for name in &self.inputs {
             let (_, t) = inputs
@@ -229,7 +238,7 @@ impl Runner {
             tv.push(tt);
         }
         let out = self.plan.run(tv).map_err(|e| Error::tract("running", e))?;
-        out.iter().map(|t| from_tract(t)).collect()
+        Ok(out.into_iter().collect())
     }
 }
 
