@@ -86,19 +86,11 @@ pub fn inputs(m: &Model, seed: u32) -> Vec<(String, Tensor)> {
     let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
     g.runtime_inputs()
         .map(|v| {
-            let info = g.value(v).info.as_ref().unwrap();
-            let Some(type_proto::Value::TensorType(tt)) = &info.r#type.as_ref().unwrap().value
-            else {
-                unreachable!()
-            };
-            let dims: Vec<usize> = tt
-                .shape
-                .as_ref()
+            let dims: Vec<usize> = crate::ir::types::dims_of(g, v)
                 .unwrap()
-                .dim
                 .iter()
-                .map(|d| match d.value {
-                    Some(dimension::Value::DimValue(v)) => v as usize,
+                .map(|d| match d {
+                    crate::ir::types::Dim::Fixed(n) => *n,
                     _ => 2,
                 })
                 .collect();

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
+use onnxq::ir::types::Dim;
 use onnxq::ir::{DataType, Model, Tensor};
-use onnxq::onnx::proto::{tensor_shape_proto::dimension, type_proto};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -63,30 +63,18 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Input names, types and concrete shapes (symbolic dims set to `sym`).
 pub fn input_specs(model: &Model, sym: usize) -> Vec<(String, DataType, Vec<usize>)> {
-    let g = &model.graph;
-    g.runtime_inputs()
-        .map(|v| {
-            let info = g.value(v).info.as_ref().expect("inputs have types");
-            let Some(type_proto::Value::TensorType(tt)) = &info.r#type.as_ref().unwrap().value
-            else {
-                panic!("tensor input expected")
-            };
-            let shape = tt
-                .shape
-                .as_ref()
-                .unwrap()
-                .dim
+    onnxq::ir::types::input_specs(&model.graph)
+        .into_iter()
+        .map(|i| {
+            let dims = i.dims.expect("inputs have shapes");
+            let shape = dims
                 .iter()
-                .map(|d| match d.value {
-                    Some(dimension::Value::DimValue(v)) => v as usize,
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
                     _ => sym,
                 })
                 .collect();
-            (
-                g.value_name(v).to_string(),
-                DataType::from_code(tt.elem_type()).unwrap(),
-                shape,
-            )
+            (i.name, i.dtype.expect("inputs have types"), shape)
         })
         .collect()
 }
