@@ -4,8 +4,9 @@
     .venv/bin/python tools/crosscheck_roundtrip.py [--onnxq target/release/onnxq]
 
 For every model in the corpus (testdata/, the models the `onnx` wheel ships
-under onnx/backend/test/data, and real PaddlePaddle exports shipped by the
-rapidocr_onnxruntime wheel when it is installed):
+under onnx/backend/test/data, real PaddlePaddle exports shipped by the
+rapidocr_onnxruntime wheel, and scikit-learn models converted by skl2onnx:
+ai.onnx.ml ops, ZipMap sequence-of-map outputs):
 
 1. `onnxq inspect --json` succeeds;
 2. `onnxq convert` writes a model that onnx's checker accepts (full check)
@@ -34,6 +35,38 @@ from onnx import numpy_helper
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
+_SKLEARN_DIR = None
+
+
+def sklearn_exports():
+    """Real scikit-learn converter output (skl2onnx): ai.onnx.ml ops and a
+    ZipMap output (sequence of maps), written once per run to a temp dir."""
+    global _SKLEARN_DIR
+    try:
+        from skl2onnx import to_onnx
+        from sklearn.datasets import load_digits
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        return []
+    if _SKLEARN_DIR is None:
+        _SKLEARN_DIR = tempfile.mkdtemp(prefix="onnxq-sklearn-")
+        x, y = load_digits(return_X_y=True)
+        x = x.astype(np.float32)
+        models = {
+            "sklearn_logreg_pipeline": make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)),
+            "sklearn_random_forest": RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0),
+        }
+        for name, m in models.items():
+            m.fit(x, y)
+            onx = to_onnx(m, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+            with open(os.path.join(_SKLEARN_DIR, name + ".onnx"), "wb") as f:
+                f.write(onx.SerializeToString())
+    return sorted(glob.glob(os.path.join(_SKLEARN_DIR, "*.onnx")))
+
+
 def corpus():
     models = sorted(
         p for p in glob.glob(os.path.join(ROOT, "testdata", "**", "*.onnx"), recursive=True)
@@ -51,6 +84,7 @@ def corpus():
                 models += sorted(glob.glob(os.path.join(loc, "models", "*.onnx")))
     except ImportError:
         pass
+    models += sklearn_exports()
     return models
 
 
@@ -132,7 +166,12 @@ def outputs_equal(orig_path, new_path):
     s2 = ort.InferenceSession(new_path, opts, providers=["CPUExecutionProvider"])
     o2 = s2.run(None, feed)
     for k, (x, y) in enumerate(zip(o1, o2)):
-        if not np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True):
+        if isinstance(x, list):
+            # Sequences (e.g. ZipMap's list of dicts): exact equality.
+            same = x == y
+        else:
+            same = np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        if not same:
             return f"output {k} differs"
     return None
 

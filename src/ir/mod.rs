@@ -213,7 +213,8 @@ mod tests {
                 value_info: vec![vi("h")],
                 node: vec![
                     node("custom", "MyFn", Some("com.example"), &["x"], &["h"]),
-                    node("relu", "Relu", None, &["h"], &["y"]),
+                    // An explicitly empty domain (skl2onnx writes one) stays written.
+                    node("relu", "Relu", Some(""), &["h"], &["y"]),
                 ],
                 ..Default::default()
             }),

@@ -29,7 +29,8 @@ pub struct Node {
     /// Whether the name was synthesized (the node had none).
     pub unnamed: bool,
     /// Other `NodeProto` fields (doc_string, overload, metadata_props,
-    /// device_configurations), kept for the round trip.
+    /// device_configurations, whether an empty domain was written), kept
+    /// for the round trip.
     pub rest: NodeProto,
 }
 
@@ -66,6 +67,8 @@ impl Node {
             attrs: p.attribute.clone(),
             implicit_inputs,
             rest: NodeProto {
+                // Remembers whether the domain was written (even empty).
+                domain: p.domain.clone(),
                 doc_string: p.doc_string.clone(),
                 overload: p.overload.clone(),
                 metadata_props: p.metadata_props.clone(),
@@ -81,7 +84,12 @@ impl Node {
             output,
             name: (!self.unnamed).then(|| self.name.clone()),
             op_type: Some(self.op_type.clone()),
-            domain: (!self.domain.is_empty()).then(|| self.domain.clone()),
+            // An empty domain is written only if the loaded node wrote it.
+            domain: match (self.domain.is_empty(), &self.rest.domain) {
+                (false, _) => Some(self.domain.clone()),
+                (true, Some(d)) if d.is_empty() => Some(String::new()),
+                (true, _) => None,
+            },
             attribute: self.attrs.clone(),
             ..self.rest.clone()
         }
