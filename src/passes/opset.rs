@@ -149,38 +149,43 @@ fn crosses(from: i64, target: i64, v: i64) -> bool {
     from < v && v <= target
 }
 
-/// Moves int attribute list `name` to input `slot` as an int64 initializer.
-fn ints_to_input(g: &mut Graph, id: NodeId, name: &str, slot: usize) -> Result<bool> {
+/// Moves attribute `name` to input `slot` as an initializer built by
+/// `read` (`None`: the node has no such attribute, nothing changes).
+fn attr_to_input(
+    g: &mut Graph,
+    id: NodeId,
+    name: &str,
+    slot: usize,
+    read: impl FnOnce(&Node) -> Result<Option<Tensor>>,
+) -> Result<bool> {
     let Some(node) = g.node(id) else {
         return Ok(false);
     };
-    let Some(vals) = node.get_ints(name)? else {
+    let Some(tensor) = read(node)? else {
         return Ok(false);
     };
     let label = format!("{}/{name}", node.name);
     if let Some(n) = g.node_mut(id) {
         n.take_attr(name);
     }
-    let v = g.add_initializer(&label, Tensor::from_i64(vec![vals.len()], &vals));
+    let v = g.add_initializer(&label, tensor);
     g.set_input(id, slot, Some(v));
     Ok(true)
 }
 
+/// Moves int attribute list `name` to input `slot` as an int64 initializer.
+fn ints_to_input(g: &mut Graph, id: NodeId, name: &str, slot: usize) -> Result<bool> {
+    attr_to_input(g, id, name, slot, |n| {
+        Ok(n.get_ints(name)?
+            .map(|v| Tensor::from_i64(vec![v.len()], &v)))
+    })
+}
+
 /// Moves float attribute `name` to input `slot` as a scalar initializer.
 fn float_to_input(g: &mut Graph, id: NodeId, name: &str, slot: usize) -> Result<bool> {
-    let Some(node) = g.node(id) else {
-        return Ok(false);
-    };
-    let Some(val) = node.get_float(name)? else {
-        return Ok(false);
-    };
-    let label = format!("{}/{name}", node.name);
-    if let Some(n) = g.node_mut(id) {
-        n.take_attr(name);
-    }
-    let v = g.add_initializer(&label, Tensor::from_f32(vec![], &[val]));
-    g.set_input(id, slot, Some(v));
-    Ok(true)
+    attr_to_input(g, id, name, slot, |n| {
+        Ok(n.get_float(name)?.map(|v| Tensor::from_f32(vec![], &[v])))
+    })
 }
 
 fn upgrade_node(g: &mut Graph, id: NodeId, from: i64, target: i64) -> Result<bool> {
@@ -235,18 +240,15 @@ fn upgrade_node(g: &mut Graph, id: NodeId, from: i64, target: i64) -> Result<boo
             changed = true;
         }
         "TopK" if crosses(from, target, 10) => {
-            let node = g
-                .node(id)
-                .ok_or_else(|| Error::Invalid("node vanished".into()))?;
-            let k = node
-                .get_int("k")?
-                .ok_or_else(|| err(node, "TopK without k"))?;
-            let label = format!("{}/k", node.name);
-            if let Some(n) = g.node_mut(id) {
-                n.take_attr("k");
+            let moved = attr_to_input(g, id, "k", 1, |n| {
+                Ok(n.get_int("k")?.map(|k| Tensor::from_i64(vec![1], &[k])))
+            })?;
+            if !moved {
+                let node = g
+                    .node(id)
+                    .ok_or_else(|| Error::Invalid("node vanished".into()))?;
+                return Err(err(node, "TopK without k"));
             }
-            let v = g.add_initializer(&label, Tensor::from_i64(vec![1], &[k]));
-            g.set_input(id, 1, Some(v));
             changed = true;
         }
         "Upsample" if target >= 10 => {
