@@ -4,7 +4,7 @@
 //! The pipeline, one module a stage:
 //!
 //! ```text
-//! onnx::load_model ─▶ ir::Model ─▶ passes (prepare) ─▶ … ─▶ ir::Model::to_proto ─▶ onnx::save_model
+//! onnx::load_model ─▶ ir::Model ─▶ passes (prepare) ─▶ calibrate ─▶ quantize ─▶ ir::Model::to_proto ─▶ onnx::save_model
 //! ```
 //!
 //! - [`onnx`]: protobuf I/O, external data, atomic writes.
@@ -15,6 +15,8 @@
 //!   folding, cleanup, shape inference, opset upgrade).
 //! - [`calibrate`]: sample sources, activation statistics through tract,
 //!   ranges (MinMax, Percentile, Entropy, MSE), calibration tables.
+//! - [`quantize`]: op handlers plan, one place builds QuantizeLinear /
+//!   DequantizeLinear; int8 weights per channel, int32 biases; YAML recipes.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
 
@@ -24,6 +26,7 @@ pub mod inspect;
 pub mod ir;
 pub mod onnx;
 pub mod passes;
+pub mod quantize;
 pub mod tract;
 
 pub use error::{Error, Result};

@@ -8,7 +8,8 @@
 //!   where the cumulative count crosses, clamped to the observed extremes).
 //! - `entropy`: the threshold `t` on `|x|` minimizing the KL divergence
 //!   between the distribution clipped at `t` and its 128-level quantized
-//!   version (TensorRT's calibration; at most ~512 candidate thresholds);
+//!   version (TensorRT's calibration; 256 levels for a non-negative tensor
+//!   quantized to uint8; at most ~512 candidate thresholds);
 //!   range `[max(min, −t), min(max, t)]`.
 //! - `mse`: the range `α·[min, max]` (asymmetric uint8) or `α·[−m, m]`
 //!   (symmetric int8, `m = max|x|`), α on a grid of 200 steps, minimizing the
@@ -86,7 +87,14 @@ pub fn range(s: &TensorStats, opts: &RangeOptions) -> (f32, f32) {
         ),
         Method::Percentile => percentile_range(s, opts.percentile),
         Method::Entropy => {
-            let t = entropy_threshold(&abs_hist(s));
+            // A non-negative tensor (after Relu) quantized to uint8 has
+            // all 256 levels on its one side; otherwise 128 per side.
+            let levels = if opts.target == Target::Uint8 && s.min >= 0.0 {
+                256
+            } else {
+                128
+            };
+            let t = entropy_threshold(&abs_hist(s), levels);
             (s.min.max(-t), s.max.min(t))
         }
         Method::Mse => mse_range(s, opts.target),
@@ -132,30 +140,31 @@ fn abs_hist(s: &TensorStats) -> Side {
 
 /// TensorRT's entropy calibration on a histogram of |x|: the threshold
 /// minimizing KL(P ‖ Q), P the histogram clipped at the threshold (outliers
-/// added to the last bin), Q its quantization to 128 levels.
-pub fn entropy_threshold(h: &Side) -> f32 {
-    const LEVELS: usize = 128;
+/// added to the last bin), Q its quantization to `levels` levels (TensorRT:
+/// 128, the levels of one side of symmetric int8).
+pub fn entropy_threshold(h: &Side, levels: usize) -> f32 {
+    let levels = levels.max(2);
     let counts: Vec<f64> = h.counts.iter().map(|&c| c as f64).collect();
     let width = h.width();
     let last = counts.iter().rposition(|&c| c > 0.0).map_or(0, |i| i + 1);
-    if last <= LEVELS {
+    if last <= levels {
         return last as f32 * width;
     }
     let mut best = (f64::INFINITY, last);
     // At most ~512 candidate thresholds (every bin for short histograms).
-    let stride = ((last - LEVELS) / 512).max(1);
-    let candidates = (LEVELS..=last).step_by(stride).chain(std::iter::once(last));
+    let stride = ((last - levels) / 512).max(1);
+    let candidates = (levels..=last).step_by(stride).chain(std::iter::once(last));
     for i in candidates {
         let mut p: Vec<f64> = counts[..i].to_vec();
         p[i - 1] += counts[i..].iter().sum::<f64>();
-        // Q: merge into LEVELS groups, spread each group's mass evenly over
+        // Q: merge into levels groups, spread each group's mass evenly over
         // its non-empty bins.
         let mut q = vec![0f64; i];
-        let group = i as f64 / LEVELS as f64;
-        for l in 0..LEVELS {
+        let group = i as f64 / levels as f64;
+        for l in 0..levels {
             let start = (l as f64 * group).floor() as usize;
             let end = (((l + 1) as f64 * group).floor() as usize).min(i);
-            let end = if l == LEVELS - 1 { i } else { end };
+            let end = if l == levels - 1 { i } else { end };
             let mass: f64 = counts[start..end].iter().sum();
             let nonzero = counts[start..end].iter().filter(|&&c| c > 0.0).count();
             if nonzero > 0 {

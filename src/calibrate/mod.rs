@@ -29,7 +29,7 @@ use crate::onnx::proto::ModelProto;
 use crate::tract::Runner;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// How to collect.
@@ -96,6 +96,14 @@ impl Calibrator {
     /// Observes every graph input and node output of `model` (which should
     /// be prepared: constants folded, so only activations are node outputs).
     pub fn new(model: &Model) -> Result<Self> {
+        Self::observing(model, None)
+    }
+
+    /// Observes the graph inputs and, of the node outputs, only those named
+    /// in `wanted` (all when `None`): what the quantizer's plan needs. Fewer
+    /// observed tensors let tract fuse more (a Conv whose output is not
+    /// observed fuses with its Relu).
+    pub fn observing(model: &Model, wanted: Option<&BTreeSet<String>>) -> Result<Self> {
         let g = &model.graph;
         let consts = crate::ir::analysis::constant_values(g, false);
         let mut targets = Vec::new();
@@ -104,8 +112,10 @@ impl Calibrator {
             for v in node.outputs.iter().flatten() {
                 let dt = crate::ir::types::dtype_of(g, *v);
                 let float_or_unknown = dt.is_none_or(DataType::is_float);
-                if !consts.contains(v) && float_or_unknown {
-                    targets.push(g.value_name(*v).to_string());
+                let name = g.value_name(*v);
+                let is_wanted = wanted.is_none_or(|w| w.contains(name));
+                if !consts.contains(v) && float_or_unknown && is_wanted {
+                    targets.push(name.to_string());
                 }
             }
         }
@@ -148,7 +158,10 @@ impl Calibrator {
             .iter()
             .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
             .collect();
-        let runner = Arc::new(Runner::new(&self.proto, &specs, Some(&self.targets))?);
+        // With nothing to observe but inputs, run the model's own outputs
+        // (tract needs one); their statistics are ignored.
+        let outputs = (!self.targets.is_empty()).then_some(self.targets.as_slice());
+        let runner = Arc::new(Runner::new(&self.proto, &specs, outputs)?);
         plans.insert(shapes, runner.clone());
         Ok(runner)
     }

@@ -8,6 +8,7 @@ mod calibrate;
 mod convert;
 mod inspect;
 mod optimize;
+mod quantize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ enum Command {
     Convert(convert::Args),
     Optimize(optimize::Args),
     Calibrate(calibrate::Args),
+    Quantize(quantize::Args),
 }
 
 /// Parses arguments, runs, prints errors, returns the exit code.
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Optimize(a) => optimize::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,6 +9,9 @@
 //!   one-line cause naming the tensor/node/file, and writes nothing.
 //! - `optimize`: the preparation passes keep every model's outputs, reach a
 //!   fixed point, and do what they promise on real-export quirks.
+//! - `quantize`: QDQ output (Q/DQ per op type, per-channel and bias
+//!   parameters against a direct computation), runs in tract close to FP32,
+//!   digits accuracy kept, deterministic bytes, recipes, errors.
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
 //!   protection.
 
@@ -17,4 +20,5 @@ mod cli;
 mod common;
 mod malformed;
 mod optimize;
+mod quantize;
 mod roundtrip;

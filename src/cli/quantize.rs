@@ -1,0 +1,357 @@
+//! `onnxq quantize`: prepare → plan → calibrate → quantize → write.
+
+use super::calibrate::{parse_dim, MethodArg};
+use anyhow::{bail, Context};
+use onnxq::calibrate::{
+    model_sha256, open_source, Calibrator, CollectOptions, Method, RangeOptions, RangeTable, Target,
+};
+use onnxq::ir::Model;
+use onnxq::onnx::{save_model, SaveOptions};
+use onnxq::passes::{prepare, PassOptions};
+use onnxq::quantize::{plan_model, quantize, QType, QuantizeConfig, QuantizeReport, Recipe};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// QuantizeLinear/DequantizeLinear pairs around float ops (what
+    /// TensorRT and OpenVINO take).
+    Qdq,
+}
+
+/// Activation type.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ActArg {
+    /// Asymmetric uint8 (default; fast u8×s8 kernels on x86).
+    Uint8,
+    /// Symmetric int8 (zero point 0).
+    Int8,
+}
+
+/// Weight type.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum WeightArg {
+    /// Symmetric int8 (default).
+    Int8,
+    /// Symmetric uint8 (zero point 128).
+    Uint8,
+}
+
+/// Quantize a model to INT8: prepare the graph (Constant weights, BatchNorm
+/// folding, opset upgrade when per-channel weights need opset 13),
+/// calibrate activation ranges on samples through tract (only the tensors
+/// the plan quantizes), insert QuantizeLinear/DequantizeLinear with int8
+/// per-channel weights and int32 biases, and write the model. Prints what
+/// was quantized, what stayed float and why, and the size before and after.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The FP32 ONNX model.
+    pub model: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// A YAML recipe holding any of these options plus per-node and
+    /// per-tensor overrides; flags given here override it.
+    #[arg(long, value_name = "YAML")]
+    pub config: Option<PathBuf>,
+    /// Calibration samples: a directory of .npz files, a directory of
+    /// test_data_set_*/input_N.pb folders, one .npz with a leading sample
+    /// axis, or random:N[:SEED].
+    #[arg(long, value_name = "SRC")]
+    pub calib: Option<String>,
+    /// Reuse a table from `onnxq calibrate` instead of calibrating (it must
+    /// have been made for this model).
+    #[arg(long, value_name = "JSON", conflicts_with = "calib")]
+    pub ranges: Option<PathBuf>,
+    /// How activation ranges are chosen [default: minmax].
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// Percentile for --method percentile [default: 99.999].
+    #[arg(long)]
+    pub percentile: Option<f64>,
+    /// Output format [default: qdq].
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Activation type [default: uint8].
+    #[arg(long, value_enum)]
+    pub activations: Option<ActArg>,
+    /// Weight type [default: int8].
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightArg>,
+    /// One weight scale per tensor instead of per output channel.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// 7-bit weights. onnxruntime's u8×s8 kernels on x86 CPUs without VNNI
+    /// (most AVX2 machines) add two products in int16 and saturate on 8-bit
+    /// weights; with 7 bits they are exact, at ~6 dB of weight precision.
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Op types to quantize, comma-separated or repeated; `default` stands
+    /// for the default set (Conv, ConvTranspose, MatMul, Gemm, data-movement
+    /// ops, Relu, Clip). Opt-in: Add, Mul, AveragePool, GlobalAveragePool,
+    /// LeakyRelu, Sigmoid, Softmax; naming Concat also joins inputs of
+    /// different ranges. Example: --op-types default,Add
+    #[arg(long, value_name = "OPS")]
+    pub op_types: Vec<String>,
+    /// Leave a node in float: its name or a glob (repeatable). A pattern
+    /// that matches no node is an error.
+    #[arg(long, value_name = "NODE")]
+    pub exclude: Vec<String>,
+    /// Size of a symbolic input dimension, for random samples (repeatable).
+    #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
+    /// Upgrade the opset to at least N (13 is applied automatically when
+    /// weights are per channel).
+    #[arg(long, value_name = "N")]
+    pub opset: Option<i64>,
+    /// Calibration worker threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Write a JSON report of what was done.
+    #[arg(long, value_name = "JSON")]
+    pub report: Option<PathBuf>,
+    /// Allow the output to overwrite the input model.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Args {
+    /// The options given as flags, as a recipe to lay over the file's.
+    fn as_recipe(&self) -> Recipe {
+        Recipe {
+            format: self.format.map(|_| "qdq".to_string()),
+            calib: self.calib.clone(),
+            ranges: self.ranges.as_ref().map(|p| p.display().to_string()),
+            method: self.method.map(Method::from),
+            percentile: self.percentile,
+            activations: self.activations.map(|a| match a {
+                ActArg::Uint8 => QType::Uint8,
+                ActArg::Int8 => QType::Int8,
+            }),
+            weights: self.weights.map(|w| match w {
+                WeightArg::Int8 => QType::Int8,
+                WeightArg::Uint8 => QType::Uint8,
+            }),
+            per_channel: self.per_tensor.then_some(false),
+            reduce_range: self.reduce_range.then_some(true),
+            op_types: (!self.op_types.is_empty()).then(|| self.op_types.clone()),
+            exclude: self.exclude.clone(),
+            dims: self.dims.iter().cloned().collect(),
+            opset: self.opset,
+            nodes: BTreeMap::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+}
+
+/// The JSON report (`--report`).
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    onnxq_version: &'static str,
+    model: String,
+    output: String,
+    format: &'static str,
+    opset_before: i64,
+    opset_after: i64,
+    size_before: u64,
+    size_after: u64,
+    calibration: &'a serde_json::Value,
+    quantization: &'a QuantizeReport,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let file_recipe = match &args.config {
+        Some(p) => Recipe::load(p)?,
+        None => Recipe::default(),
+    };
+    let recipe = file_recipe.overlay(args.as_recipe());
+    if recipe.calib.is_some() && recipe.ranges.is_some() {
+        bail!("give calibration samples (calib) or a calibration table (ranges), not both");
+    }
+    if let Some(f) = recipe.format.as_deref().filter(|f| *f != "qdq") {
+        bail!("format '{f}' is not supported (supported: qdq)");
+    }
+    let cfg = QuantizeConfig::from_recipe(&recipe)?;
+    let percentile = recipe.percentile.unwrap_or(99.999);
+    if !(50.0..=100.0).contains(&percentile) {
+        bail!("percentile {percentile} is outside 50..=100");
+    }
+
+    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let fingerprint = model_sha256(&loaded.proto);
+    let size_before = prost::Message::encoded_len(&loaded.proto) as u64;
+    let what = || format!("{}", args.model.display());
+    let mut model = Model::from_proto(&loaded.proto).with_context(what)?;
+    let opset_before = model.onnx_opset()?;
+    let want = recipe.opset.unwrap_or(0).max(cfg.min_opset());
+    let opts = PassOptions {
+        target_opset: (want > opset_before).then_some(want),
+        ..Default::default()
+    };
+    prepare(&mut model, &opts).with_context(what)?;
+    let plan = plan_model(&model, &cfg).with_context(what)?;
+    let needed = plan.needed_ranges(&model);
+
+    // Ranges: from a table, or by calibrating the tensors the plan needs.
+    let start = Instant::now();
+    let (table, source_note) = match (&recipe.ranges, &recipe.calib) {
+        (Some(path), _) => {
+            let path = PathBuf::from(path);
+            let t = RangeTable::load(&path)?;
+            t.check_model(&path, &fingerprint)?;
+            (t, format!("table {}", path.display()))
+        }
+        (None, Some(src)) => {
+            let calibrator = Calibrator::observing(&model, Some(&needed))?;
+            let source = open_source(src, calibrator.inputs(), &recipe.dims)?;
+            if src.starts_with("random:") {
+                eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
+            }
+            let ropts = RangeOptions {
+                method: recipe.method.unwrap_or(Method::Minmax),
+                percentile,
+                target: match cfg.activations {
+                    QType::Uint8 => Target::Uint8,
+                    QType::Int8 => Target::Int8,
+                },
+            };
+            let collected = calibrator.collect(
+                source.as_ref(),
+                &CollectOptions {
+                    histograms: ropts.method.needs_histogram(),
+                    per_channel: false,
+                    jobs: args.jobs,
+                    progress: std::io::stderr().is_terminal(),
+                },
+            )?;
+            (
+                RangeTable::compute(&collected, &ropts, &fingerprint),
+                src.clone(),
+            )
+        }
+        (None, None) => {
+            bail!("quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)")
+        }
+    };
+    let calib_secs = start.elapsed().as_secs_f64();
+    let ranges: BTreeMap<String, (f32, f32)> = table
+        .tensors
+        .iter()
+        .map(|(k, r)| (k.clone(), (r.lo, r.hi)))
+        .collect();
+    let report = quantize(&mut model, &plan, &ranges, &cfg).with_context(what)?;
+
+    let calibration = serde_json::json!({
+        "source": source_note,
+        "method": table.method.name(),
+        "percentile": table.percentile,
+        "samples": table.samples,
+        "samples_sha256": table.samples_sha256,
+        "model_sha256": fingerprint,
+    });
+    model.set_metadata("onnxq.version", onnxq::VERSION);
+    model.set_metadata("onnxq.format", "qdq");
+    model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
+    model.set_metadata("onnxq.calibration", &calibration.to_string());
+    let proto = model.to_proto()?;
+    let size_after = prost::Message::encoded_len(&proto) as u64;
+    let save = SaveOptions {
+        input: Some(args.model.clone()),
+        force: args.force,
+        ..Default::default()
+    };
+    save_model(&proto, &args.output, &save)?;
+    let opset_after = model.onnx_opset()?;
+    if let Some(path) = &args.report {
+        let r = Report {
+            onnxq_version: onnxq::VERSION,
+            model: args.model.display().to_string(),
+            output: args.output.display().to_string(),
+            format: "qdq",
+            opset_before,
+            opset_after,
+            size_before,
+            size_after,
+            calibration: &calibration,
+            quantization: &report,
+        };
+        let json = serde_json::to_string_pretty(&r)? + "\n";
+        onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
+    }
+    eprint!(
+        "{}",
+        summary(
+            &args,
+            &report,
+            &table,
+            &source_note,
+            calib_secs,
+            (size_before, size_after),
+            (opset_before, opset_after)
+        )
+    );
+    Ok(super::EXIT_OK)
+}
+
+fn by_op(m: &BTreeMap<String, usize>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn summary(
+    args: &Args,
+    r: &QuantizeReport,
+    table: &RangeTable,
+    source: &str,
+    secs: f64,
+    (before, after): (u64, u64),
+    (opset_before, opset_after): (i64, i64),
+) -> String {
+    let nq: usize = r.quantized.values().sum();
+    let nf: usize = r.float.values().sum();
+    let opset = if opset_before == opset_after {
+        format!("opset {opset_after}")
+    } else {
+        format!("opset {opset_before} → {opset_after}")
+    };
+    let mut s = format!(
+        "wrote {} (QDQ, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
+        args.output.display(),
+        by_op(&r.quantized),
+        by_op(&r.float),
+    );
+    s += &format!(
+        "  tensors: {} activations, {} weights ({} per channel), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
+        r.activations, r.weights, r.per_channel_weights, r.biases, r.quantize_linear, r.dequantize_linear
+    );
+    if r.weight_scales_raised > 0 {
+        s += &format!(
+            "  note: {} weight scale(s) raised so the bias fits int32\n",
+            r.weight_scales_raised
+        );
+    }
+    let method = if table.method == Method::Percentile {
+        format!("percentile {}", table.percentile)
+    } else {
+        table.method.name().to_string()
+    };
+    s += &format!(
+        "  calibration: {method} on {} samples ({source}) in {secs:.2} s\n",
+        table.samples
+    );
+    s += &format!(
+        "  size: {} → {} ({:.1}%)\n",
+        onnxq::inspect::human_bytes(before),
+        onnxq::inspect::human_bytes(after),
+        100.0 * after as f64 / before.max(1) as f64
+    );
+    s
+}

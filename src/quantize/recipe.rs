@@ -1,0 +1,289 @@
+//! The YAML recipe (`onnxq quantize --config recipe.yaml`): every
+//! `quantize` option, plus per-node and per-tensor overrides. Keys are the
+//! command-line flag names (`per-channel`, `op-types`, …). Unknown keys are
+//! an error naming the key. Command-line flags override the recipe
+//! ([`Recipe::overlay`]); the merged recipe is what the model's metadata
+//! records.
+//!
+//! ```yaml
+//! calib: testdata/digits/cnn_calib   # or ranges: table.json
+//! method: percentile
+//! percentile: 99.99
+//! activations: uint8                 # uint8 (asymmetric) | int8 (symmetric)
+//! weights: int8                      # int8 | uint8 (symmetric)
+//! per-channel: true
+//! reduce-range: false               # 7-bit weights (onnxruntime, x86 without VNNI)
+//! op-types: [default, Add]           # "default" = the default op set
+//! exclude: ["head/*"]                # node names or globs
+//! nodes:
+//!   conv1: {per-channel: false}
+//!   fc_out: {keep-float: true}
+//! tensors:
+//!   logits: {range: [-20, 20]}
+//!   relu2_out: {scale: 0.05, zero-point: 0, type: uint8}
+//! ```
+
+use super::params::QType;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Overrides for one node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeOverride {
+    /// Leave the node in float (like `--exclude`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_float: bool,
+    /// Weights per channel (true) or per tensor (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_channel: Option<bool>,
+    /// Weight type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<QType>,
+    /// Symmetric weights (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_symmetric: Option<bool>,
+}
+
+/// Overrides for one tensor (activation).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TensorOverride {
+    /// Never quantize this tensor (nodes that need it quantized stay float).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_float: bool,
+    /// Integer type of this tensor.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<QType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// Range to use instead of the calibrated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f32; 2]>,
+    /// Explicit scale and zero point (both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_point: Option<i32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl TensorOverride {
+    /// Whether it sets parameters (so the tensor cannot share another's).
+    pub fn sets_params(&self) -> bool {
+        self.qtype.is_some()
+            || self.symmetric.is_some()
+            || self.range.is_some()
+            || self.scale.is_some()
+            || self.zero_point.is_some()
+    }
+
+    /// Checks values that do not depend on the model.
+    pub fn check(&self, tensor: &str) -> Result<()> {
+        let bad = |reason: String| Err(Error::tensor(tensor, format!("recipe: {reason}")));
+        if let Some([lo, hi]) = self.range {
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                return bad(format!("range [{lo}, {hi}] is not an interval"));
+            }
+        }
+        match (self.scale, self.zero_point) {
+            (Some(s), Some(z)) => {
+                if !(s.is_finite() && s > 0.0) {
+                    return bad(format!("scale {s} must be positive and finite"));
+                }
+                let t = self.qtype.unwrap_or(QType::Uint8);
+                if z < t.qmin() || z > t.qmax() {
+                    return bad(format!(
+                        "zero-point {z} is outside {} ({}..={})",
+                        t.name(),
+                        t.qmin(),
+                        t.qmax()
+                    ));
+                }
+                if self.range.is_some() {
+                    return bad("give either range or scale/zero-point, not both".into());
+                }
+            }
+            (None, None) => {}
+            _ => return bad("scale and zero-point go together".into()),
+        }
+        Ok(())
+    }
+}
+
+/// Everything `onnxq quantize` can be told, as a file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    /// Output format: qdq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Calibration samples (see `onnxq calibrate --calib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calib: Option<String>,
+    /// A calibration table from `onnxq calibrate` (instead of calib).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<String>,
+    /// Calibration method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<crate::calibrate::Method>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// Activation type: uint8 (asymmetric) or int8 (symmetric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<QType>,
+    /// Weight type: int8 or uint8 (both symmetric unless overridden).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<QType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_channel: Option<bool>,
+    /// 7-bit weights (for onnxruntime on x86 CPUs without VNNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_range: Option<bool>,
+    /// Op types to quantize; "default" stands for the default set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_types: Option<Vec<String>>,
+    /// Nodes to leave float: names or globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Sizes of symbolic input dimensions (for random samples).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dims: BTreeMap<String, usize>,
+    /// Upgrade the opset to at least this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opset: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeOverride>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tensors: BTreeMap<String, TensorOverride>,
+}
+
+impl Recipe {
+    /// Reads a recipe; unknown keys and bad values are errors naming them.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses recipe text.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.trim().is_empty() {
+            return Ok(Recipe::default());
+        }
+        let r: Recipe =
+            serde_norway::from_str(text).map_err(|e| Error::Invalid(format!("bad recipe: {e}")))?;
+        for (name, t) in &r.tensors {
+            t.check(name)?;
+        }
+        Ok(r)
+    }
+
+    /// `self` with every option `top` sets taken from `top` (command-line
+    /// flags over the recipe); `exclude` lists are joined, override maps
+    /// merged (top wins per key).
+    pub fn overlay(mut self, top: Recipe) -> Recipe {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if top.$f.is_some() { self.$f = top.$f; } )* };
+        }
+        take!(
+            format,
+            calib,
+            ranges,
+            method,
+            percentile,
+            activations,
+            weights,
+            per_channel,
+            reduce_range,
+            op_types,
+            opset
+        );
+        for e in top.exclude {
+            if !self.exclude.contains(&e) {
+                self.exclude.push(e);
+            }
+        }
+        self.dims.extend(top.dims);
+        self.nodes.extend(top.nodes);
+        self.tensors.extend(top.tensors);
+        self
+    }
+
+    /// The recipe as YAML (recorded in the output's metadata).
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_norway::to_string(self).map_err(|e| Error::Invalid(format!("recipe: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let text = r#"
+calib: testdata/digits/cnn_calib
+method: percentile
+percentile: 99.99
+activations: uint8
+weights: int8
+per-channel: true
+op-types: [default, Add]
+exclude: ["head/*"]
+nodes:
+  conv1: {per-channel: false}
+  fc_out: {keep-float: true}
+tensors:
+  logits: {range: [-20, 20]}
+  relu2_out: {scale: 0.05, zero-point: 0, type: uint8}
+"#;
+        let r = Recipe::parse(text).unwrap();
+        assert_eq!(r.method, Some(crate::calibrate::Method::Percentile));
+        assert_eq!(r.nodes["conv1"].per_channel, Some(false));
+        assert!(r.nodes["fc_out"].keep_float);
+        assert_eq!(r.tensors["logits"].range, Some([-20.0, 20.0]));
+        assert_eq!(r.tensors["relu2_out"].zero_point, Some(0));
+        // Round trip through YAML.
+        assert_eq!(Recipe::parse(&r.to_yaml().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Recipe::parse("per_channel: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("per_channel"), "{e}");
+        let e = Recipe::parse("nodes:\n  conv1: {keepfloat: true}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keepfloat"), "{e}");
+        let e = Recipe::parse("tensors:\n  t: {scale: 0.1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'t'") && e.contains("zero-point"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_recipe() {
+        let file = Recipe {
+            method: Some(crate::calibrate::Method::Entropy),
+            per_channel: Some(true),
+            exclude: vec!["a".into()],
+            ..Default::default()
+        };
+        let flags = Recipe {
+            per_channel: Some(false),
+            exclude: vec!["b".into()],
+            ..Default::default()
+        };
+        let m = file.overlay(flags);
+        assert_eq!(m.method, Some(crate::calibrate::Method::Entropy));
+        assert_eq!(m.per_channel, Some(false));
+        assert_eq!(m.exclude, vec!["a".to_string(), "b".to_string()]);
+    }
+}
