@@ -297,9 +297,9 @@ pub fn materialize(
                         b.g.initializer(w)
                             .cloned()
                             .ok_or_else(|| Error::tensor(&wname, "weight is not a constant"))?;
-                    let (q, params) = quantize_weight(&wname, &tensor, spec, floor.as_deref())?;
-                    let natural = quantize_weight(&wname, &tensor, spec, None)?.1;
-                    if natural.scale != params.scale {
+                    let (q, params, raised) =
+                        quantize_weight(&wname, &tensor, spec, floor.as_deref())?;
+                    if raised > 0 {
                         b.report.weight_scales_raised += 1;
                     }
                     let qv = b.g.add_initializer(&format!("{wname}/quantized"), q);

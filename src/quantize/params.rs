@@ -199,13 +199,14 @@ pub struct WeightSpec {
 
 /// Quantizes a float constant. `min_scale` (per channel, or one value)
 /// raises scales from below: bias quantization asks for it when a bias
-/// would overflow int32 at the natural weight scale.
+/// would overflow int32 at the natural weight scale. Also returns how many
+/// channel scales `min_scale` raised.
 pub fn quantize_weight(
     name: &str,
     w: &Tensor,
     spec: WeightSpec,
     min_scale: Option<&[f32]>,
-) -> Result<(Tensor, QParams)> {
+) -> Result<(Tensor, QParams, usize)> {
     let values = finite_values(name, w, "weight")?;
     let dims = w.dims().to_vec();
     let (outer, channels, inner) = match spec.axis {
@@ -231,6 +232,7 @@ pub fn quantize_weight(
     }
     let mut scale = Vec::with_capacity(channels);
     let mut zero_point = Vec::with_capacity(channels);
+    let mut raised = 0;
     for c in 0..channels {
         let (mut s, mut z) =
             from_range_bits(lo[c], hi[c], spec.qtype, spec.symmetric, spec.reduce_range);
@@ -238,6 +240,7 @@ pub fn quantize_weight(
         if let Some(f) = floor.filter(|&f| f > s) {
             // Widen the range so the scale reaches the floor.
             s = f;
+            raised += 1;
             if !spec.symmetric {
                 let (qmin, qmax) = levels(spec.qtype, false, spec.reduce_range);
                 let zf = (qmin as f32 - lo[c].min(0.0) / s).round_ties_even();
@@ -274,7 +277,7 @@ pub fn quantize_weight(
         zero_point,
         axis: spec.axis,
     };
-    Ok((tensor, params))
+    Ok((tensor, params, raised))
 }
 
 /// The weight scales (per channel, or one) below which the bias `b`, at
@@ -366,7 +369,7 @@ mod tests {
             axis: Some(0),
             reduce_range: false,
         };
-        let (q, p) = quantize_weight("w", &w, spec, None).unwrap();
+        let (q, p, _) = quantize_weight("w", &w, spec, None).unwrap();
         assert_eq!(p.scale, vec![0.5 / 127.0, 2.54 / 127.0]);
         assert_eq!(p.zero_point, vec![0, 0]);
         let raw = q.raw().unwrap();
@@ -377,14 +380,14 @@ mod tests {
             axis: Some(1),
             ..spec
         };
-        let (_, p) = quantize_weight("w", &w, spec, None).unwrap();
+        let (_, p, _) = quantize_weight("w", &w, spec, None).unwrap();
         assert_eq!(p.scale, vec![1.0 / 127.0, 2.54 / 127.0, 0.02 / 127.0]);
         // 7 bits: ±63.
         let spec = WeightSpec {
             reduce_range: true,
             ..spec
         };
-        let (q, p) = quantize_weight("w", &w, spec, None).unwrap();
+        let (q, p, _) = quantize_weight("w", &w, spec, None).unwrap();
         assert_eq!(p.scale, vec![1.0 / 63.0, 2.54 / 63.0, 0.02 / 63.0]);
         let v: Vec<i8> = q.raw().unwrap().iter().map(|&b| b as i8).collect();
         // 0.5 / (1/63) is 31.499998 in f32.
@@ -403,7 +406,7 @@ mod tests {
             axis: Some(0),
             reduce_range: false,
         };
-        let (_, p) = quantize_weight("w", &w, spec, Some(&floor)).unwrap();
+        let (_, p, _) = quantize_weight("w", &w, spec, Some(&floor)).unwrap();
         assert!(p.scale[0] >= floor[0]);
         assert_eq!(p.scale[1], 1e-6 / 127.0);
         let bt = Tensor::from_f32(vec![2], &b);
