@@ -48,6 +48,17 @@ pub fn onnxq(args: &[&str]) -> Output {
         .expect("the onnxq binary runs")
 }
 
+/// Runs the binary from the repository root, so relative paths such as
+/// `testdata/...` (which onnxq records in the output's provenance metadata)
+/// are the same in every clone.
+pub fn onnxq_in_repo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the onnxq binary runs")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
