@@ -71,6 +71,9 @@ def sqnr(a, b):
     return 10 * np.log10((a**2).sum() / max(n, 1e-30))
 
 
+WEIGHT_HEAVY = "mlp_wide"
+
+
 def random_dir(tmp, name, shape, n, seed):
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
@@ -88,7 +91,8 @@ def cases(tmp):
     out = []
     for m in ["digits/cnn.onnx", "digits/cnn_paddle_opset12.onnx"]:
         out.append((td(m), ["--calib", td("digits/cnn_calib")], [{"image": x} for x in img], labels))
-    out.append((td("digits/mlp.onnx"), ["--calib", td("digits/mlp_holdout.npz")], [{"input": x} for x in vec], labels))
+    for m in ["digits/mlp.onnx", "digits/mlp_wide.onnx"]:
+        out.append((td(m), ["--calib", td("digits/mlp_holdout.npz")], [{"input": x} for x in vec], labels))
     tr = sorted(glob.glob(td("quirks/transformer_calib/*.npz")))
     out.append((td("quirks/transformer_opset17.onnx"), ["--calib", td("quirks/transformer_calib")],
                 [dict(np.load(f)) for f in tr], None))
@@ -141,7 +145,9 @@ def check(onnxq, model, calib, feeds, labels, tmp, extra=()):
     trained = labels is not None and not report_only
     floor = 30.0 if trained else 20.0
     parts = [f"size {100 * ratio:.1f}%"]
-    ok = True
+    # Conv/MatMul-heavy models (weights are most of the file) must shrink
+    # to at most 30%; tiny models are dominated by graph structure.
+    ok = not (WEIGHT_HEAVY in model and ratio > 0.30)
     for k in range(len(fp[0])):
         if np.asarray(fp[0][k]).dtype.kind != "f":
             continue

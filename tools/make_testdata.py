@@ -268,6 +268,37 @@ def export_cnn(net, xtr, style):
     return make_model(g, 12)
 
 
+def train_mlp_wide(xtr, ytr):
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(256, 128), activation="relu", max_iter=300, random_state=0)
+    clf.fit(xtr, ytr)
+    return clf
+
+
+def export_mlp_wide(clf):
+    """MatMul + Add per layer, as tf2onnx and Keras exporters write Dense."""
+    nodes, inits = [], []
+    x = "input"
+    n = len(clf.coefs_)
+    for i, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_), start=1):
+        inits += [init(f"dense{i}/kernel", w.astype(np.float32)), init(f"dense{i}/bias", b.astype(np.float32))]
+        nodes.append(helper.make_node("MatMul", [x, f"dense{i}/kernel"], [f"dense{i}/MatMul:0"], name=f"dense{i}/MatMul"))
+        out = "logits" if i == n else f"dense{i}/BiasAdd:0"
+        nodes.append(helper.make_node("Add", [f"dense{i}/MatMul:0", f"dense{i}/bias"], [out], name=f"dense{i}/BiasAdd"))
+        if i < n:
+            nodes.append(helper.make_node("Relu", [out], [f"dense{i}/Relu:0"], name=f"dense{i}/Relu"))
+            x = f"dense{i}/Relu:0"
+    g = helper.make_graph(
+        nodes,
+        "digits_mlp_wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    return make_model(g, 13)
+
+
 def cnn_logits(net, x):
     return net.forward(x.reshape(-1, 1, 8, 8))[0]
 
@@ -277,6 +308,8 @@ def write_digits():
     clf = train_mlp(xtr, ytr)
     mlp = export_mlp(clf)
     save(mlp, "digits", "mlp.onnx")
+    wide = train_mlp_wide(xtr, ytr)
+    save(export_mlp_wide(wide), "digits", "mlp_wide.onnx")
     net = train_cnn(xtr, ytr)
     save(export_cnn(net, xtr, "initializers"), "digits", "cnn.onnx")
     save(export_cnn(net, xtr, "constants"), "digits", "cnn_paddle_opset12.onnx")
@@ -290,6 +323,8 @@ def write_digits():
         np.savez(path("digits", "cnn_calib", f"{i:04d}.npz"), image=xtr[i].reshape(1, 1, 8, 8))
 
     mlp_acc = (clf.predict(xho) == yho).mean()
+    wide_acc = (wide.predict(xho) == yho).mean()
+    print(f"digits: wide mlp held-out accuracy {wide_acc:.4f}")
     cnn_acc = (cnn_logits(net, xho).argmax(1) == yho).mean()
     print(f"digits: mlp held-out accuracy {mlp_acc:.4f}, cnn held-out accuracy {cnn_acc:.4f}")
     return mlp_acc, cnn_acc

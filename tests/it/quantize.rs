@@ -255,6 +255,12 @@ fn trained_digits_models_keep_their_accuracy_within_half_a_point() {
             "input",
             "digits/mlp_holdout.npz",
         ),
+        (
+            "digits/mlp_wide.onnx",
+            "digits/mlp_holdout.npz",
+            "input",
+            "digits/mlp_holdout.npz",
+        ),
     ];
     for (model, data, input, calib) in cases {
         let out = dir.path().join("q.onnx");
@@ -269,6 +275,30 @@ fn trained_digits_models_keep_their_accuracy_within_half_a_point() {
         eprintln!("{model}: held-out accuracy {before:.2}% → {after:.2}%");
         assert!(after >= before - 0.5, "{model}: {before:.2}% → {after:.2}%");
     }
+}
+
+#[test]
+fn a_weight_heavy_model_shrinks_below_30_percent() {
+    // 50k MatMul weights: int8 storage plus the Q/DQ scaffolding must stay
+    // under 30% of the FP32 file.
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let model = testdata("digits/mlp_wide.onnx");
+    let o = quantize(
+        &model,
+        &out,
+        &[
+            "--calib",
+            testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::metadata(&model).unwrap().len() as f64;
+    let after = std::fs::metadata(&out).unwrap().len() as f64;
+    let ratio = after / before;
+    eprintln!("mlp_wide: {before} → {after} bytes ({:.1}%)", 100.0 * ratio);
+    assert!(ratio <= 0.30, "{:.1}% of the FP32 file", 100.0 * ratio);
+    assert_eq!(op_counts(&load(&out)).get("MatMul"), Some(&3));
 }
 
 /// SQNR (dB) of `b` against reference `a`.
@@ -290,7 +320,7 @@ fn calib_for(model: &Path) -> Vec<String> {
         "cnn.onnx" | "cnn_paddle_opset12.onnx" => {
             s(&["--calib", testdata("digits/cnn_calib").to_str().unwrap()])
         }
-        "mlp.onnx" => s(&[
+        "mlp.onnx" | "mlp_wide.onnx" => s(&[
             "--calib",
             testdata("digits/mlp_holdout.npz").to_str().unwrap(),
         ]),
@@ -315,7 +345,7 @@ fn calib_for(model: &Path) -> Vec<String> {
 fn holdout_of(path: &Path) -> Option<(&'static str, &'static str)> {
     match path.file_name()?.to_str()? {
         "cnn.onnx" | "cnn_paddle_opset12.onnx" => Some(("digits/cnn_holdout.npz", "image")),
-        "mlp.onnx" => Some(("digits/mlp_holdout.npz", "input")),
+        "mlp.onnx" | "mlp_wide.onnx" => Some(("digits/mlp_holdout.npz", "input")),
         _ => None,
     }
 }
