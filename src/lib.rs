@@ -24,6 +24,7 @@ pub mod calibrate;
 pub mod error;
 pub mod inspect;
 pub mod ir;
+pub mod lower;
 pub mod onnx;
 pub mod passes;
 pub mod quantize;

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Cross-checks `onnxq quantize --format qdq` against onnx and onnxruntime.
+"""Cross-checks `onnxq quantize` (QDQ, QOperator, dynamic) against onnx and
+onnxruntime.
 
     .venv/bin/python tools/crosscheck_quantize.py [--onnxq target/release/onnxq]
 
@@ -19,7 +20,17 @@ data) or >= 20 dB (others); digits accuracy within 0.5 points of FP32; with
 --reduce-range (7-bit weights) also the fused "ort" SQNR >= 30 dB for digits,
 since onnxruntime's u8 x s8 kernels saturate on x86 CPUs without VNNI.
 
-Prints one line per model and `quantize: N passed, M failed`; exits 1 on any
+QOperator (the default format, onnx target): passes the full checker, uses
+only standard domains, and in onnxruntime matches the QDQ output (onnxruntime
+fuses the QDQ pattern into the same integer kernels): >= 99% of output
+elements equal, the rest within one quantization step. The ort target, with
+every opt-in op type (Add, Mul, pools, Sigmoid, LeakyRelu, Concat), runs its
+com.microsoft ops in onnxruntime with the same criterion against its QDQ
+form. Dynamic mode (models with constant-weight MatMul/Gemm): runs in
+onnxruntime; with --reduce-range (exact on any CPU) SQNR >= 20 dB against FP32
+and digits accuracy within 0.5 points; the 8-bit default is reported.
+
+Prints one line per model and check and `quantize: N passed, M failed`; exits 1 on any
 failure.
 """
 
@@ -132,7 +143,7 @@ def check(onnxq, model, calib, feeds, labels, tmp, extra=()):
     rep = os.path.join(tmp, "report.json")
     if os.path.exists(q):
         os.remove(q)
-    cmd = [onnxq, "quantize", model, "-o", q, "--report", rep, *calib, *extra]
+    cmd = [onnxq, "quantize", model, "-o", q, "--report", rep, "--format", "qdq", *calib, *extra]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return False, f"quantize failed: {p.stderr.strip()}"
@@ -172,6 +183,115 @@ def check(onnxq, model, calib, feeds, labels, tmp, extra=()):
     return ok, "; ".join(parts)
 
 
+ORT_OPS = "default,Add,Mul,AveragePool,GlobalAveragePool,Sigmoid,LeakyRelu,Concat"
+
+
+def quantize_to(onnxq, model, out, args):
+    if os.path.exists(out):
+        os.remove(out)
+    p = subprocess.run([onnxq, "quantize", model, "-o", out, *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"quantize {' '.join(args)} failed: {p.stderr.strip()}")
+    return onnx.load(out)
+
+
+def output_steps(m):
+    """Scale of the DequantizeLinear producing each graph output (or None)."""
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    steps = []
+    for o in m.graph.output:
+        n = prod.get(o.name)
+        steps.append(float(inits[n.input[1]].ravel()[0]) if n is not None and n.op_type == "DequantizeLinear" else None)
+    return steps
+
+
+def compare(m, a_outs, b_outs):
+    """(ok, text): >= 99% of elements equal and the rest within one output
+    quantization step (outputs produced by DequantizeLinear); SQNR >= 40 dB
+    otherwise (a float op after the last quantized one)."""
+    ok, parts = True, []
+    for k, step in enumerate(output_steps(m)):
+        a = np.concatenate([np.ravel(o[k]) for o in a_outs]).astype(np.float64)
+        b = np.concatenate([np.ravel(o[k]) for o in b_outs]).astype(np.float64)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        if step is not None:
+            eq = float(np.mean(a == b))
+            within = bool(np.all(np.abs(a - b) <= step * 1.001))
+            parts.append(f"out{k} {100 * eq:.2f}% equal{'' if within else ' (beyond one step!)'}")
+            ok &= eq >= 0.99 and within
+        else:
+            d = sqnr(a, b)
+            parts.append(f"out{k} {d:.1f} dB")
+            ok &= d >= 40
+    return ok, ", ".join(parts)
+
+
+def check_lowering(onnxq, model, calib, feeds, tmp):
+    """QOperator (onnx target) vs the QDQ output, both in onnxruntime; the
+    ort target with every opt-in op type vs its QDQ form; dynamic mode."""
+    ok, parts = True, []
+    qdq, qop = os.path.join(tmp, "l_qdq.onnx"), os.path.join(tmp, "l_qop.onnx")
+    quantize_to(onnxq, model, qdq, ["--format", "qdq", *calib])
+    m = quantize_to(onnxq, model, qop, calib)
+    onnx.checker.check_model(m, full_check=True)
+    domains = {n.domain for n in m.graph.node} - {""}
+    ok &= not domains
+    ops = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    ints = {k: v for k, v in sorted(ops.items()) if k.startswith("QLinear") or k.endswith("Integer")}
+    o, t = compare(m, run_all(session(qdq, True), feeds), run_all(session(qop, True), feeds))
+    ok &= o
+    parts.append(f"qoperator {ints} vs qdq: {t}" + (f"; non-standard domains {domains}!" if domains else ""))
+    # --target ort with every opt-in op type.
+    rq, ro = os.path.join(tmp, "o_qdq.onnx"), os.path.join(tmp, "o_qop.onnx")
+    quantize_to(onnxq, model, rq, ["--format", "qdq", "--op-types", ORT_OPS, *calib])
+    m = quantize_to(onnxq, model, ro, ["--target", "ort", "--op-types", ORT_OPS, *calib])
+    ms = sorted({n.op_type for n in m.graph.node if n.domain == "com.microsoft"})
+    o, t = compare(m, run_all(session(rq, True), feeds), run_all(session(ro, True), feeds))
+    ok &= o
+    parts.append(f"ort target {ms} vs qdq: {t}")
+    return ok, "; ".join(parts)
+
+
+def check_dynamic(onnxq, model, feeds, labels, tmp):
+    """Dynamic mode in onnxruntime: default int8 weights (reported: on x86
+    without VNNI onnxruntime's u8 x s8 kernel saturates int16 pair sums, as
+    its own per-channel quantize_dynamic does) and --reduce-range (checked:
+    exact on every CPU)."""
+    fp = run_all(session(model, False), feeds)
+    ok, parts = True, []
+    for variant in ([], ["--reduce-range"]):
+        q = os.path.join(tmp, "dyn.onnx")
+        m = quantize_to(onnxq, model, q, ["--mode", "dynamic", *variant])
+        onnx.checker.check_model(m, full_check=True)
+        n = sum(1 for x in m.graph.node if x.op_type == "MatMulInteger")
+        dq = run_all(session(q, True), feeds)
+        checked = bool(variant)
+        ok &= n > 0
+        tag = " ".join(variant) or "default"
+        for k in range(len(fp[0])):
+            if np.asarray(fp[0][k]).dtype.kind != "f":
+                continue
+            d = sqnr(np.concatenate([np.ravel(o[k]) for o in fp]), np.concatenate([np.ravel(o[k]) for o in dq]))
+            parts.append(f"{tag}: {n} MatMulInteger, out{k} {d:.1f} dB vs FP32")
+            ok &= not checked or d >= 20
+        if labels is not None and not isinstance(labels, str):
+            acc = lambda outs: np.mean([np.argmax(o[0]) == y for o, y in zip(outs, labels)]) * 100  # noqa: E731
+            a0, a1 = acc(fp), acc(dq)
+            parts.append(f"accuracy {a0:.2f}% -> {a1:.2f}%")
+            ok &= not checked or a1 >= a0 - 0.5
+    return ok, "; ".join(parts)
+
+
+def has_weight_matmul(model):
+    m = onnx.load(model)
+    inits = {t.name for t in m.graph.initializer}
+    return any(n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits for n in m.graph.node)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
@@ -190,6 +310,18 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     ok, msg = False, f"{type(e).__name__}: {e}"
                 print(f"{'ok' if ok else 'FAIL'} {tag}: {msg}", flush=True)
+                passed += ok
+                failed += not ok
+            name = os.path.relpath(model, ROOT) if model.startswith(ROOT) else os.path.basename(model)
+            checks = [("qoperator", lambda: check_lowering(args.onnxq, model, calib, feeds, tmp))]
+            if has_weight_matmul(model):
+                checks.append(("dynamic", lambda: check_dynamic(args.onnxq, model, feeds, labels, tmp)))
+            for what, fn in checks:
+                try:
+                    ok, msg = fn()
+                except Exception as e:  # noqa: BLE001
+                    ok, msg = False, f"{type(e).__name__}: {e}"
+                print(f"{'ok' if ok else 'FAIL'} {name} {what}: {msg}", flush=True)
                 passed += ok
                 failed += not ok
     print(f"quantize: {passed} passed, {failed} failed")

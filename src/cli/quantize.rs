@@ -6,9 +6,13 @@ use onnxq::calibrate::{
     model_sha256, open_source, Calibrator, CollectOptions, Method, RangeOptions, RangeTable, Target,
 };
 use onnxq::ir::Model;
+use onnxq::lower::{lower, LowerOptions, LowerReport, Target as LowerTarget};
 use onnxq::onnx::{save_model, SaveOptions};
 use onnxq::passes::{prepare, PassOptions};
-use onnxq::quantize::{plan_model, quantize, QType, QuantizeConfig, QuantizeReport, Recipe};
+use onnxq::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
+use onnxq::quantize::{
+    plan_model, quantize, Format, Mode, QType, QuantizeConfig, QuantizeReport, Recipe,
+};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,9 +21,35 @@ use std::time::Instant;
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum FormatArg {
+    /// Integer operators (QLinearConv, QLinearMatMul, …) with int8 tensors
+    /// between them: what CPU runtimes execute directly (default).
+    Qoperator,
     /// QuantizeLinear/DequantizeLinear pairs around float ops (what
     /// TensorRT and OpenVINO take).
     Qdq,
+}
+
+/// Runtime family of the QOperator output.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// Standard ONNX operators only (default).
+    Onnx,
+    /// Also onnxruntime's com.microsoft QLinearAdd, QLinearMul,
+    /// QLinearConcat, QLinear(Global)AveragePool, QLinearSigmoid,
+    /// QLinearLeakyRelu, QGemm.
+    Ort,
+    /// Standard operators in forms tract accepts.
+    Tract,
+}
+
+/// Quantization mode.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Activation ranges calibrated on samples (default).
+    Static,
+    /// MatMul/Gemm weights int8; activations quantized at run time by
+    /// DynamicQuantizeLinear. No calibration.
+    Dynamic,
 }
 
 /// Activation type.
@@ -44,8 +74,12 @@ pub enum WeightArg {
 /// folding, opset upgrade when per-channel weights need opset 13),
 /// calibrate activation ranges on samples through tract (only the tensors
 /// the plan quantizes), insert QuantizeLinear/DequantizeLinear with int8
-/// per-channel weights and int32 biases, and write the model. Prints what
-/// was quantized, what stayed float and why, and the size before and after.
+/// per-channel weights and int32 biases, rewrite them into integer
+/// operators (QLinearConv, QLinearMatMul, int8 data movement; --format qdq
+/// stops before), and write the model. --mode dynamic quantizes MatMul/Gemm
+/// weights and quantizes activations at run time, without calibration.
+/// Prints what was quantized, what stayed float and why, and the size
+/// before and after.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The FP32 ONNX model.
@@ -72,9 +106,16 @@ pub struct Args {
     /// Percentile for --method percentile [default: 99.999].
     #[arg(long)]
     pub percentile: Option<f64>,
-    /// Output format [default: qdq].
+    /// Output format [default: qoperator].
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
+    /// Runtime family of the qoperator output [default: onnx].
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// static: calibrated activation ranges; dynamic: MatMul/Gemm with
+    /// activations quantized at run time, no --calib [default: static].
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
     /// Activation type [default: uint8].
     #[arg(long, value_enum)]
     pub activations: Option<ActArg>,
@@ -122,7 +163,19 @@ impl Args {
     /// The options given as flags, as a recipe to lay over the file's.
     fn as_recipe(&self) -> Recipe {
         Recipe {
-            format: self.format.map(|_| "qdq".to_string()),
+            format: self.format.map(|f| match f {
+                FormatArg::Qoperator => Format::Qoperator,
+                FormatArg::Qdq => Format::Qdq,
+            }),
+            target: self.target.map(|t| match t {
+                TargetArg::Onnx => LowerTarget::Onnx,
+                TargetArg::Ort => LowerTarget::Ort,
+                TargetArg::Tract => LowerTarget::Tract,
+            }),
+            mode: self.mode.map(|m| match m {
+                ModeArg::Static => Mode::Static,
+                ModeArg::Dynamic => Mode::Dynamic,
+            }),
             calib: self.calib.clone(),
             ranges: self.ranges.as_ref().map(|p| p.display().to_string()),
             method: self.method.map(Method::from),
@@ -154,12 +207,22 @@ struct Report<'a> {
     model: String,
     output: String,
     format: &'static str,
+    mode: &'static str,
+    target: Option<&'static str>,
     opset_before: i64,
     opset_after: i64,
     size_before: u64,
     size_after: u64,
     calibration: &'a serde_json::Value,
     quantization: &'a QuantizeReport,
+    lowering: Option<&'a LowerReport>,
+}
+
+/// How the activation ranges were obtained (for the summary).
+struct CalibNote {
+    table: Option<RangeTable>,
+    source: String,
+    secs: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -171,8 +234,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if recipe.calib.is_some() && recipe.ranges.is_some() {
         bail!("give calibration samples (calib) or a calibration table (ranges), not both");
     }
-    if let Some(f) = recipe.format.as_deref().filter(|f| *f != "qdq") {
-        bail!("format '{f}' is not supported (supported: qdq)");
+    let mode = recipe.mode.unwrap_or(Mode::Static);
+    let format = recipe.format.unwrap_or(Format::Qoperator);
+    let target = recipe.target.unwrap_or(LowerTarget::Onnx);
+    if mode == Mode::Dynamic && format == Format::Qdq {
+        bail!("--mode dynamic writes integer operators (DynamicQuantizeLinear, MatMulInteger); --format qdq is for static quantization");
+    }
+    if format == Format::Qdq && recipe.target.is_some() {
+        eprintln!("warning: --target applies to the qoperator format; the QDQ output uses standard operators only");
     }
     let cfg = QuantizeConfig::from_recipe(&recipe)?;
     let percentile = recipe.percentile.unwrap_or(99.999);
@@ -186,14 +255,113 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let what = || format!("{}", args.model.display());
     let mut model = Model::from_proto(&loaded.proto).with_context(what)?;
     let opset_before = model.onnx_opset()?;
-    let want = recipe.opset.unwrap_or(0).max(cfg.min_opset());
+    let min_opset = match mode {
+        Mode::Static => cfg.min_opset(),
+        Mode::Dynamic => DYNAMIC_MIN_OPSET,
+    };
+    let want = recipe.opset.unwrap_or(0).max(min_opset);
     let opts = PassOptions {
         target_opset: (want > opset_before).then_some(want),
         ..Default::default()
     };
     prepare(&mut model, &opts).with_context(what)?;
-    let plan = plan_model(&model, &cfg).with_context(what)?;
-    let needed = plan.needed_ranges(&model);
+
+    let (report, calibration, note) = match mode {
+        Mode::Static => {
+            static_quantize(&mut model, &recipe, &cfg, &args, &fingerprint, percentile)?
+        }
+        Mode::Dynamic => {
+            if recipe.calib.is_some() || recipe.ranges.is_some() {
+                eprintln!("warning: --mode dynamic computes activation ranges at run time; the calibration samples are not used");
+            }
+            let r = quantize_dynamic(&mut model, &cfg).with_context(what)?;
+            let note = CalibNote {
+                table: None,
+                source: String::new(),
+                secs: 0.0,
+            };
+            (r, serde_json::json!({"method": "dynamic"}), note)
+        }
+    };
+    let lowering = match (mode, format) {
+        (Mode::Static, Format::Qoperator) => {
+            Some(lower(&mut model, &LowerOptions { target }).with_context(what)?)
+        }
+        _ => None,
+    };
+    let format_name = match (mode, format) {
+        (Mode::Dynamic, _) => "dynamic",
+        (_, f) => f.name(),
+    };
+    let target_name = (format == Format::Qoperator).then_some(target.name());
+
+    model.set_metadata("onnxq.version", onnxq::VERSION);
+    model.set_metadata("onnxq.format", format_name);
+    if let Some(t) = target_name {
+        model.set_metadata("onnxq.target", t);
+    }
+    model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
+    model.set_metadata("onnxq.calibration", &calibration.to_string());
+    let proto = model.to_proto()?;
+    let size_after = prost::Message::encoded_len(&proto) as u64;
+    let save = SaveOptions {
+        input: Some(args.model.clone()),
+        force: args.force,
+        ..Default::default()
+    };
+    save_model(&proto, &args.output, &save)?;
+    let opset_after = model.onnx_opset()?;
+    if let Some(path) = &args.report {
+        let r = Report {
+            onnxq_version: onnxq::VERSION,
+            model: args.model.display().to_string(),
+            output: args.output.display().to_string(),
+            format: format_name,
+            mode: mode.name(),
+            target: target_name,
+            opset_before,
+            opset_after,
+            size_before,
+            size_after,
+            calibration: &calibration,
+            quantization: &report,
+            lowering: lowering.as_ref(),
+        };
+        let json = serde_json::to_string_pretty(&r)? + "\n";
+        onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
+    }
+    let label = match (mode, format) {
+        (Mode::Dynamic, _) => "dynamic".to_string(),
+        (_, Format::Qdq) => "QDQ".to_string(),
+        (_, Format::Qoperator) => format!("QOperator for {}", target.name()),
+    };
+    eprint!(
+        "{}",
+        summary(
+            &args,
+            &label,
+            &report,
+            lowering.as_ref(),
+            &note,
+            (size_before, size_after),
+            (opset_before, opset_after)
+        )
+    );
+    Ok(super::EXIT_OK)
+}
+
+/// Static mode: plan, ranges (calibrated or from a table), Q/DQ insertion.
+fn static_quantize(
+    model: &mut Model,
+    recipe: &Recipe,
+    cfg: &QuantizeConfig,
+    args: &Args,
+    fingerprint: &str,
+    percentile: f64,
+) -> anyhow::Result<(QuantizeReport, serde_json::Value, CalibNote)> {
+    let what = || format!("{}", args.model.display());
+    let plan = plan_model(model, cfg).with_context(what)?;
+    let needed = plan.needed_ranges(model);
 
     // Ranges: from a table, or by calibrating the tensors the plan needs.
     let start = Instant::now();
@@ -201,11 +369,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         (Some(path), _) => {
             let path = PathBuf::from(path);
             let t = RangeTable::load(&path)?;
-            t.check_model(&path, &fingerprint)?;
+            t.check_model(&path, fingerprint)?;
             (t, format!("table {}", path.display()))
         }
         (None, Some(src)) => {
-            let calibrator = Calibrator::observing(&model, Some(&needed))?;
+            let calibrator = Calibrator::observing(model, Some(&needed))?;
             let source = open_source(src, calibrator.inputs(), &recipe.dims)?;
             if src.starts_with("random:") {
                 eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
@@ -228,7 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 },
             )?;
             (
-                RangeTable::compute(&collected, &ropts, &fingerprint),
+                RangeTable::compute(&collected, &ropts, fingerprint),
                 src.clone(),
             )
         }
@@ -242,8 +410,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .iter()
         .map(|(k, r)| (k.clone(), (r.lo, r.hi)))
         .collect();
-    let report = quantize(&mut model, &plan, &ranges, &cfg).with_context(what)?;
-
+    let report = quantize(model, &plan, &ranges, cfg).with_context(what)?;
     let calibration = serde_json::json!({
         "source": source_note,
         "method": table.method.name(),
@@ -252,48 +419,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "samples_sha256": table.samples_sha256,
         "model_sha256": fingerprint,
     });
-    model.set_metadata("onnxq.version", onnxq::VERSION);
-    model.set_metadata("onnxq.format", "qdq");
-    model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
-    model.set_metadata("onnxq.calibration", &calibration.to_string());
-    let proto = model.to_proto()?;
-    let size_after = prost::Message::encoded_len(&proto) as u64;
-    let save = SaveOptions {
-        input: Some(args.model.clone()),
-        force: args.force,
-        ..Default::default()
+    let note = CalibNote {
+        table: Some(table),
+        source: source_note,
+        secs: calib_secs,
     };
-    save_model(&proto, &args.output, &save)?;
-    let opset_after = model.onnx_opset()?;
-    if let Some(path) = &args.report {
-        let r = Report {
-            onnxq_version: onnxq::VERSION,
-            model: args.model.display().to_string(),
-            output: args.output.display().to_string(),
-            format: "qdq",
-            opset_before,
-            opset_after,
-            size_before,
-            size_after,
-            calibration: &calibration,
-            quantization: &report,
-        };
-        let json = serde_json::to_string_pretty(&r)? + "\n";
-        onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
-    }
-    eprint!(
-        "{}",
-        summary(
-            &args,
-            &report,
-            &table,
-            &source_note,
-            calib_secs,
-            (size_before, size_after),
-            (opset_before, opset_after)
-        )
-    );
-    Ok(super::EXIT_OK)
+    Ok((report, calibration, note))
 }
 
 fn by_op(m: &BTreeMap<String, usize>) -> String {
@@ -308,10 +439,10 @@ fn by_op(m: &BTreeMap<String, usize>) -> String {
 
 fn summary(
     args: &Args,
+    label: &str,
     r: &QuantizeReport,
-    table: &RangeTable,
-    source: &str,
-    secs: f64,
+    lowering: Option<&LowerReport>,
+    calib: &CalibNote,
     (before, after): (u64, u64),
     (opset_before, opset_after): (i64, i64),
 ) -> String {
@@ -323,30 +454,56 @@ fn summary(
         format!("opset {opset_before} → {opset_after}")
     };
     let mut s = format!(
-        "wrote {} (QDQ, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
+        "wrote {} ({label}, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
         args.output.display(),
         by_op(&r.quantized),
         by_op(&r.float),
     );
-    s += &format!(
-        "  tensors: {} activations, {} weights ({} per channel), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
-        r.activations, r.weights, r.per_channel_weights, r.biases, r.quantize_linear, r.dequantize_linear
-    );
+    if let Some(l) = lowering {
+        s += &format!(
+            "  tensors: {} activations, {} weights ({} per channel), {} int32 biases\n",
+            r.activations, r.weights, r.per_channel_weights, r.biases
+        );
+        s += &format!(
+            "  integer ops: {}; {} QuantizeLinear, {} DequantizeLinear at float boundaries\n",
+            by_op(&l.integer_ops),
+            l.quantize_linear,
+            l.dequantize_linear
+        );
+        if !l.kept_qdq.is_empty() {
+            s += &format!(
+                "  float between DequantizeLinear and QuantizeLinear: {}\n",
+                by_op(&l.kept_qdq)
+            );
+        }
+    } else if calib.table.is_some() {
+        s += &format!(
+            "  tensors: {} activations, {} weights ({} per channel), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
+            r.activations, r.weights, r.per_channel_weights, r.biases, r.quantize_linear, r.dequantize_linear
+        );
+    } else {
+        s += &format!(
+            "  weights: {} int8 ({} per channel); activations quantized at run time\n",
+            r.weights, r.per_channel_weights
+        );
+    }
     if r.weight_scales_raised > 0 {
         s += &format!(
             "  note: {} weight scale(s) raised so the bias fits int32\n",
             r.weight_scales_raised
         );
     }
-    let method = if table.method == Method::Percentile {
-        format!("percentile {}", table.percentile)
-    } else {
-        table.method.name().to_string()
-    };
-    s += &format!(
-        "  calibration: {method} on {} samples ({source}) in {secs:.2} s\n",
-        table.samples
-    );
+    if let Some(table) = &calib.table {
+        let method = if table.method == Method::Percentile {
+            format!("percentile {}", table.percentile)
+        } else {
+            table.method.name().to_string()
+        };
+        s += &format!(
+            "  calibration: {method} on {} samples ({}) in {:.2} s\n",
+            table.samples, calib.source, calib.secs
+        );
+    }
     s += &format!(
         "  size: {} → {} ({:.1}%)\n",
         onnxq::inspect::human_bytes(before),

@@ -347,12 +347,7 @@ impl Graph {
 
     /// A fresh value named `base` (or `base_1`, `base_2`, … if taken).
     pub fn new_value(&mut self, base: &str) -> ValueId {
-        let mut name = base.to_string();
-        let mut k = 1;
-        while self.by_name.contains_key(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
+        let name = super::unique_name(base, |n| self.by_name.contains_key(n));
         self.intern(&name)
     }
 

@@ -19,6 +19,41 @@ pub use tensor::{DataType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::{ModelProto, OperatorSetIdProto};
+use std::collections::HashSet;
+
+/// `base`, or `base_1`, `base_2`, … : the first that `taken` refuses.
+pub fn unique_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut name = base.to_string();
+    let mut k = 1;
+    while taken(&name) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    name
+}
+
+/// Node names in use, for stages that add nodes with readable names.
+#[derive(Clone, Debug, Default)]
+pub struct NodeNames(HashSet<String>);
+
+impl NodeNames {
+    /// The names of `g`'s nodes.
+    pub fn of(g: &Graph) -> Self {
+        NodeNames(g.nodes().map(|(_, n)| n.name.clone()).collect())
+    }
+
+    /// A name not in use (`base` when free), now taken.
+    pub fn fresh(&mut self, base: &str) -> String {
+        let name = unique_name(base, |n| self.0.contains(n));
+        self.0.insert(name.clone());
+        name
+    }
+
+    /// Frees `name` (its node was removed).
+    pub fn release(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+}
 
 /// A model: its main graph plus model-level fields.
 #[derive(Clone, Debug)]

@@ -24,7 +24,7 @@ use super::plan::{ActSpec, Decision, InputRole, Plan};
 use super::{QuantizeConfig, QuantizeReport};
 use crate::error::{Error, Result};
 use crate::ir::node::attr;
-use crate::ir::{DataType, Graph, Model, Node, Tensor, ValueId};
+use crate::ir::{unique_name, DataType, Graph, Model, Node, NodeNames, Tensor, ValueId};
 use crate::onnx::proto::{type_proto, ValueInfoProto};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -45,21 +45,14 @@ struct DoneWeight {
 
 struct Builder<'a> {
     g: &'a mut Graph,
-    node_names: HashSet<String>,
+    node_names: NodeNames,
     report: &'a mut QuantizeReport,
 }
 
 impl Builder<'_> {
     /// A node name not used yet.
     fn node_name(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut k = 1;
-        while self.node_names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        self.node_names.insert(name.clone());
-        name
+        self.node_names.fresh(base)
     }
 
     fn params_initializers(&mut self, base: &str, p: &QParams) -> (ValueId, ValueId) {
@@ -149,7 +142,7 @@ pub fn materialize(
 ) -> Result<()> {
     let opset = model.onnx_opset()?;
     let g = &mut model.graph;
-    let node_names = g.nodes().map(|(_, n)| n.name.clone()).collect();
+    let node_names = NodeNames::of(g);
     let mut b = Builder {
         g,
         node_names,
@@ -396,12 +389,7 @@ pub fn materialize(
         if is_output {
             // The graph output keeps its name; the value before the pair
             // is renamed.
-            let mut float_name = format!("{name}/float");
-            let mut k = 1;
-            while b.g.find_value(&float_name).is_some() {
-                float_name = format!("{name}/float_{k}");
-                k += 1;
-            }
+            let float_name = unique_name(&format!("{name}/float"), |n| b.g.find_value(n).is_some());
             b.g.rename_value(v, &float_name)?;
             b.g.rename_value(dq, &name)?;
         }

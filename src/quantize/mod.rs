@@ -18,6 +18,7 @@
 //!
 //! [`quantize`] runs 2 and 3 for callers that already have ranges.
 
+pub mod dynamic;
 pub mod handlers;
 pub mod materialize;
 pub mod params;
@@ -26,7 +27,7 @@ pub mod recipe;
 
 pub use params::{QParams, QType};
 pub use plan::{ActSpec, Decision, InputRole, Plan};
-pub use recipe::{NodeOverride, Recipe, TensorOverride};
+pub use recipe::{Format, Mode, NodeOverride, Recipe, TensorOverride};
 
 use crate::error::{Error, Result};
 use crate::ir::{Model, NodeId};
@@ -178,7 +179,7 @@ const QUANTIZED_OPS: &[&str] = &[
 
 /// Node ids matched by `--exclude` patterns; a pattern matching nothing is
 /// an error naming it.
-fn excluded_nodes(model: &Model, patterns: &[String]) -> Result<HashSet<NodeId>> {
+pub(crate) fn excluded_nodes(model: &Model, patterns: &[String]) -> Result<HashSet<NodeId>> {
     let g = &model.graph;
     let mut out = HashSet::new();
     for p in patterns {

@@ -116,13 +116,56 @@ impl TensorOverride {
     }
 }
 
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// QuantizeLinear/DequantizeLinear around float ops.
+    Qdq,
+    /// Integer operators (QLinearConv, QLinearMatMul, …), int8 between them.
+    Qoperator,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Qdq => "qdq",
+            Format::Qoperator => "qoperator",
+        }
+    }
+}
+
+/// Static (calibrated activation ranges) or dynamic (ranges computed at
+/// run time) quantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Static,
+    Dynamic,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Static => "static",
+            Mode::Dynamic => "dynamic",
+        }
+    }
+}
+
 /// Everything `onnxq quantize` can be told, as a file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Recipe {
-    /// Output format: qdq.
+    /// Output format: qoperator (default) or qdq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<Format>,
+    /// Runtime family for the qoperator format: onnx (default), ort, tract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<crate::lower::Target>,
+    /// static (default) or dynamic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// Calibration samples (see `onnxq calibrate --calib`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calib: Option<String>,
@@ -192,6 +235,8 @@ impl Recipe {
         }
         take!(
             format,
+            target,
+            mode,
             calib,
             ranges,
             method,

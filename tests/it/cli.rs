@@ -69,6 +69,13 @@ fn help_text() {
 }
 
 #[test]
+fn quantize_help_text() {
+    let o = onnxq(&["quantize", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!(stdout(&o));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let o = onnxq(&["inspect"]);
     assert_eq!(o.status.code(), Some(2));

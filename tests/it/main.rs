@@ -18,6 +18,7 @@
 mod calibrate;
 mod cli;
 mod common;
+mod lower;
 mod malformed;
 mod optimize;
 mod quantize;

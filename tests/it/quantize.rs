@@ -10,7 +10,9 @@ use onnxq::tract::Runner;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn quantize(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+/// `onnxq quantize MODEL -o OUT EXTRA…` in the QDQ format (what these
+/// tests are about) unless `extra` names a format.
+pub fn quantize(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "quantize",
         model.to_str().unwrap(),
@@ -18,15 +20,18 @@ fn quantize(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--format") {
+        args.extend_from_slice(&["--format", "qdq"]);
+    }
     onnxq(&args)
 }
 
-fn load(path: &Path) -> Model {
+pub fn load(path: &Path) -> Model {
     let loaded = onnxq::onnx::load_model(path).unwrap();
     Model::from_proto(&loaded.proto).unwrap()
 }
 
-fn op_counts(m: &Model) -> BTreeMap<String, usize> {
+pub fn op_counts(m: &Model) -> BTreeMap<String, usize> {
     let mut c = BTreeMap::new();
     for (_, n) in m.graph.nodes() {
         *c.entry(n.op_type.clone()).or_insert(0) += 1;
@@ -34,7 +39,7 @@ fn op_counts(m: &Model) -> BTreeMap<String, usize> {
     c
 }
 
-fn f32s(t: &Tensor) -> Vec<f32> {
+pub fn f32s(t: &Tensor) -> Vec<f32> {
     t.to_f32_vec().unwrap()
 }
 
@@ -206,7 +211,7 @@ fn per_channel_weight_and_bias_parameters_match_a_direct_computation() {
 }
 
 /// Accuracy (%) of a digits model on the held-out set, run in tract.
-fn accuracy(model: &Path, data: &str, input: &str) -> f64 {
+pub fn accuracy(model: &Path, data: &str, input: &str) -> f64 {
     let m = load(model);
     let proto = m.to_proto().unwrap();
     let x = onnxq::calibrate::samples::read_npz(&testdata(data)).unwrap();
@@ -302,7 +307,7 @@ fn a_weight_heavy_model_shrinks_below_30_percent() {
 }
 
 /// SQNR (dB) of `b` against reference `a`.
-fn sqnr(a: &[f32], b: &[f32]) -> f64 {
+pub fn sqnr(a: &[f32], b: &[f32]) -> f64 {
     let s: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum();
     let n: f64 = a
         .iter()
@@ -313,7 +318,7 @@ fn sqnr(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// How to calibrate each testdata model.
-fn calib_for(model: &Path) -> Vec<String> {
+pub fn calib_for(model: &Path) -> Vec<String> {
     let name = model.file_name().unwrap().to_str().unwrap();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
     match name {
@@ -342,7 +347,7 @@ fn calib_for(model: &Path) -> Vec<String> {
 }
 
 /// Held-out data (file, input name) of a trained digits model.
-fn holdout_of(path: &Path) -> Option<(&'static str, &'static str)> {
+pub fn holdout_of(path: &Path) -> Option<(&'static str, &'static str)> {
     match path.file_name()?.to_str()? {
         "cnn.onnx" | "cnn_paddle_opset12.onnx" => Some(("digits/cnn_holdout.npz", "image")),
         "mlp.onnx" | "mlp_wide.onnx" => Some(("digits/mlp_holdout.npz", "input")),
@@ -353,7 +358,7 @@ fn holdout_of(path: &Path) -> Option<(&'static str, &'static str)> {
 /// Inputs from the data the model was calibrated on (held-out digits for
 /// the trained models, the generator's distribution for the others).
 #[allow(clippy::type_complexity)]
-fn inputs_like_calibration(
+pub fn inputs_like_calibration(
     path: &Path,
     fp: &Model,
 ) -> (Vec<(String, Tensor)>, Vec<(String, DataType, Vec<usize>)>) {
