@@ -22,6 +22,7 @@
 
 pub mod calibrate;
 pub mod error;
+pub mod exec;
 pub mod inspect;
 pub mod ir;
 pub mod lower;
@@ -29,6 +30,7 @@ pub mod onnx;
 pub mod passes;
 pub mod quantize;
 pub mod tract;
+pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -5,10 +5,12 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 parity gate failed.
 
 mod calibrate;
+mod check;
 mod convert;
 mod inspect;
 mod optimize;
 mod quantize;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: bad command-line usage (clap's own).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the quantized model failed the parity gate.
+pub const EXIT_GATE: u8 = 3;
 
 /// Quantize FP32 ONNX models to INT8, and prove the result still computes
 /// what the original did.
@@ -39,6 +43,8 @@ enum Command {
     Optimize(optimize::Args),
     Calibrate(calibrate::Args),
     Quantize(quantize::Args),
+    Check(check::Args),
+    Run(run::Args),
 }
 
 /// Parses arguments, runs, prints errors, returns the exit code.
@@ -57,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Optimize(a) => optimize::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

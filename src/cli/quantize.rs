@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use onnxq::calibrate::{
     model_sha256, open_source, Calibrator, CollectOptions, Method, RangeOptions, RangeTable, Target,
 };
+use onnxq::exec::kernels::Arith;
 use onnxq::ir::Model;
 use onnxq::lower::{lower, LowerOptions, LowerReport, Target as LowerTarget};
 use onnxq::onnx::{save_model, SaveOptions};
@@ -13,6 +14,7 @@ use onnxq::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET}
 use onnxq::quantize::{
     plan_model, quantize, Format, Mode, QType, QuantizeConfig, QuantizeReport, Recipe,
 };
+use onnxq::verify::{self, Verdict};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -148,15 +150,40 @@ pub struct Args {
     /// weights are per channel).
     #[arg(long, value_name = "N")]
     pub opset: Option<i64>,
+    /// Validation samples for the parity gate (same forms as --calib)
+    /// [default: the calibration samples].
+    #[arg(long, value_name = "SRC")]
+    pub validate: Option<String>,
+    #[command(flatten)]
+    pub gate: super::check::GateArgs,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Write a JSON report of what was done.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
-    /// Allow the output to overwrite the input model.
+    /// Allow the output to overwrite the input model, and write a model
+    /// that failed the parity gate (the exit code is still 3).
     #[arg(long)]
     pub force: bool,
+}
+
+/// Requantization arithmetic of the reference executor.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum ArithArg {
+    /// onnxruntime's CPU kernels: float32 multiplier, round half to even.
+    Ort,
+    /// The ONNX reference: float64 requantization.
+    Exact,
+}
+
+impl From<ArithArg> for Arith {
+    fn from(a: ArithArg) -> Self {
+        match a {
+            ArithArg::Ort => Arith::Ort,
+            ArithArg::Exact => Arith::Exact,
+        }
+    }
 }
 
 impl Args {
@@ -194,6 +221,10 @@ impl Args {
             exclude: self.exclude.clone(),
             dims: self.dims.iter().cloned().collect(),
             opset: self.opset,
+            validate: self.validate.clone(),
+            min_sqnr: self.gate.min_sqnr,
+            min_cosine: self.gate.min_cosine,
+            min_top1: self.gate.min_top1,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -216,6 +247,8 @@ struct Report<'a> {
     calibration: &'a serde_json::Value,
     quantization: &'a QuantizeReport,
     lowering: Option<&'a LowerReport>,
+    parity: &'a Verdict,
+    written: bool,
 }
 
 /// How the activation ranges were obtained (for the summary).
@@ -265,6 +298,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..Default::default()
     };
     prepare(&mut model, &opts).with_context(what)?;
+    let fp32 = model.clone();
 
     let (report, calibration, note) = match mode {
         Mode::Static => {
@@ -295,6 +329,42 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let target_name = (format == Format::Qoperator).then_some(target.name());
 
+    // The parity gate: FP32 (tract) vs INT8 (our executor).
+    // The recipe already holds the flags laid over the file's values.
+    let thresholds = args
+        .gate
+        .thresholds([recipe.min_sqnr, recipe.min_cosine, recipe.min_top1]);
+    let specs = onnxq::ir::types::input_specs(&fp32.graph);
+    let mut gate_dims = recipe.dims.clone();
+    let validation = match (&recipe.validate, &recipe.calib) {
+        (Some(v), _) | (None, Some(v)) => v.clone(),
+        (None, None) => {
+            // Symbolic dims nobody sized default to 1.
+            for s in &specs {
+                for d in s.dims.iter().flatten() {
+                    if let onnxq::ir::types::Dim::Symbolic(name) = d {
+                        gate_dims.entry(name.clone()).or_insert(1);
+                    }
+                }
+            }
+            eprintln!("warning: no --validate or --calib samples: the parity gate runs on random:8 inputs; give --validate SRC for a meaningful check");
+            "random:8:0".to_string()
+        }
+    };
+    let gate_start = Instant::now();
+    let source = open_source(&validation, &specs, &gate_dims)
+        .with_context(|| format!("validation samples {validation}"))?;
+    let verdict = verify::compare(
+        &fp32,
+        &model,
+        source.as_ref(),
+        args.gate.arith.into(),
+        thresholds,
+        true,
+    )
+    .with_context(|| "the parity check".to_string())?;
+    let gate_secs = gate_start.elapsed().as_secs_f64();
+
     model.set_metadata("onnxq.version", onnxq::VERSION);
     model.set_metadata("onnxq.format", format_name);
     if let Some(t) = target_name {
@@ -302,14 +372,27 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
     model.set_metadata("onnxq.calibration", &calibration.to_string());
+    let parity: serde_json::Map<String, serde_json::Value> = verdict
+        .outputs
+        .iter()
+        .map(|o| {
+            let v = serde_json::json!({"sqnr_db": o.sqnr_db, "cosine": o.cosine, "top1": o.top1_agreement});
+            (o.name.clone(), v)
+        })
+        .collect();
+    let parity = serde_json::json!({"samples": verdict.samples, "source": validation, "arith": verdict.arith, "outputs": parity});
+    model.set_metadata("onnxq.parity", &parity.to_string());
     let proto = model.to_proto()?;
     let size_after = prost::Message::encoded_len(&proto) as u64;
-    let save = SaveOptions {
-        input: Some(args.model.clone()),
-        force: args.force,
-        ..Default::default()
-    };
-    save_model(&proto, &args.output, &save)?;
+    let write = verdict.passed || args.force;
+    if write {
+        let save = SaveOptions {
+            input: Some(args.model.clone()),
+            force: args.force,
+            ..Default::default()
+        };
+        save_model(&proto, &args.output, &save)?;
+    }
     let opset_after = model.onnx_opset()?;
     if let Some(path) = &args.report {
         let r = Report {
@@ -326,6 +409,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             calibration: &calibration,
             quantization: &report,
             lowering: lowering.as_ref(),
+            parity: &verdict,
+            written: write,
         };
         let json = serde_json::to_string_pretty(&r)? + "\n";
         onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
@@ -339,6 +424,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "{}",
         summary(
             &args,
+            write,
             &label,
             &report,
             lowering.as_ref(),
@@ -347,6 +433,25 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             (opset_before, opset_after)
         )
     );
+    eprint!(
+        "  parity (int8 executor vs FP32 on {} samples of {validation}, {:.2} s): {}\n{}",
+        verdict.samples,
+        gate_secs,
+        if verdict.passed { "passed" } else { "FAILED" },
+        verify::describe(&verdict, if verdict.passed { 0 } else { 5 })
+    );
+    if !verdict.passed {
+        if write {
+            eprintln!(
+                "error: the quantized model failed the parity gate; written anyway (--force)"
+            );
+        } else {
+            eprintln!(
+                "error: the quantized model failed the parity gate; nothing written (--force writes it anyway)"
+            );
+        }
+        return Ok(super::EXIT_GATE);
+    }
     Ok(super::EXIT_OK)
 }
 
@@ -437,8 +542,10 @@ fn by_op(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summary(
     args: &Args,
+    written: bool,
     label: &str,
     r: &QuantizeReport,
     lowering: Option<&LowerReport>,
@@ -453,8 +560,9 @@ fn summary(
     } else {
         format!("opset {opset_before} → {opset_after}")
     };
+    let verb = if written { "wrote" } else { "did not write" };
     let mut s = format!(
-        "wrote {} ({label}, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
+        "{verb} {} ({label}, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
         args.output.display(),
         by_op(&r.quantized),
         by_op(&r.float),

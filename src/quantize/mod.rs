@@ -166,16 +166,8 @@ pub struct FloatNode {
     pub reason: String,
 }
 
-/// Ops that mean the model is quantized already.
-const QUANTIZED_OPS: &[&str] = &[
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "DynamicQuantizeLinear",
-];
+/// Ops that mean the model is quantized already: the integer operators.
+const QUANTIZED_OPS: &[&str] = crate::exec::INTEGER_OPS;
 
 /// Node ids matched by `--exclude` patterns; a pattern matching nothing is
 /// an error naming it.

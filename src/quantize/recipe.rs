@@ -200,6 +200,18 @@ pub struct Recipe {
     /// Upgrade the opset to at least this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opset: Option<i64>,
+    /// Validation samples for the parity gate (default: calib).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<String>,
+    /// Gate: minimum SQNR (dB) of every output against FP32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sqnr: Option<f64>,
+    /// Gate: minimum cosine similarity of every output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cosine: Option<f64>,
+    /// Gate: minimum top-1 agreement of class-score outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_top1: Option<f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -246,7 +258,11 @@ impl Recipe {
             per_channel,
             reduce_range,
             op_types,
-            opset
+            opset,
+            validate,
+            min_sqnr,
+            min_cosine,
+            min_top1
         );
         for e in top.exclude {
             if !self.exclude.contains(&e) {

@@ -18,6 +18,7 @@
 mod calibrate;
 mod cli;
 mod common;
+mod gate;
 mod lower;
 mod malformed;
 mod optimize;

@@ -578,7 +578,17 @@ fn a_calibration_table_is_reused_and_checked() {
     assert!(quantize(&model, &a, &["--calib", calib.to_str().unwrap()])
         .status
         .success());
-    let o = quantize(&model, &b, &["--ranges", table.to_str().unwrap()]);
+    // The table has no samples: the parity gate validates on --validate.
+    let o = quantize(
+        &model,
+        &b,
+        &[
+            "--ranges",
+            table.to_str().unwrap(),
+            "--validate",
+            calib.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let (ga, gb) = (
         load(&a).graph.to_proto().unwrap(),

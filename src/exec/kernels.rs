@@ -1,0 +1,705 @@
+//! Integer kernels, written from the ONNX operator specification.
+//!
+//! Every kernel computes exactly in integers up to the requantization; the
+//! requantization is the one place where arithmetic modes differ
+//! ([`Arith`]):
+//! - `Ort` (default): what onnxruntime's CPU kernels compute (NOTES.md):
+//!   `f32(acc + bias) · f32(x_scale · w_scale[c] / y_scale)` with the
+//!   multiplier formed in float32 left to right, then round half to even,
+//!   add the output zero point, saturate to the output type.
+//! - `Exact`: the ONNX reference implementation: the same expression in
+//!   float64, round half to even, add zero point, saturate.
+//!
+//! Accumulators are `i32` over zero-point-centred operands widened to
+//! `i16` (|a − a_zp|, |w − w_zp| ≤ 255, so a product is ≤ 65025 and a sum
+//! of up to 33025 terms cannot overflow); longer reductions use `i64`.
+
+use crate::error::{Error, Result};
+use crate::ir::{DataType, Tensor};
+use rayon::prelude::*;
+
+/// How requantization rounds (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arith {
+    Ort,
+    Exact,
+}
+
+/// An 8-bit (or int32) integer tensor as i32 values with its type.
+#[derive(Clone, Debug)]
+pub struct Ints {
+    pub dtype: DataType,
+    pub dims: Vec<usize>,
+    pub data: Vec<i32>,
+}
+
+/// Saturation range of an integer type.
+pub fn qrange(dt: DataType) -> Option<(i32, i32)> {
+    match dt {
+        DataType::Uint8 => Some((0, 255)),
+        DataType::Int8 => Some((-128, 127)),
+        DataType::Int32 => Some((i32::MIN, i32::MAX)),
+        _ => None,
+    }
+}
+
+impl Ints {
+    pub fn from_tensor(t: &Tensor, what: &str) -> Result<Self> {
+        if qrange(t.dtype()).is_none() {
+            return Err(Error::tensor(
+                what,
+                format!("expected uint8, int8 or int32, got {}", t.dtype().name()),
+            ));
+        }
+        let data = t
+            .to_i64_vec()
+            .map_err(|e| Error::tensor(what, e.to_string()))?
+            .into_iter()
+            .map(|v| v as i32)
+            .collect();
+        Ok(Ints {
+            dtype: t.dtype(),
+            dims: t.dims().to_vec(),
+            data,
+        })
+    }
+
+    pub fn to_tensor(&self) -> Tensor {
+        match self.dtype {
+            DataType::Uint8 => {
+                let v: Vec<u8> = self.data.iter().map(|&x| x as u8).collect();
+                Tensor::from_u8(self.dims.clone(), &v)
+            }
+            DataType::Int8 => {
+                let v: Vec<i8> = self.data.iter().map(|&x| x as i8).collect();
+                Tensor::from_i8(self.dims.clone(), &v)
+            }
+            _ => Tensor::from_i32(self.dims.clone(), &self.data),
+        }
+    }
+}
+
+/// Per-tensor or per-axis parameters: `scale[i]`, `zero_point[i]` for index
+/// `i` along `axis` (one value each when per tensor).
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i32>,
+}
+
+impl Params {
+    /// Checked parameters: at least one scale, and one zero point or one
+    /// per scale.
+    pub fn new(scale: Vec<f32>, zero_point: Vec<i32>, what: &str) -> Result<Self> {
+        if scale.is_empty() || (zero_point.len() != 1 && zero_point.len() != scale.len()) {
+            return Err(Error::tensor(
+                what,
+                format!(
+                    "{} scales and {} zero points",
+                    scale.len(),
+                    zero_point.len()
+                ),
+            ));
+        }
+        Ok(Params { scale, zero_point })
+    }
+
+    /// Requires per-tensor parameters.
+    pub fn scalar(self, what: &str) -> Result<Self> {
+        if self.scale.len() != 1 {
+            return Err(Error::tensor(
+                what,
+                format!("expected one scale, got {}", self.scale.len()),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Requires 1 or `n` scales.
+    pub fn for_channels(self, n: usize, what: &str) -> Result<Self> {
+        if self.scale.len() != 1 && self.scale.len() != n {
+            return Err(Error::tensor(
+                what,
+                format!("{} scales for {n} channels", self.scale.len()),
+            ));
+        }
+        Ok(self)
+    }
+
+    pub fn at(&self, i: usize) -> (f32, i32) {
+        let s = self.scale[if self.scale.len() == 1 { 0 } else { i }];
+        let z = self.zero_point[if self.zero_point.len() == 1 { 0 } else { i }];
+        (s, z)
+    }
+}
+
+/// The channel index of flat element `i` of `dims` along `axis`.
+fn channel_of(dims: &[usize], axis: usize) -> impl Fn(usize) -> usize {
+    let inner: usize = dims[axis + 1..].iter().product();
+    let n = dims[axis];
+    move |i| (i / inner.max(1)) % n.max(1)
+}
+
+/// Normalizes a (possibly negative) axis against `rank`.
+pub fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a as usize >= rank.max(1) {
+        return Err(Error::tensor(
+            what,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
+    }
+    Ok(a as usize)
+}
+
+/// Checks that per-axis parameters fit `dims` along `axis`.
+fn check_params(p: &Params, dims: &[usize], axis: usize, what: &str) -> Result<()> {
+    let n = p.scale.len();
+    if n != 1 && (axis >= dims.len() || dims[axis] != n) {
+        return Err(Error::tensor(
+            what,
+            format!(
+                "{n} scales for axis {axis} of shape {dims:?} (expected 1 or {})",
+                dims.get(axis).copied().unwrap_or(0)
+            ),
+        ));
+    }
+    if p.zero_point.len() != n && p.zero_point.len() != 1 {
+        return Err(Error::tensor(
+            what,
+            format!("{} zero points for {n} scales", p.zero_point.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// ONNX QuantizeLinear (opset 10/13/19): `y = saturate(round_half_even(x /
+/// scale) + zero_point)`; division, not a reciprocal multiply. NaN becomes
+/// the zero point.
+pub fn quantize_linear(
+    x: &[f32],
+    dims: &[usize],
+    p: &Params,
+    axis: usize,
+    out: DataType,
+) -> Result<Ints> {
+    let (lo, hi) = qrange(out).ok_or_else(|| Error::tensor("y", "unsupported output type"))?;
+    check_params(p, dims, axis, "QuantizeLinear")?;
+    let per_axis = p.scale.len() > 1;
+    let ch = |i: usize| {
+        if per_axis {
+            channel_of(dims, axis)(i)
+        } else {
+            0
+        }
+    };
+    let data = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (s, z) = p.at(ch(i));
+            let q = (v / s).round_ties_even();
+            if q.is_nan() {
+                return z;
+            }
+            (q as f64 + z as f64).clamp(lo as f64, hi as f64) as i32
+        })
+        .collect();
+    Ok(Ints {
+        dtype: out,
+        dims: dims.to_vec(),
+        data,
+    })
+}
+
+/// ONNX DequantizeLinear: `y = (x − zero_point) · scale` in float32.
+pub fn dequantize_linear(x: &Ints, p: &Params, axis: usize) -> Result<Vec<f32>> {
+    check_params(p, &x.dims, axis, "DequantizeLinear")?;
+    let per_axis = p.scale.len() > 1;
+    let ch = |i: usize| {
+        if per_axis {
+            channel_of(&x.dims, axis)(i)
+        } else {
+            0
+        }
+    };
+    Ok(x.data
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let (s, z) = p.at(ch(i));
+            (q - z) as f32 * s
+        })
+        .collect())
+}
+
+/// The requantization of one accumulator (see the module doc).
+#[derive(Clone, Copy, Debug)]
+pub struct Requant {
+    /// float32 multiplier `(in_scale · w_scale) / y_scale` (ort mode).
+    m32: f32,
+    /// float64 multiplier (exact mode).
+    m64: f64,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+    arith: Arith,
+}
+
+impl Requant {
+    pub fn new(
+        in_scale: f32,
+        w_scale: f32,
+        y_scale: f32,
+        zp: i32,
+        out: DataType,
+        arith: Arith,
+    ) -> Self {
+        let (lo, hi) = qrange(out).unwrap_or((0, 255));
+        Requant {
+            m32: in_scale * w_scale / y_scale,
+            m64: in_scale as f64 * w_scale as f64 / y_scale as f64,
+            zp,
+            lo,
+            hi,
+            arith,
+        }
+    }
+
+    #[inline]
+    pub fn apply(&self, acc: i64) -> i32 {
+        let r = match self.arith {
+            Arith::Ort => ((acc as f32) * self.m32).round_ties_even() as f64,
+            Arith::Exact => (acc as f64 * self.m64).round_ties_even(),
+        };
+        (r + self.zp as f64).clamp(self.lo as f64, self.hi as f64) as i32
+    }
+}
+
+/// Accumulators beyond 2^24 lose integer precision in float32 (ort mode).
+pub const F32_EXACT: i64 = 1 << 24;
+
+/// `C[m, n] = Σ_k A[m, k] · B[k, n]` over centred i16 operands; `a` is
+/// `[m, k]` row-major, `bt` is B transposed (`[n, k]`), so both read
+/// contiguously.
+fn gemm_i16(a: &[i16], bt: &[i16], m: usize, k: usize, n: usize) -> Vec<i64> {
+    let mut out = vec![0i64; m * n];
+    let wide = k > 33_000;
+    out.par_chunks_mut(n.max(1))
+        .enumerate()
+        .for_each(|(i, row)| {
+            let ar = &a[i * k..(i + 1) * k];
+            for (j, o) in row.iter_mut().enumerate() {
+                let br = &bt[j * k..(j + 1) * k];
+                *o = if wide {
+                    ar.iter().zip(br).map(|(&x, &y)| x as i64 * y as i64).sum()
+                } else {
+                    ar.iter()
+                        .zip(br)
+                        .map(|(&x, &y)| x as i32 * y as i32)
+                        .sum::<i32>() as i64
+                };
+            }
+        });
+    out
+}
+
+/// Broadcast batch shapes of MatMul operands (`[..., m, k]`, `[..., k, n]`).
+fn matmul_shapes(
+    a: &[usize],
+    b: &[usize],
+    what: &str,
+) -> Result<(Vec<usize>, usize, usize, usize)> {
+    let bad = || Error::tensor(what, format!("MatMul shapes {a:?} and {b:?} do not match"));
+    if a.len() < 2 || b.len() < 2 {
+        return Err(bad());
+    }
+    let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
+    let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
+    if k != k2 {
+        return Err(bad());
+    }
+    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let mut batch = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = if i + ba.len() >= rank {
+            ba[i + ba.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + bb.len() >= rank {
+            bb[i + bb.len() - rank]
+        } else {
+            1
+        };
+        if da != db && da != 1 && db != 1 {
+            return Err(bad());
+        }
+        batch.push(da.max(db));
+    }
+    Ok((batch, m, k, n))
+}
+
+/// Index into a (broadcast) batch of shape `own` for flat batch index `i`
+/// of the broadcast shape `full`.
+fn batch_index(full: &[usize], own: &[usize], mut i: usize) -> usize {
+    let off = full.len() - own.len();
+    let mut idx = 0;
+    let mut stride = 1;
+    for d in (0..full.len()).rev() {
+        let c = i % full[d];
+        i /= full[d];
+        if d >= off {
+            let od = own[d - off];
+            if od != 1 {
+                idx += c * stride;
+            }
+            stride *= od;
+        }
+    }
+    idx
+}
+
+/// Integer matrix product of centred operands: `(a − a_zp) · (b − b_zp[n])`
+/// with MatMul broadcasting; returns the accumulators and the output shape.
+/// 1-D operands are promoted as MatMul specifies.
+pub fn matmul_acc(
+    a: &Ints,
+    a_zp: i32,
+    b: &Ints,
+    b_zp: &[i32],
+) -> Result<(Vec<i64>, Vec<usize>, usize)> {
+    let mut ad = a.dims.clone();
+    let mut bd = b.dims.clone();
+    let (a1, b1) = (ad.len() == 1, bd.len() == 1);
+    if a1 {
+        ad.insert(0, 1);
+    }
+    if b1 {
+        bd.push(1);
+    }
+    let (batch, m, k, n) = matmul_shapes(&ad, &bd, "MatMul")?;
+    if b_zp.len() != 1 && b_zp.len() != n {
+        return Err(Error::tensor(
+            "b_zero_point",
+            format!("{} zero points for {n} columns", b_zp.len()),
+        ));
+    }
+    let nb: usize = batch.iter().product();
+    let (ab, bb) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
+    let mut out = Vec::with_capacity(nb * m * n);
+    for bi in 0..nb {
+        let ia = batch_index(&batch, ab, bi) * m * k;
+        let ib = batch_index(&batch, bb, bi) * k * n;
+        let ac: Vec<i16> = a.data[ia..ia + m * k]
+            .iter()
+            .map(|&x| (x - a_zp) as i16)
+            .collect();
+        let mut bt = vec![0i16; n * k];
+        for kk in 0..k {
+            for j in 0..n {
+                let z = b_zp[if b_zp.len() == 1 { 0 } else { j }];
+                bt[j * k + kk] = (b.data[ib + kk * n + j] - z) as i16;
+            }
+        }
+        out.extend(gemm_i16(&ac, &bt, m, k, n));
+    }
+    let mut dims = batch;
+    if !a1 {
+        dims.push(m);
+    }
+    if !b1 {
+        dims.push(n);
+    }
+    Ok((out, dims, n))
+}
+
+/// What a requantizing kernel observed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccStats {
+    /// Accumulators (with bias) beyond ±2^24.
+    pub beyond_f32: u64,
+}
+
+/// ONNX QLinearMatMul (opset 10/21): int32 accumulation, per-column `b`
+/// parameters allowed, requantized per [`Requant`].
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_matmul(
+    a: &Ints,
+    a_p: &Params,
+    b: &Ints,
+    b_p: &Params,
+    y_p: &Params,
+    out: DataType,
+    arith: Arith,
+    stats: &mut AccStats,
+) -> Result<Ints> {
+    let a_p = a_p.clone().scalar("a_scale")?;
+    let y_p = y_p.clone().scalar("y_scale")?;
+    let (acc, dims, n) = matmul_acc(a, a_p.zero_point[0], b, &b_p.zero_point)?;
+    let b_p = b_p.clone().for_channels(n, "b_scale")?;
+    let data = requantize(&acc, a_p.scale[0], &b_p, &y_p, out, arith, stats, |i| {
+        if n == 0 {
+            0
+        } else {
+            i % n
+        }
+    });
+    Ok(Ints {
+        dtype: out,
+        dims,
+        data,
+    })
+}
+
+/// Requantizes accumulators: element `i` uses weight channel
+/// `channel(i)`'s scale (see [`Requant`]); counts accumulators beyond 2^24.
+#[allow(clippy::too_many_arguments)]
+pub fn requantize(
+    acc: &[i64],
+    in_scale: f32,
+    w: &Params,
+    y: &Params,
+    out: DataType,
+    arith: Arith,
+    stats: &mut AccStats,
+    channel: impl Fn(usize) -> usize,
+) -> Vec<i32> {
+    let n = w.scale.len();
+    let rq: Vec<Requant> = (0..n)
+        .map(|c| {
+            Requant::new(
+                in_scale,
+                w.scale[c],
+                y.scale[0],
+                y.zero_point[0],
+                out,
+                arith,
+            )
+        })
+        .collect();
+    acc.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v.abs() > F32_EXACT {
+                stats.beyond_f32 += 1;
+            }
+            rq[if n == 1 { 0 } else { channel(i) }].apply(v)
+        })
+        .collect()
+}
+
+/// Convolution geometry (ONNX Conv attributes resolved for one input).
+#[derive(Clone, Debug)]
+pub struct ConvGeom {
+    pub group: usize,
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Begin pads per spatial axis, then end pads.
+    pub pads: Vec<usize>,
+    pub out: Vec<usize>,
+}
+
+/// Resolves Conv attributes against input spatial dims (ONNX Conv: `pads`
+/// or `auto_pad` SAME_UPPER / SAME_LOWER / VALID).
+pub fn conv_geom(
+    spatial: &[usize],
+    kernel: &[usize],
+    strides: Option<Vec<i64>>,
+    dilations: Option<Vec<i64>>,
+    pads: Option<Vec<i64>>,
+    auto_pad: &str,
+    group: usize,
+) -> Result<ConvGeom> {
+    let r = spatial.len();
+    let bad = |m: String| Error::tensor("Conv", m);
+    if kernel.len() != r || kernel.contains(&0) || spatial.contains(&0) {
+        return Err(bad(format!(
+            "kernel {kernel:?} does not fit an input with spatial dims {spatial:?}"
+        )));
+    }
+    let one = |v: Option<Vec<i64>>, what: &str| -> Result<Vec<usize>> {
+        match v {
+            None => Ok(vec![1; r]),
+            Some(v) if v.len() == r && v.iter().all(|&x| x >= 1) => {
+                Ok(v.iter().map(|&x| x as usize).collect())
+            }
+            Some(v) => Err(bad(format!("{what} {v:?} for {r} spatial axes"))),
+        }
+    };
+    let strides = one(strides, "strides")?;
+    let dilations = one(dilations, "dilations")?;
+    let mut p = vec![0usize; 2 * r];
+    let mut out = vec![0usize; r];
+    for i in 0..r {
+        let ek = dilations[i] * (kernel[i] - 1) + 1;
+        match auto_pad {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let o = spatial[i].div_ceil(strides[i]);
+                let total = ((o - 1) * strides[i] + ek).saturating_sub(spatial[i]);
+                let (small, big) = (total / 2, total - total / 2);
+                if auto_pad == "SAME_UPPER" {
+                    (p[i], p[i + r]) = (small, big);
+                } else {
+                    (p[i], p[i + r]) = (big, small);
+                }
+                out[i] = o;
+            }
+            _ => {
+                if auto_pad != "VALID" {
+                    if let Some(pads) = &pads {
+                        if pads.len() != 2 * r || pads.iter().any(|&x| x < 0) {
+                            return Err(bad(format!("pads {pads:?} for {r} spatial axes")));
+                        }
+                        p[i] = pads[i] as usize;
+                        p[i + r] = pads[i + r] as usize;
+                    }
+                }
+                let span = spatial[i] + p[i] + p[i + r];
+                if span < ek {
+                    return Err(bad(format!(
+                        "kernel {ek} (dilated) is larger than the padded input {span}"
+                    )));
+                }
+                out[i] = (span - ek) / strides[i] + 1;
+            }
+        }
+    }
+    Ok(ConvGeom {
+        group,
+        kernel: kernel.to_vec(),
+        strides,
+        dilations,
+        pads: p,
+        out,
+    })
+}
+
+/// Integer convolution accumulators `[N, M, out...]`: `Σ (x − x_zp)(w −
+/// w_zp[m])` with zero padding in the centred domain (a pad is the real
+/// value 0, i.e. `x_zp`), plus the int32 bias.
+pub fn conv_acc(
+    x: &Ints,
+    x_zp: i32,
+    w: &Ints,
+    w_zp: &[i32],
+    bias: Option<&[i32]>,
+    g: &ConvGeom,
+) -> Result<Vec<i64>> {
+    let (nb, c) = (x.dims[0], x.dims[1]);
+    let spatial = &x.dims[2..];
+    let r = spatial.len();
+    let m = w.dims[0];
+    let cg = w.dims[1];
+    if g.group == 0 || c != cg * g.group || !m.is_multiple_of(g.group) {
+        return Err(Error::tensor(
+            "QLinearConv",
+            format!(
+                "input has {c} channels, weight {:?} with group {}",
+                w.dims, g.group
+            ),
+        ));
+    }
+    if m == 0 || bias.is_some_and(|b| b.len() != m) || w.dims[2..] != g.kernel[..] {
+        return Err(Error::tensor(
+            "QLinearConv",
+            format!(
+                "weight {:?}, kernel {:?}, bias of {:?} values",
+                w.dims,
+                g.kernel,
+                bias.map(<[i32]>::len)
+            ),
+        ));
+    }
+    let mg = m / g.group;
+    let ksz: usize = g.kernel.iter().product();
+    let kk = cg * ksz;
+    let osz: usize = g.out.iter().product();
+    let isz: usize = spatial.iter().product();
+    // Centred weights per output channel: [m, kk].
+    let wc: Vec<i16> = w
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v - w_zp[if w_zp.len() == 1 { 0 } else { i / kk }]) as i16)
+        .collect();
+    // Offsets of every kernel tap and output position.
+    let kpos: Vec<Vec<usize>> = (0..ksz).map(|t| unravel(t, &g.kernel)).collect();
+    let opos: Vec<Vec<usize>> = (0..osz).map(|t| unravel(t, &g.out)).collect();
+    let mut out = vec![0i64; nb * m * osz];
+    out.par_chunks_mut(m * osz).enumerate().for_each(|(n, on)| {
+        for gi in 0..g.group {
+            // im2col for this image and group, transposed: [osz, kk].
+            let mut cols = vec![0i16; osz * kk];
+            for ci in 0..cg {
+                let ch = gi * cg + ci;
+                let base = (n * c + ch) * isz;
+                for (t, kp) in kpos.iter().enumerate() {
+                    for (o, op) in opos.iter().enumerate() {
+                        let mut idx = 0usize;
+                        let mut inside = true;
+                        for d in 0..r {
+                            let pos = (op[d] * g.strides[d] + kp[d] * g.dilations[d]) as isize
+                                - g.pads[d] as isize;
+                            if pos < 0 || pos as usize >= spatial[d] {
+                                inside = false;
+                                break;
+                            }
+                            idx = idx * spatial[d] + pos as usize;
+                        }
+                        if inside {
+                            cols[o * kk + ci * ksz + t] = (x.data[base + idx] - x_zp) as i16;
+                        }
+                    }
+                }
+            }
+            let wg = &wc[gi * mg * kk..(gi + 1) * mg * kk];
+            let acc = gemm_i16(wg, &cols, mg, kk, osz);
+            for mi in 0..mg {
+                let mo = gi * mg + mi;
+                let b = bias.map_or(0, |b| b[mo] as i64);
+                for o in 0..osz {
+                    on[mo * osz + o] = acc[mi * osz + o] + b;
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+    let mut v = vec![0; dims.len()];
+    for d in (0..dims.len()).rev() {
+        v[d] = i % dims[d];
+        i /= dims[d];
+    }
+    v
+}
+
+/// DynamicQuantizeLinear (ONNX opset 11): uint8; the range is widened to
+/// contain 0; `scale = (max − min) / 255`, `zp = saturate(round_half_even(
+/// −min / scale))`, `y = saturate(round_half_even(x / scale) + zp)`. An
+/// all-zero input (scale 0) uses scale 1.0 and zero point 0, as
+/// onnxruntime does (the spec's formula would divide by zero).
+pub fn dynamic_quantize_linear(x: &[f32], dims: &[usize]) -> (Ints, f32, i32) {
+    let lo = x.iter().fold(0f32, |m, &v| m.min(v));
+    let hi = x.iter().fold(0f32, |m, &v| m.max(v));
+    let mut scale = (hi - lo) / 255.0;
+    if scale == 0.0 || !scale.is_finite() {
+        scale = 1.0;
+    }
+    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as i32;
+    let p = Params {
+        scale: vec![scale],
+        zero_point: vec![zp],
+    };
+    let q = quantize_linear(x, dims, &p, 0, DataType::Uint8).unwrap_or(Ints {
+        dtype: DataType::Uint8,
+        dims: dims.to_vec(),
+        data: vec![zp; x.len()],
+    });
+    (q, scale, zp)
+}

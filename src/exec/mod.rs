@@ -1,0 +1,572 @@
+//! The reference int8 executor: an interpreter over our IR.
+//!
+//! Integer operators (QuantizeLinear, DequantizeLinear, QLinearConv,
+//! QLinearMatMul, MatMulInteger, ConvInteger, DynamicQuantizeLinear) run on
+//! our own kernels ([`kernels`]), written from the ONNX specification and
+//! independent of the runtimes we check. Everything else (float ops, data
+//! movement) runs through tract: the graph is cut, in topological order,
+//! into maximal runs of non-integer nodes ("float regions"); each region
+//! becomes a small ONNX model built and optimized once per input signature
+//! and cached.
+//!
+//! Reads the model only; results are tensors by value name.
+
+pub mod contrib;
+pub mod kernels;
+
+use crate::error::{Error, Result};
+use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
+use crate::onnx::proto::{
+    tensor_shape_proto::{dimension, Dimension},
+    type_proto, GraphProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use crate::tract::Runner;
+use kernels::{AccStats, Arith, Ints, Params};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Operators the executor computes itself.
+pub const INTEGER_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+];
+
+enum Step {
+    Int(NodeId),
+    Float(usize),
+}
+
+/// A run of float nodes executed as one tract model.
+struct Region {
+    nodes: Vec<NodeId>,
+    /// Values read from outside the region (not initializers).
+    inputs: Vec<ValueId>,
+    /// Values the rest of the graph (or the caller) reads.
+    outputs: Vec<ValueId>,
+}
+
+type Signature = Vec<(DataType, Vec<usize>)>;
+
+/// What one run observed.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RunStats {
+    /// Requantized accumulators beyond ±2^24 (float32 loses integer
+    /// precision there, so onnxruntime's result may differ from exact).
+    pub accumulators_beyond_2_24: u64,
+}
+
+/// An executor for one model.
+pub struct Executor {
+    model: Model,
+    steps: Vec<Step>,
+    regions: Vec<Region>,
+    arith: Arith,
+    cache: Mutex<HashMap<(usize, Signature), Arc<Runner>>>,
+    float_ops: contrib::FloatOps,
+}
+
+fn is_integer(n: &Node) -> bool {
+    ((n.domain.is_empty() || n.domain == "ai.onnx") && INTEGER_OPS.contains(&n.op_type.as_str()))
+        || is_contrib(n)
+}
+
+fn is_contrib(n: &Node) -> bool {
+    n.domain == "com.microsoft" && contrib::OPS.contains(&n.op_type.as_str())
+}
+
+impl Executor {
+    /// Plans `model`; `keep` names intermediate values the caller wants
+    /// back from [`Executor::run`] (besides the graph outputs).
+    pub fn new(model: &Model, arith: Arith, keep: &[String]) -> Result<Self> {
+        let g = &model.graph;
+        for (_, n) in g.nodes() {
+            if !n.domain.is_empty()
+                && n.domain != "ai.onnx"
+                && n.domain != "ai.onnx.ml"
+                && !is_contrib(n)
+            {
+                return Err(Error::BadNode {
+                    node: n.name.clone(),
+                    op: format!("{}.{}", n.domain, n.op_type),
+                    reason: "the int8 executor does not run this domain's operators".into(),
+                });
+            }
+        }
+        let mut wanted: HashSet<ValueId> = g.outputs().collect();
+        for k in keep {
+            let v = g
+                .find_value(k)
+                .ok_or_else(|| Error::tensor(k, "no value of this name in the model"))?;
+            wanted.insert(v);
+        }
+        let order = g.topo_order()?;
+        let mut steps = Vec::new();
+        let mut regions: Vec<Region> = Vec::new();
+        let mut run: Vec<NodeId> = Vec::new();
+        let flush = |run: &mut Vec<NodeId>, steps: &mut Vec<Step>, regions: &mut Vec<Region>| {
+            if run.is_empty() {
+                return;
+            }
+            let nodes = std::mem::take(run);
+            regions.push(region(g, nodes, &wanted));
+            steps.push(Step::Float(regions.len() - 1));
+        };
+        for id in order {
+            let Some(n) = g.node(id) else { continue };
+            if is_integer(n) {
+                flush(&mut run, &mut steps, &mut regions);
+                steps.push(Step::Int(id));
+            } else {
+                run.push(id);
+            }
+        }
+        flush(&mut run, &mut steps, &mut regions);
+        Ok(Executor {
+            model: model.clone(),
+            steps,
+            regions,
+            arith,
+            cache: Mutex::new(HashMap::new()),
+            float_ops: contrib::FloatOps::default(),
+        })
+    }
+
+    /// Runs on named inputs; returns the graph outputs and kept values by
+    /// name, and what the kernels observed.
+    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<(BTreeMap<String, Tensor>, RunStats)> {
+        let g = &self.model.graph;
+        let mut env: HashMap<ValueId, Tensor> = HashMap::new();
+        for v in g.runtime_inputs() {
+            let name = g.value_name(v);
+            let t = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| Error::tensor(name, "missing model input"))?;
+            env.insert(v, t);
+        }
+        let mut stats = AccStats::default();
+        for step in &self.steps {
+            match step {
+                Step::Int(id) => {
+                    let Some(n) = g.node(*id) else { continue };
+                    let outs = self
+                        .integer(g, n, &env, &mut stats)
+                        .map_err(|e| at_node(n, e))?;
+                    for (v, t) in n.outputs.iter().zip(outs) {
+                        if let Some(v) = v {
+                            env.insert(*v, t);
+                        }
+                    }
+                }
+                Step::Float(r) => self.float_region(*r, &mut env)?,
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (v, t) in env {
+            out.insert(g.value_name(v).to_string(), t);
+        }
+        Ok((
+            out,
+            RunStats {
+                accumulators_beyond_2_24: stats.beyond_f32,
+            },
+        ))
+    }
+
+    fn float_region(&self, r: usize, env: &mut HashMap<ValueId, Tensor>) -> Result<()> {
+        let g = &self.model.graph;
+        let reg = &self.regions[r];
+        let mut feeds = Vec::with_capacity(reg.inputs.len());
+        let mut sig = Vec::with_capacity(reg.inputs.len());
+        for &v in &reg.inputs {
+            let t = env
+                .get(&v)
+                .ok_or_else(|| Error::tensor(g.value_name(v), "value not computed"))?;
+            sig.push((t.dtype(), t.dims().to_vec()));
+            feeds.push((g.value_name(v).to_string(), t.clone()));
+        }
+        let runner = {
+            let key = (r, sig.clone());
+            let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+            match cached {
+                Some(runner) => runner,
+                None => {
+                    let proto = region_model(&self.model, reg, &sig)?;
+                    let specs: Vec<_> = feeds
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                        .collect();
+                    let names: Vec<String> = reg
+                        .outputs
+                        .iter()
+                        .map(|&v| g.value_name(v).to_string())
+                        .collect();
+                    let runner =
+                        Arc::new(Runner::new(&proto, &specs, Some(&names)).map_err(|e| {
+                            let first = reg.nodes.first().and_then(|&n| g.node(n));
+                            match first {
+                                Some(n) => at_node(n, e),
+                                None => e,
+                            }
+                        })?);
+                    if let Ok(mut c) = self.cache.lock() {
+                        c.insert(key, runner.clone());
+                    }
+                    runner
+                }
+            }
+        };
+        let outs = runner.run(&feeds)?;
+        for (&v, t) in reg.outputs.iter().zip(outs) {
+            env.insert(v, t);
+        }
+        Ok(())
+    }
+
+    fn integer(
+        &self,
+        g: &Graph,
+        n: &Node,
+        env: &HashMap<ValueId, Tensor>,
+        stats: &mut AccStats,
+    ) -> Result<Vec<Tensor>> {
+        let get = |slot: usize| -> Result<Option<&Tensor>> {
+            let Some(v) = n.input(slot) else {
+                return Ok(None);
+            };
+            if let Some(t) = env.get(&v) {
+                return Ok(Some(t));
+            }
+            g.initializer(v)
+                .map(Some)
+                .ok_or_else(|| Error::tensor(g.value_name(v), "value not computed"))
+        };
+        let need = |slot: usize| -> Result<&Tensor> {
+            get(slot)?.ok_or_else(|| Error::Invalid(format!("input {slot} is missing")))
+        };
+        let params = |s: usize, z: usize, dt_default: DataType| -> Result<(Params, DataType)> {
+            let scale = need(s)?.to_f32_vec()?;
+            let (zero_point, dt) = match get(z)? {
+                Some(t) => (Ints::from_tensor(t, "zero_point")?.data, t.dtype()),
+                None => (vec![0; scale.len().max(1)], dt_default),
+            };
+            Ok((Params::new(scale, zero_point, &n.name)?, dt))
+        };
+        let axis = |rank: usize| -> Result<usize> {
+            let a = n.get_int("axis")?.unwrap_or(1);
+            if rank == 0 {
+                return Ok(0);
+            }
+            kernels::norm_axis(a, rank, &n.name)
+        };
+        let arith = self.arith;
+        if is_contrib(n) {
+            let ins = contrib::Inputs { get: &get };
+            return contrib::run(n, &ins, &self.float_ops, arith, stats);
+        }
+        Ok(match n.op_type.as_str() {
+            "QuantizeLinear" => {
+                if n.attr("block_size").is_some() {
+                    return Err(Error::Invalid(
+                        "blocked quantization (block_size) is not supported".into(),
+                    ));
+                }
+                let x = need(0)?;
+                let mut out_dt = DataType::Uint8;
+                let (p, dt) = params(1, 2, out_dt)?;
+                out_dt = dt;
+                if let Some(code) = n.get_int("output_dtype")?.filter(|&c| c != 0) {
+                    out_dt = DataType::from_code(code as i32).unwrap_or(out_dt);
+                }
+                let a = if p.scale.len() > 1 {
+                    axis(x.dims().len())?
+                } else {
+                    0
+                };
+                vec![
+                    kernels::quantize_linear(&x.to_f32_vec()?, x.dims(), &p, a, out_dt)?
+                        .to_tensor(),
+                ]
+            }
+            "DequantizeLinear" => {
+                let x = Ints::from_tensor(need(0)?, "x")?;
+                let (p, _) = params(1, 2, x.dtype)?;
+                let a = if p.scale.len() > 1 {
+                    axis(x.dims.len())?
+                } else {
+                    0
+                };
+                vec![Tensor::from_f32(
+                    x.dims.clone(),
+                    &kernels::dequantize_linear(&x, &p, a)?,
+                )]
+            }
+            "QLinearMatMul" => {
+                let a = Ints::from_tensor(need(0)?, "a")?;
+                let (ap, _) = params(1, 2, a.dtype)?;
+                let b = Ints::from_tensor(need(3)?, "b")?;
+                let (bp, _) = params(4, 5, b.dtype)?;
+                let (yp, ydt) = params(6, 7, DataType::Uint8)?;
+                vec![kernels::qlinear_matmul(&a, &ap, &b, &bp, &yp, ydt, arith, stats)?.to_tensor()]
+            }
+            "MatMulInteger" => {
+                let a = Ints::from_tensor(need(0)?, "A")?;
+                let b = Ints::from_tensor(need(1)?, "B")?;
+                let az = match get(2)? {
+                    Some(t) => Ints::from_tensor(t, "a_zero_point")?.data,
+                    None => vec![0],
+                };
+                if az.len() != 1 {
+                    return Err(Error::Invalid(
+                        "per-row a_zero_point is not supported".into(),
+                    ));
+                }
+                let bz = match get(3)? {
+                    Some(t) => Ints::from_tensor(t, "b_zero_point")?.data,
+                    None => vec![0],
+                };
+                let (acc, dims, _) = kernels::matmul_acc(&a, az[0], &b, &bz)?;
+                let v: Vec<i32> = acc.iter().map(|&x| x as i32).collect();
+                vec![Tensor::from_i32(dims, &v)]
+            }
+            "QLinearConv" | "ConvInteger" => {
+                let qlinear = n.op_type == "QLinearConv";
+                let (xi, wi) = if qlinear { (0, 3) } else { (0, 1) };
+                let x = Ints::from_tensor(need(xi)?, "x")?;
+                let w = Ints::from_tensor(need(wi)?, "w")?;
+                let (xp, wp) = if qlinear {
+                    (
+                        params(1, 2, x.dtype)?.0.scalar("x_scale")?,
+                        params(4, 5, w.dtype)?
+                            .0
+                            .for_channels(w.dims.first().copied().unwrap_or(0), "w_scale")?,
+                    )
+                } else {
+                    let z = |s: usize| -> Result<Vec<i32>> {
+                        Ok(match get(s)? {
+                            Some(t) => Ints::from_tensor(t, "zero_point")?.data,
+                            None => vec![0],
+                        })
+                    };
+                    (
+                        Params {
+                            scale: vec![1.0],
+                            zero_point: z(2)?,
+                        },
+                        Params {
+                            scale: vec![1.0],
+                            zero_point: z(3)?,
+                        },
+                    )
+                };
+                if x.dims.len() < 3 || w.dims.len() != x.dims.len() {
+                    return Err(Error::Invalid(format!(
+                        "input {:?} and weight {:?} do not make a convolution",
+                        x.dims, w.dims
+                    )));
+                }
+                let kernel: Vec<usize> = match n.get_ints("kernel_shape")? {
+                    Some(k) => k.iter().map(|&v| v.max(1) as usize).collect(),
+                    None => w.dims[2..].to_vec(),
+                };
+                let group = n.get_int("group")?.unwrap_or(1).max(1) as usize;
+                let auto_pad = n.get_string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+                let geom = kernels::conv_geom(
+                    &x.dims[2..],
+                    &kernel,
+                    n.get_ints("strides")?,
+                    n.get_ints("dilations")?,
+                    n.get_ints("pads")?,
+                    &auto_pad,
+                    group,
+                )?;
+                let bias = if qlinear {
+                    get(8)?.map(|t| Ints::from_tensor(t, "B")).transpose()?
+                } else {
+                    None
+                };
+                let m = w.dims[0];
+                if wp.zero_point.len() != 1 && wp.zero_point.len() != m {
+                    return Err(Error::Invalid(format!(
+                        "{} weight zero points for {m} output channels",
+                        wp.zero_point.len()
+                    )));
+                }
+                let acc = kernels::conv_acc(
+                    &x,
+                    xp.zero_point[0],
+                    &w,
+                    &wp.zero_point,
+                    bias.as_ref().map(|b| b.data.as_slice()),
+                    &geom,
+                )?;
+                let mut dims = vec![x.dims[0], m];
+                dims.extend(&geom.out);
+                if qlinear {
+                    let (yp, ydt) = params(6, 7, DataType::Uint8)?;
+                    let yp = yp.scalar("y_scale")?;
+                    let osz: usize = geom.out.iter().product::<usize>().max(1);
+                    let data =
+                        kernels::requantize(&acc, xp.scale[0], &wp, &yp, ydt, arith, stats, |i| {
+                            (i / osz) % m
+                        });
+                    vec![Ints {
+                        dtype: ydt,
+                        dims,
+                        data,
+                    }
+                    .to_tensor()]
+                } else {
+                    let v: Vec<i32> = acc.iter().map(|&x| x as i32).collect();
+                    vec![Tensor::from_i32(dims, &v)]
+                }
+            }
+            "DynamicQuantizeLinear" => {
+                let x = need(0)?;
+                let (q, s, z) = kernels::dynamic_quantize_linear(&x.to_f32_vec()?, x.dims());
+                vec![
+                    q.to_tensor(),
+                    Tensor::from_f32(vec![], &[s]),
+                    Tensor::from_u8(vec![], &[z as u8]),
+                ]
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{other} is not an integer operator"
+                )))
+            }
+        })
+    }
+}
+
+/// Puts node context on an error from its kernel.
+fn at_node(n: &Node, e: Error) -> Error {
+    match e {
+        Error::BadNode { .. } => e,
+        other => Error::BadNode {
+            node: n.name.clone(),
+            op: n.op_type.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The inputs and outputs of a run of nodes.
+fn region(g: &Graph, nodes: Vec<NodeId>, wanted: &HashSet<ValueId>) -> Region {
+    let set: HashSet<NodeId> = nodes.iter().copied().collect();
+    let produced: HashSet<ValueId> = nodes
+        .iter()
+        .filter_map(|&id| g.node(id))
+        .flat_map(|n| n.outputs.iter().flatten().copied())
+        .collect();
+    let mut inputs = Vec::new();
+    let mut seen = HashSet::new();
+    for &id in &nodes {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if !produced.contains(&v) && g.initializer(v).is_none() && seen.insert(v) {
+                inputs.push(v);
+            }
+        }
+    }
+    let mut outputs = Vec::new();
+    for &id in &nodes {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.outputs.iter().flatten() {
+            let outside = g
+                .value(v)
+                .consumers()
+                .iter()
+                .any(|&(c, _)| !set.contains(&c));
+            if outside || wanted.contains(&v) {
+                outputs.push(v);
+            }
+        }
+    }
+    Region {
+        nodes,
+        inputs,
+        outputs,
+    }
+}
+
+pub(crate) fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dt.code()),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d as i64)),
+                            denotation: None,
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A region as a standalone model (initializers it reads included).
+fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelProto> {
+    let g = &model.graph;
+    let name_of = |v: &Option<ValueId>| v.map(|v| g.value_name(v).to_string()).unwrap_or_default();
+    let mut node = Vec::new();
+    let mut inits = Vec::new();
+    let mut seen = HashSet::new();
+    for &id in &reg.nodes {
+        let Some(n) = g.node(id) else { continue };
+        node.push(n.to_proto(
+            n.inputs.iter().map(name_of).collect(),
+            n.outputs.iter().map(name_of).collect(),
+        ));
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if let Some(t) = g.initializer(v) {
+                if seen.insert(v) {
+                    inits.push(crate::onnx::tensor::tensor_to_proto(g.value_name(v), t));
+                }
+            }
+        }
+    }
+    let input = reg
+        .inputs
+        .iter()
+        .zip(sig)
+        .map(|(&v, (dt, dims))| value_info(g.value_name(v), *dt, dims))
+        .collect();
+    let output = reg
+        .outputs
+        .iter()
+        .map(|&v| ValueInfoProto {
+            name: Some(g.value_name(v).to_string()),
+            ..Default::default()
+        })
+        .collect();
+    Ok(ModelProto {
+        ir_version: Some(model.ir_version()),
+        opset_import: model.opset_imports().to_vec(),
+        graph: Some(GraphProto {
+            name: Some("region".into()),
+            node,
+            initializer: inits,
+            input,
+            output,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;

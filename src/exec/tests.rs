@@ -1,0 +1,271 @@
+//! Bit-exactness of the integer kernels against tract (which computes
+//! QLinearConv/QLinearMatMul as onnxruntime does, NOTES.md), on random
+//! single-op models: u8s8, s8s8, u8u8; per tensor and per channel; with and
+//! without bias; odd shapes, groups, pads, strides, dilations.
+
+use super::kernels::Arith;
+use super::Executor;
+use crate::ir::node::attr;
+use crate::ir::{DataType, Model, Tensor};
+use crate::onnx::proto::AttributeProto;
+use crate::passes::testutil::{model, node};
+use crate::tract::Runner;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn int(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i32
+    }
+    fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (self.next() % 10_000) as f32 / 10_000.0 * (hi - lo)
+    }
+}
+
+fn ints(dt: DataType, dims: Vec<usize>, rng: &mut Rng) -> Tensor {
+    let n: usize = dims.iter().product();
+    match dt {
+        DataType::Uint8 => {
+            let v: Vec<u8> = (0..n).map(|_| rng.int(0, 255) as u8).collect();
+            Tensor::from_u8(dims, &v)
+        }
+        _ => {
+            let v: Vec<i8> = (0..n).map(|_| rng.int(-128, 127) as i8).collect();
+            Tensor::from_i8(dims, &v)
+        }
+    }
+}
+
+fn zp(dt: DataType, n: usize, rng: &mut Rng, scalar: bool) -> Tensor {
+    let dims = if scalar { vec![] } else { vec![n] };
+    // onnxruntime wants equal per-channel weight zero points.
+    let z = match dt {
+        DataType::Uint8 => rng.int(0, 255),
+        _ => rng.int(-20, 20),
+    };
+    match dt {
+        DataType::Uint8 => Tensor::from_u8(dims, &vec![z as u8; n]),
+        _ => Tensor::from_i8(dims, &vec![z as i8; n]),
+    }
+}
+
+fn scales(n: usize, rng: &mut Rng, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.f(lo, hi)).collect()
+}
+
+/// Runs `m` (input `x` only) in tract and in the executor; asserts equal.
+fn assert_bit_exact(m: &Model, x: Tensor, what: &str) {
+    let inputs = vec![("x".to_string(), x.clone())];
+    let specs = vec![("x".to_string(), x.dtype(), x.dims().to_vec())];
+    let want = Runner::new(&m.to_proto().unwrap(), &specs, None)
+        .unwrap()
+        .run(&inputs)
+        .unwrap();
+    let exec = Executor::new(m, Arith::Ort, &[]).unwrap();
+    let (got, _) = exec.run(&inputs).unwrap();
+    let got = &got["y"];
+    assert_eq!(got.dims(), want[0].dims(), "{what}");
+    assert_eq!(got.dtype(), want[0].dtype(), "{what}");
+    let (a, b) = (got.to_i64_vec().unwrap(), want[0].to_i64_vec().unwrap());
+    let diff = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    assert_eq!(diff, 0, "{what}: {diff} of {} elements differ", a.len());
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_case(
+    rng: &mut Rng,
+    xdt: DataType,
+    wdt: DataType,
+    per_channel: bool,
+    bias: bool,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (m, k, group): (usize, usize, usize),
+    attrs: Vec<AttributeProto>,
+) {
+    let cg = c / group;
+    let kk = cg * k * k;
+    let xs = rng.f(0.005, 0.05);
+    let ws = scales(if per_channel { m } else { 1 }, rng, 0.001, 0.02);
+    // y_scale near the accumulator's typical magnitude.
+    let ys = xs * ws[0] * (kk as f32).sqrt() * 40.0;
+    let mut inits = vec![
+        ("xs", Tensor::from_f32(vec![], &[xs])),
+        ("xz", zp(xdt, 1, rng, true)),
+        ("w", ints(wdt, vec![m, cg, k, k], rng)),
+        (
+            "ws",
+            Tensor::from_f32(if per_channel { vec![m] } else { vec![] }, &ws),
+        ),
+        ("wz", zp(wdt, ws.len(), rng, !per_channel)),
+        ("ys", Tensor::from_f32(vec![], &[ys])),
+        ("yz", zp(xdt, 1, rng, true)),
+    ];
+    let mut ins = vec!["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"];
+    if bias {
+        let b: Vec<i32> = (0..m).map(|_| rng.int(-30_000, 30_000)).collect();
+        inits.push(("b", Tensor::from_i32(vec![m], &b)));
+        ins.push("b");
+    }
+    let mut attrs = attrs;
+    attrs.push(attr::int("group", group as i64));
+    let nodes = vec![node("QLinearConv", "conv", &ins, &["y"], attrs)];
+    let x = ints(xdt, vec![n, c, h, w], rng);
+    let mdl = model(10, &[("x", &[1])], &["y"], nodes, inits);
+    let what = format!(
+        "conv {xdt:?}×{wdt:?} pc={per_channel} bias={bias} x={:?} m={m} k={k} g={group}",
+        x.dims()
+    );
+    assert_bit_exact(&with_input(mdl, &x), x, &what);
+}
+
+/// `m` with graph input `x` declared like `t`.
+fn with_input(m: Model, t: &Tensor) -> Model {
+    let mut p = m.to_proto().unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let mut v =
+        crate::passes::testutil::vi("x", &t.dims().iter().map(|&d| d as i64).collect::<Vec<_>>());
+    if let Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) =
+        v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        tt.elem_type = Some(t.dtype().code());
+    }
+    g.input = vec![v];
+    Model::from_proto(&p).unwrap()
+}
+
+#[test]
+fn qlinearconv_matches_tract_bit_for_bit() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    use DataType::{Int8 as S8, Uint8 as U8};
+    for (xdt, wdt) in [(U8, S8), (S8, S8), (U8, U8)] {
+        for per_channel in [false, true] {
+            for bias in [false, true] {
+                conv_case(
+                    &mut rng,
+                    xdt,
+                    wdt,
+                    per_channel,
+                    bias,
+                    (1, 3, 7, 5),
+                    (4, 3, 1),
+                    vec![],
+                );
+            }
+        }
+        // Odd shapes, pads, strides, dilations, groups, batch 2.
+        let pads = vec![
+            attr::ints("pads", &[1, 2, 0, 1]),
+            attr::ints("strides", &[2, 1]),
+            attr::ints("dilations", &[1, 2]),
+        ];
+        conv_case(
+            &mut rng,
+            xdt,
+            wdt,
+            true,
+            true,
+            (2, 4, 9, 11),
+            (6, 3, 2),
+            pads,
+        );
+        // Depthwise with SAME_UPPER.
+        let same = vec![
+            attr::string("auto_pad", "SAME_UPPER"),
+            attr::ints("strides", &[2, 2]),
+        ];
+        conv_case(
+            &mut rng,
+            xdt,
+            wdt,
+            true,
+            true,
+            (1, 5, 8, 7),
+            (5, 3, 5),
+            same,
+        );
+    }
+}
+
+fn matmul_case(
+    rng: &mut Rng,
+    adt: DataType,
+    bdt: DataType,
+    per_column: bool,
+    a_dims: Vec<usize>,
+    k: usize,
+    n: usize,
+) {
+    let mut as_ = rng.f(0.005, 0.05);
+    let mut bs = scales(if per_column { n } else { 1 }, rng, 0.001, 0.02);
+    let mut ys = as_ * bs[0] * (k as f32).sqrt() * 40.0;
+    if a_dims[0] == 64 {
+        // Power-of-two scales: the multiplier is exactly 1/4096, so every
+        // accumulator ≡ 2048 (mod 4096) is a tie and rounding to even is
+        // tested for real.
+        (as_, ys) = (1.0 / 64.0, 1.0);
+        bs = vec![1.0 / 64.0; bs.len()];
+    }
+    let inits = vec![
+        ("as", Tensor::from_f32(vec![], &[as_])),
+        ("az", zp(adt, 1, rng, true)),
+        ("b", ints(bdt, vec![k, n], rng)),
+        (
+            "bs",
+            Tensor::from_f32(if per_column { vec![n] } else { vec![] }, &bs),
+        ),
+        ("bz", zp(bdt, bs.len(), rng, !per_column)),
+        ("ys", Tensor::from_f32(vec![], &[ys])),
+        ("yz", zp(adt, 1, rng, true)),
+    ];
+    let ins = ["x", "as", "az", "b", "bs", "bz", "ys", "yz"];
+    let nodes = vec![node("QLinearMatMul", "mm", &ins, &["y"], vec![])];
+    let mdl = model(10, &[("x", &[1])], &["y"], nodes, inits);
+    let x = ints(adt, a_dims, rng);
+    let what = format!(
+        "matmul {adt:?}×{bdt:?} pc={per_column} a={:?} k={k} n={n}",
+        x.dims()
+    );
+    assert_bit_exact(&with_input(mdl, &x), x, &what);
+}
+
+#[test]
+fn qlinearmatmul_matches_tract_bit_for_bit() {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    use DataType::{Int8 as S8, Uint8 as U8};
+    for (adt, bdt) in [(U8, S8), (S8, S8), (U8, U8)] {
+        for per_column in [false, true] {
+            matmul_case(&mut rng, adt, bdt, per_column, vec![5, 7], 7, 3);
+            matmul_case(&mut rng, adt, bdt, per_column, vec![2, 3, 13], 13, 9);
+            matmul_case(&mut rng, adt, bdt, per_column, vec![64, 40], 40, 96);
+        }
+    }
+}
+
+#[test]
+fn float_regions_and_integer_steps_compose() {
+    // x → QuantizeLinear → DequantizeLinear → Relu (tract) → y.
+    let inits = vec![
+        ("s", Tensor::from_f32(vec![], &[0.1])),
+        ("z", Tensor::from_u8(vec![], &[128])),
+    ];
+    let nodes = vec![
+        node("QuantizeLinear", "q", &["x", "s", "z"], &["xq"], vec![]),
+        node("DequantizeLinear", "dq", &["xq", "s", "z"], &["xd"], vec![]),
+        node("Relu", "relu", &["xd"], &["y"], vec![]),
+    ];
+    let m = model(13, &[("x", &[4])], &["y"], nodes, inits);
+    let exec = Executor::new(&m, Arith::Ort, &["xq".to_string()]).unwrap();
+    let x = Tensor::from_f32(vec![4], &[-1.04, 0.05, 0.15, 30.0]);
+    let (out, _) = exec.run(&[("x".into(), x)]).unwrap();
+    // 0.05/0.1 = 0.5 rounds to even (0), 0.15/0.1 = 1.5 rounds to 2; 30
+    // saturates at 255 - 128 = 127 steps.
+    assert_eq!(out["xq"].to_i64_vec().unwrap(), [118, 128, 130, 255]);
+    let y = out["y"].to_f32_vec().unwrap();
+    assert_eq!(y, [0.0, 0.0, 0.2, 127.0 * 0.1]);
+}

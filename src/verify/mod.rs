@@ -1,0 +1,399 @@
+//! Parity: how close an INT8 model's outputs are to the FP32 model's, and
+//! the gate that refuses a model that drifted too far.
+//!
+//! Runs the FP32 model through tract and the INT8 model through the
+//! reference executor ([`crate::exec`]) on the same samples, and measures per
+//! output: max and mean absolute error, cosine similarity, SQNR (dB), and
+//! for outputs shaped like class scores (`[N, C]`, C ≥ 2) top-1 / top-5
+//! agreement. Per layer: every int8 tensor `T/quantized` whose float
+//! counterpart `T` exists in the FP32 model is dequantized and compared
+//! (SQNR, cosine), worst first — the layer that broke the model shows up
+//! at the top. Reads both models; writes nothing.
+
+use crate::calibrate::samples::{check_sample, SampleSource};
+use crate::error::{Error, Result};
+use crate::exec::kernels::Arith;
+use crate::exec::Executor;
+use crate::ir::types::input_specs;
+use crate::ir::{DataType, Model};
+use crate::tract::Runner;
+use std::collections::HashMap;
+
+/// Gate thresholds (every output must meet all that apply).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Thresholds {
+    /// SQNR of each float output against FP32, in dB.
+    pub min_sqnr_db: f64,
+    pub min_cosine: f64,
+    /// Top-1 agreement with FP32 for class-score outputs (fraction).
+    pub min_top1: f64,
+}
+
+impl Default for Thresholds {
+    /// 20 dB SQNR (error power 1% of the signal's), cosine 0.99, and 95%
+    /// of class decisions unchanged (small validation sets make one flipped
+    /// near-tie cost points, so not 99%).
+    fn default() -> Self {
+        Thresholds {
+            min_sqnr_db: 20.0,
+            min_cosine: 0.99,
+            min_top1: 0.95,
+        }
+    }
+}
+
+/// Parity of one output over all samples.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct OutputMetrics {
+    pub name: String,
+    pub elements: u64,
+    pub max_abs_error: f64,
+    pub mean_abs_error: f64,
+    pub cosine: f64,
+    pub sqnr_db: f64,
+    /// Class-score outputs only.
+    pub top1_agreement: Option<f64>,
+    pub top5_agreement: Option<f64>,
+    /// Why the output fails the gate (empty when it passes).
+    pub failures: Vec<String>,
+}
+
+/// Parity of one quantized intermediate tensor.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LayerMetrics {
+    pub tensor: String,
+    pub node: String,
+    pub op: String,
+    pub sqnr_db: f64,
+    pub cosine: f64,
+}
+
+/// The comparison's result.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub samples: usize,
+    pub arith: Arith,
+    pub thresholds: Thresholds,
+    pub outputs: Vec<OutputMetrics>,
+    /// Worst first.
+    pub layers: Vec<LayerMetrics>,
+    /// Requantized accumulators beyond ±2^24 (inexact in float32).
+    pub accumulators_beyond_2_24: u64,
+}
+
+/// Streaming sums for one pair of tensors.
+#[derive(Clone, Debug, Default)]
+struct Accum {
+    n: u64,
+    ref2: f64,
+    test2: f64,
+    err2: f64,
+    dot: f64,
+    max_abs: f64,
+    sum_abs: f64,
+    rows: u64,
+    top1: u64,
+    top5: u64,
+    class_like: bool,
+}
+
+impl Accum {
+    fn add(&mut self, a: &[f32], b: &[f32], dims: &[usize]) {
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (x as f64, y as f64);
+            let e = (x - y).abs();
+            self.n += 1;
+            self.ref2 += x * x;
+            self.test2 += y * y;
+            self.err2 += e * e;
+            self.dot += x * y;
+            self.sum_abs += e;
+            if e > self.max_abs || e.is_nan() {
+                self.max_abs = e;
+            }
+        }
+        if dims.len() == 2 && dims[1] >= 2 {
+            self.class_like = true;
+            let c = dims[1];
+            for (ra, rb) in a.chunks(c).zip(b.chunks(c)) {
+                let best = argmax(ra);
+                let rank: Vec<usize> = top_k(rb, 5);
+                self.rows += 1;
+                self.top1 += u64::from(rank.first() == Some(&best));
+                self.top5 += u64::from(rank.contains(&best));
+            }
+        }
+    }
+
+    fn sqnr(&self) -> f64 {
+        if self.err2 == 0.0 {
+            return 300.0;
+        }
+        if self.ref2 == 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        (10.0 * (self.ref2 / self.err2).log10()).min(300.0)
+    }
+
+    fn cosine(&self) -> f64 {
+        if self.ref2 == 0.0 && self.test2 == 0.0 {
+            return 1.0;
+        }
+        self.dot / (self.ref2.sqrt() * self.test2.sqrt()).max(1e-300)
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b })
+}
+
+fn top_k(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[j].total_cmp(&v[i]).then(i.cmp(&j)));
+    idx.truncate(k);
+    idx
+}
+
+/// Quantized tensors of `q` with a float counterpart in `fp`: (int8 name,
+/// FP32 name, producing node, op, scale, zero point).
+fn layer_pairs(fp: &Model, q: &Model) -> Vec<(String, String, String, String, f32, i64)> {
+    let g = &q.graph;
+    let mut params: HashMap<String, (f32, i64)> = HashMap::new();
+    let scalar = |v: Option<crate::ir::ValueId>| -> Option<f32> {
+        let t = g.initializer(v?)?;
+        (t.len() == 1)
+            .then(|| t.to_f32_vec().ok()?.first().copied())
+            .flatten()
+    };
+    let zp = |v: Option<crate::ir::ValueId>| -> Option<i64> {
+        match v {
+            None => Some(0),
+            Some(v) => g.initializer(v)?.to_i64_vec().ok()?.first().copied(),
+        }
+    };
+    for (_, n) in g.nodes() {
+        let (qv, s, z) = match n.op_type.as_str() {
+            "DequantizeLinear" => (n.input(0), n.input(1), n.input(2)),
+            "QuantizeLinear" => (n.output(0), n.input(1), n.input(2)),
+            "QLinearConv" | "QLinearMatMul" => (n.output(0), n.input(6), n.input(7)),
+            _ => continue,
+        };
+        let Some(qv) = qv else { continue };
+        if g.initializer(qv).is_some() {
+            continue;
+        }
+        if let (Some(s), Some(z)) = (scalar(s), zp(z)) {
+            params.insert(g.value_name(qv).to_string(), (s, z));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, (s, z)) in params {
+        let Some(base) = name.strip_suffix("/quantized") else {
+            continue;
+        };
+        let Some(fv) = fp.graph.find_value(base) else {
+            continue;
+        };
+        // A tensor whose only reader is a Relu/Clip is quantized with the
+        // clamp's range (the quantizer lends it): compare with the clamp's
+        // output, which is what the int8 values stand for.
+        let fg = &fp.graph;
+        let reference = match fg.value(fv).consumers() {
+            [(c, 0)] if !fg.is_graph_output(fv) => fg
+                .node(*c)
+                .filter(|n| n.is("Relu") || n.is("Clip"))
+                .and_then(|n| n.output(0))
+                .map(|o| fg.value_name(o).to_string()),
+            _ => None,
+        }
+        .unwrap_or_else(|| base.to_string());
+        let Some(v) = g.find_value(&name) else {
+            continue;
+        };
+        let (node, op) = g
+            .producer_node(v)
+            .map(|(_, n)| (n.name.clone(), n.op_type.clone()))
+            .unwrap_or_default();
+        out.push((name.clone(), reference, node, op, s, z));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Compares `int8` with `fp32` on `samples` (checked against the FP32
+/// model's inputs). `per_layer`: also compare quantized intermediates.
+pub fn compare(
+    fp32: &Model,
+    int8: &Model,
+    samples: &dyn SampleSource,
+    arith: Arith,
+    thresholds: Thresholds,
+    per_layer: bool,
+) -> Result<Verdict> {
+    if samples.is_empty() {
+        return Err(Error::Invalid("no validation samples".into()));
+    }
+    let specs = input_specs(&fp32.graph);
+    let pairs = if per_layer {
+        layer_pairs(fp32, int8)
+    } else {
+        Vec::new()
+    };
+    let keep: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
+    let exec = Executor::new(int8, arith, &keep)?;
+    let out_names: Vec<String> = fp32
+        .graph
+        .outputs()
+        .map(|v| fp32.graph.value_name(v).to_string())
+        .collect();
+    let mut fp_names = out_names.clone();
+    fp_names.extend(pairs.iter().map(|p| p.1.clone()));
+    let fp_proto = fp32.to_proto()?;
+    let mut runners: HashMap<Vec<(DataType, Vec<usize>)>, Runner> = HashMap::new();
+    let mut outs: Vec<Accum> = vec![Accum::default(); out_names.len()];
+    let mut layers: Vec<Accum> = vec![Accum::default(); pairs.len()];
+    let mut beyond = 0;
+    for i in 0..samples.len() {
+        let sample = samples.load(i)?;
+        check_sample(&samples.name(i), &sample, &specs)?;
+        let sig: Vec<(DataType, Vec<usize>)> = sample
+            .iter()
+            .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
+            .collect();
+        if !runners.contains_key(&sig) {
+            let s: Vec<_> = sample
+                .iter()
+                .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                .collect();
+            runners.insert(sig.clone(), Runner::new(&fp_proto, &s, Some(&fp_names))?);
+        }
+        let reference = runners[&sig].run(&sample)?;
+        let (got, stats) = exec.run(&sample)?;
+        beyond += stats.accumulators_beyond_2_24;
+        for (k, name) in out_names.iter().enumerate() {
+            let r = &reference[k];
+            let t = got
+                .get(name)
+                .ok_or_else(|| Error::tensor(name, "the INT8 model has no output of this name"))?;
+            if !r.dtype().is_float() {
+                continue;
+            }
+            if r.dims() != t.dims() {
+                return Err(Error::tensor(
+                    name,
+                    format!("FP32 output {:?}, INT8 output {:?}", r.dims(), t.dims()),
+                ));
+            }
+            outs[k].add(&r.to_f32_vec()?, &t.to_f32_vec()?, r.dims());
+        }
+        for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
+            let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
+                continue;
+            };
+            if r.dims() != t.dims() {
+                continue;
+            }
+            let deq: Vec<f32> = t
+                .to_i64_vec()?
+                .iter()
+                .map(|&q| (q - z) as f32 * s)
+                .collect();
+            layers[k].add(&r.to_f32_vec()?, &deq, &[]);
+        }
+    }
+    let mut outputs = Vec::new();
+    for (name, a) in out_names.iter().zip(&outs) {
+        if a.n == 0 {
+            continue;
+        }
+        let mut m = OutputMetrics {
+            name: name.clone(),
+            elements: a.n,
+            max_abs_error: a.max_abs,
+            mean_abs_error: a.sum_abs / a.n as f64,
+            cosine: a.cosine(),
+            sqnr_db: a.sqnr(),
+            top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
+            top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
+            failures: Vec::new(),
+        };
+        // NaN metrics fail: `meets` is false for them.
+        let meets = |v: f64, min: f64| v >= min;
+        if !meets(m.sqnr_db, thresholds.min_sqnr_db) {
+            m.failures.push(format!(
+                "SQNR {:.1} dB < {}",
+                m.sqnr_db, thresholds.min_sqnr_db
+            ));
+        }
+        if !meets(m.cosine, thresholds.min_cosine) {
+            m.failures.push(format!(
+                "cosine {:.4} < {}",
+                m.cosine, thresholds.min_cosine
+            ));
+        }
+        if let Some(t1) = m.top1_agreement.filter(|&t| !meets(t, thresholds.min_top1)) {
+            m.failures.push(format!(
+                "top-1 agreement {:.3} < {}",
+                t1, thresholds.min_top1
+            ));
+        }
+        outputs.push(m);
+    }
+    let mut layer_metrics: Vec<LayerMetrics> = pairs
+        .iter()
+        .zip(&layers)
+        .filter(|(_, a)| a.n > 0)
+        .map(|(p, a)| LayerMetrics {
+            tensor: p.1.clone(),
+            node: p.2.clone(),
+            op: p.3.clone(),
+            sqnr_db: a.sqnr(),
+            cosine: a.cosine(),
+        })
+        .collect();
+    layer_metrics.sort_by(|a, b| {
+        a.sqnr_db
+            .total_cmp(&b.sqnr_db)
+            .then(a.tensor.cmp(&b.tensor))
+    });
+    let passed = outputs.iter().all(|o| o.failures.is_empty());
+    Ok(Verdict {
+        passed,
+        samples: samples.len(),
+        arith,
+        thresholds,
+        outputs,
+        layers: layer_metrics,
+        accumulators_beyond_2_24: beyond,
+    })
+}
+
+/// A short text of a verdict: one line per output, then the worst layers.
+pub fn describe(v: &Verdict, worst: usize) -> String {
+    let mut s = String::new();
+    for o in &v.outputs {
+        let mut line = format!(
+            "  output {}: SQNR {:.1} dB, cosine {:.4}, max |err| {:.4}",
+            o.name, o.sqnr_db, o.cosine, o.max_abs_error
+        );
+        if let (Some(t1), Some(t5)) = (o.top1_agreement, o.top5_agreement) {
+            line += &format!(", top-1 {:.1}%, top-5 {:.1}%", 100.0 * t1, 100.0 * t5);
+        }
+        if !o.failures.is_empty() {
+            line += &format!("  FAIL: {}", o.failures.join("; "));
+        }
+        s += &line;
+        s.push('\n');
+    }
+    if !v.layers.is_empty() && worst > 0 {
+        let list: Vec<String> = v
+            .layers
+            .iter()
+            .take(worst)
+            .map(|l| format!("{} ({}) {:.1} dB", l.tensor, l.op, l.sqnr_db))
+            .collect();
+        s += &format!("  worst layers: {}\n", list.join(", "));
+    }
+    s
+}

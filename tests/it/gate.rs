@@ -1,0 +1,201 @@
+//! The parity gate inside `onnxq quantize`, `onnxq check` and `onnxq run`.
+
+use crate::common::{onnxq, stderr, stdout, tempdir, testdata};
+use crate::quantize::quantize;
+use std::path::Path;
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A recipe that forces a far too narrow range on the first conv's output.
+fn bad_recipe(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, "tensors:\n  bn1:\n    range: [0, 0.05]\n").unwrap();
+    p
+}
+
+#[test]
+fn a_broken_quantization_fails_the_gate_and_writes_nothing() {
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let calib = testdata("digits/cnn_calib");
+    let recipe = bad_recipe(dir.path());
+    let args = [
+        "--calib",
+        calib.to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--format",
+        "qoperator",
+    ];
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!out.exists(), "a model that failed the gate was written");
+    let err = stderr(&o);
+    assert!(err.contains("parity") && err.contains("FAILED"), "{err}");
+    assert!(
+        err.contains("output logits") && err.contains("FAIL: SQNR"),
+        "{err}"
+    );
+    assert!(err.contains("worst layers: "), "{err}");
+    let r = json(&rep);
+    assert_eq!(r["parity"]["passed"], false);
+    assert_eq!(r["written"], false);
+    assert!(r["parity"]["outputs"][0]["sqnr_db"].as_f64().unwrap() < 20.0);
+    // --force writes it and still exits 3.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &forced);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(out.exists());
+    assert_eq!(json(&rep)["written"], true);
+}
+
+#[test]
+fn a_good_quantization_passes_and_records_its_parity() {
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let o = quantize(
+        &testdata("digits/cnn.onnx"),
+        &out,
+        &[
+            "--calib",
+            testdata("digits/cnn_calib").to_str().unwrap(),
+            "--validate",
+            testdata("digits/cnn_holdout.npz").to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--format",
+            "qoperator",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = json(&rep);
+    let p = &r["parity"];
+    assert_eq!(p["passed"], true);
+    assert_eq!(p["samples"], 300);
+    let out0 = &p["outputs"][0];
+    assert!(out0["sqnr_db"].as_f64().unwrap() > 30.0, "{out0}");
+    assert!(out0["top1_agreement"].as_f64().unwrap() > 0.97, "{out0}");
+    // Per-layer numbers for every quantized tensor, worst first.
+    let layers = p["layers"].as_array().unwrap();
+    assert!(layers.len() >= 4, "{layers:?}");
+    let s: Vec<f64> = layers
+        .iter()
+        .map(|l| l["sqnr_db"].as_f64().unwrap())
+        .collect();
+    assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
+    let m = onnxq::onnx::load_model(&out).unwrap();
+    assert!(m
+        .proto
+        .metadata_props
+        .iter()
+        .any(|p| p.key() == "onnxq.parity" && p.value().contains("sqnr_db")));
+    // A stricter threshold fails the same model.
+    let o = quantize(
+        &testdata("digits/cnn.onnx"),
+        &dir.path().join("strict.onnx"),
+        &[
+            "--calib",
+            testdata("digits/cnn_calib").to_str().unwrap(),
+            "--min-sqnr",
+            "80",
+            "--format",
+            "qoperator",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!dir.path().join("strict.onnx").exists());
+}
+
+#[test]
+fn check_compares_any_quantized_model_and_run_writes_outputs() {
+    let dir = tempdir();
+    let q = dir.path().join("q.onnx");
+    let o = quantize(
+        &testdata("digits/mlp.onnx"),
+        &q,
+        &[
+            "--calib",
+            testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+            "--format",
+            "qoperator",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = dir.path().join("check.json");
+    let o = onnxq(&[
+        "check",
+        q.to_str().unwrap(),
+        "--reference",
+        testdata("digits/mlp.onnx").to_str().unwrap(),
+        "--data",
+        testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("passed"), "{}", stdout(&o));
+    assert_eq!(json(&rep)["passed"], true);
+    // Against the wrong reference data shape: a clear error, exit 1.
+    let o = onnxq(&[
+        "check",
+        q.to_str().unwrap(),
+        "--reference",
+        testdata("digits/mlp.onnx").to_str().unwrap(),
+        "--data",
+        testdata("digits/cnn_calib").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("input"), "{}", stderr(&o));
+    // A stricter threshold: exit 3.
+    let o = onnxq(&[
+        "check",
+        q.to_str().unwrap(),
+        "--reference",
+        testdata("digits/mlp.onnx").to_str().unwrap(),
+        "--data",
+        testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+        "--min-sqnr",
+        "90",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).contains("FAIL"));
+
+    // run: one .npz per sample, keyed by output name, int8 engine vs tract.
+    let calib = testdata("digits/cnn_calib");
+    let cq = dir.path().join("cnn.onnx");
+    let o = quantize(
+        &testdata("digits/cnn.onnx"),
+        &cq,
+        &["--calib", calib.to_str().unwrap(), "--format", "qoperator"],
+    );
+    assert!(o.status.success());
+    let (a, b) = (dir.path().join("int8"), dir.path().join("tract"));
+    for (engine, dst) in [("int8", &a), ("tract", &b)] {
+        let o = onnxq(&[
+            "run",
+            cq.to_str().unwrap(),
+            "--data",
+            calib.to_str().unwrap(),
+            "-o",
+            dst.to_str().unwrap(),
+            "--engine",
+            engine,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let fa = onnxq::calibrate::samples::read_npz(&a.join("0003.npz")).unwrap();
+    let fb = onnxq::calibrate::samples::read_npz(&b.join("0003.npz")).unwrap();
+    // tract computes QLinearConv like onnxruntime: the executor agrees.
+    assert_eq!(
+        fa["logits"].to_f32_vec().unwrap(),
+        fb["logits"].to_f32_vec().unwrap()
+    );
+    assert_eq!(std::fs::read_dir(&a).unwrap().count(), 32);
+}
