@@ -138,6 +138,10 @@ def random_feed(sess, rng):
             feed[i.name] = rng.integers(0, 3, shape).astype(np.int32)
         elif "bool" in i.type:
             feed[i.name] = rng.integers(0, 2, shape).astype(bool)
+        elif "uint8" in i.type:
+            feed[i.name] = rng.integers(0, 256, shape).astype(np.uint8)
+        elif "int8" in i.type:
+            feed[i.name] = rng.integers(-128, 128, shape).astype(np.int8)
         else:
             return None
     return feed

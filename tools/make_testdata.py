@@ -593,7 +593,67 @@ def write_bad():
         f.write(np.ones(2, np.float32).tobytes())
 
 
+# ---------------------------------------------------------------- golden --
+
+
+def write_golden():
+    """Integer ops with outputs computed by ONNX's own reference
+    implementation (onnx.reference.ReferenceEvaluator), as backend-test
+    folders: the ground truth for `onnxq check --golden`."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(11)
+
+    def case(name, node, inits, x):
+        g = helper.make_graph(
+            [node], name,
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x.shape))],
+            [helper.make_tensor_value_info("y", TensorProto.UINT8, [f"d{i}" for i in range(x.ndim)])],
+            [numpy_helper.from_array(v, k) for k, v in inits.items()],
+        )
+        m = make_model(g, 13)
+        d = path("golden", name)
+        shutil.rmtree(d, ignore_errors=True)
+        save(m, "golden", name, "model.onnx")
+        ref = ReferenceEvaluator(m)
+        for i in range(2):
+            xi = x if i == 0 else rng.integers(0, 256, size=x.shape).astype(np.uint8)
+            y = ref.run(None, {"x": xi})[0]
+            sd = path("golden", name, f"test_data_set_{i}")
+            os.makedirs(sd, exist_ok=True)
+            if i == 0:
+                for k, t in (("input_0", numpy_helper.from_array(xi, "x")), ("output_0", numpy_helper.from_array(y, "y"))):
+                    with open(os.path.join(sd, f"{k}.pb"), "wb") as f:
+                        f.write(t.SerializeToString())
+            else:
+                np.savez(os.path.join(sd, "inputs.npz"), x=xi)
+                np.savez(os.path.join(sd, "outputs.npz"), y=y)
+
+    x = rng.integers(0, 256, size=(1, 3, 7, 6)).astype(np.uint8)
+    conv = {
+        "xs": np.float32(0.02), "xz": np.uint8(120),
+        "w": rng.integers(-128, 128, size=(4, 3, 3, 3)).astype(np.int8),
+        "ws": rng.uniform(0.002, 0.01, size=4).astype(np.float32), "wz": np.zeros(4, np.int8),
+        "ys": np.float32(0.3), "yz": np.uint8(128),
+        "b": rng.integers(-2000, 2000, size=4).astype(np.int32),
+    }
+    case("qlinearconv", helper.make_node(
+        "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+        pads=[1, 0, 1, 2], strides=[2, 1]), conv, x)
+    a = rng.integers(0, 256, size=(2, 5, 9)).astype(np.uint8)
+    mm = {
+        "as": np.float32(0.03), "az": np.uint8(100),
+        "b": rng.integers(-128, 128, size=(9, 7)).astype(np.int8),
+        "bs": rng.uniform(0.002, 0.01, size=7).astype(np.float32), "bz": np.zeros(7, np.int8),
+        "ys": np.float32(0.2), "yz": np.uint8(110),
+    }
+    case("qlinearmatmul", helper.make_node(
+        "QLinearMatMul", ["x", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]), mm, a)
+
+
 def main():
+    write_golden()
     write_digits()
     write_quirks()
     write_external()

@@ -243,6 +243,13 @@ impl PbDirs {
     }
 }
 
+impl PbDirs {
+    /// The folder of set `i`.
+    pub fn set(&self, i: usize) -> &Path {
+        &self.sets[i]
+    }
+}
+
 fn set_index(p: &Path) -> (u64, String) {
     let name = p
         .file_name()

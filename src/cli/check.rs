@@ -52,13 +52,31 @@ pub struct Args {
     /// The quantized model.
     pub model: PathBuf,
     /// The FP32 model it was made from.
-    #[arg(long, value_name = "FP32")]
-    pub reference: PathBuf,
+    #[arg(
+        long,
+        value_name = "FP32",
+        required_unless_present = "golden",
+        requires = "data"
+    )]
+    pub reference: Option<PathBuf>,
     /// Samples: a directory of .npz files, a directory of
     /// test_data_set_*/input_N.pb folders, one .npz with a leading sample
     /// axis, or random:N[:SEED].
     #[arg(long, value_name = "SRC")]
-    pub data: String,
+    pub data: Option<String>,
+    /// Instead of a reference model: a directory of ONNX backend-test
+    /// folders (test_data_set_*/input_N.pb and output_N.pb, or inputs.npz
+    /// and outputs.npz); the model (int8 executor when it holds quantized
+    /// ops, tract otherwise) must reproduce every output within
+    /// --rtol/--atol.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["reference", "data"])]
+    pub golden: Option<PathBuf>,
+    /// Relative tolerance for --golden.
+    #[arg(long, default_value_t = 1e-3)]
+    pub rtol: f64,
+    /// Absolute tolerance for --golden.
+    #[arg(long, default_value_t = 1e-5)]
+    pub atol: f64,
     #[command(flatten)]
     pub gate: GateArgs,
     /// Size of a symbolic input dimension, for random samples (repeatable).
@@ -72,20 +90,26 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
+fn load(p: &PathBuf) -> anyhow::Result<Model> {
+    let l = onnxq::onnx::load_model(p)?;
+    Model::from_proto(&l.proto).with_context(|| p.display().to_string())
+}
+
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let load = |p: &PathBuf| -> anyhow::Result<Model> {
-        let l = onnxq::onnx::load_model(p)?;
-        Model::from_proto(&l.proto).with_context(|| p.display().to_string())
+    if let Some(dir) = &args.golden {
+        return golden(&args, dir);
+    }
+    let (Some(reference), Some(data)) = (&args.reference, &args.data) else {
+        anyhow::bail!("give --reference FP32 --data SRC, or --golden DIR");
     };
-    let mut fp32 = load(&args.reference)?;
+    let mut fp32 = load(reference)?;
     // The same preparation quantize starts from, so value names match.
-    prepare(&mut fp32, &PassOptions::default())
-        .with_context(|| args.reference.display().to_string())?;
+    prepare(&mut fp32, &PassOptions::default()).with_context(|| reference.display().to_string())?;
     let q = load(&args.model)?;
     let thresholds = args.gate.thresholds([None; 3]);
     let specs = onnxq::ir::types::input_specs(&fp32.graph);
     let dims = args.dims.iter().cloned().collect();
-    let source = open_source(&args.data, &specs, &dims)?;
+    let source = open_source(data, &specs, &dims)?;
     let verdict = verify::compare(
         &fp32,
         &q,
@@ -102,9 +126,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     println!(
         "{} vs {} on {} samples of {}: {}",
         args.model.display(),
-        args.reference.display(),
+        reference.display(),
         verdict.samples,
-        args.data,
+        data,
         if verdict.passed { "passed" } else { "FAILED" }
     );
     print!("{}", verify::describe(&verdict, args.worst));
@@ -119,4 +143,127 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         super::EXIT_GATE
     })
+}
+
+/// `--golden DIR`: reproduce recorded outputs within tolerances.
+fn golden(args: &Args, dir: &std::path::Path) -> anyhow::Result<u8> {
+    use onnxq::calibrate::samples::{read_npz, read_pb_files, PbDirs, Sample, SampleSource};
+    use onnxq::onnx::tensor::tensor_from_proto;
+    let model = load(&args.model)?;
+    let g = &model.graph;
+    let specs = onnxq::ir::types::input_specs(g);
+    let outputs: Vec<String> = g.outputs().map(|v| g.value_name(v).to_string()).collect();
+    let quantized = g.nodes().any(|(_, n)| {
+        onnxq::exec::INTEGER_OPS.contains(&n.op_type.as_str()) || n.domain == "com.microsoft"
+    });
+    let exec = if quantized {
+        Some(onnxq::exec::Executor::new(
+            &model,
+            args.gate.arith.into(),
+            &[],
+        )?)
+    } else {
+        None
+    };
+    let proto = model.to_proto()?;
+    let sets = PbDirs::open(dir, &specs)?;
+    if sets.is_empty() {
+        anyhow::bail!("{}: no test_data_set_* folders", dir.display());
+    }
+    let mut failed = 0usize;
+    for i in 0..sets.len() {
+        let set = sets.set(i).to_path_buf();
+        let set_name = sets.name(i);
+        let npz = set.join("inputs.npz");
+        let (sample, expected): (Sample, Sample) = if npz.exists() {
+            let ins = read_npz(&npz)?.into_iter().collect();
+            let outs = read_npz(&set.join("outputs.npz"))?.into_iter().collect();
+            (ins, outs)
+        } else {
+            let ins = sets.load(i)?;
+            let mut outs = Vec::new();
+            for (k, (path, t)) in read_pb_files(&set, "output")?.into_iter().enumerate() {
+                let name = if outputs.iter().any(|o| o == t.name()) {
+                    t.name().to_string()
+                } else {
+                    outputs.get(k).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("{}: the model has no output {k}", path.display())
+                    })?
+                };
+                outs.push((
+                    name,
+                    tensor_from_proto(&t).with_context(|| path.display().to_string())?,
+                ));
+            }
+            (ins, outs)
+        };
+        onnxq::calibrate::samples::check_sample(&set_name, &sample, &specs)?;
+        let got: std::collections::BTreeMap<String, onnxq::ir::Tensor> = match &exec {
+            Some(e) => e.run(&sample)?.0,
+            None => {
+                let s: Vec<_> = sample
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                    .collect();
+                let r = onnxq::tract::Runner::new(&proto, &s, None)?;
+                outputs.iter().cloned().zip(r.run(&sample)?).collect()
+            }
+        };
+        for (name, want) in &expected {
+            let have = got.get(name).ok_or_else(|| {
+                anyhow::anyhow!("{set_name}: the model computed no output '{name}'")
+            })?;
+            if have.dims() != want.dims() {
+                println!(
+                    "  {set_name} {name}: shape {:?}, expected {:?}",
+                    have.dims(),
+                    want.dims()
+                );
+                failed += 1;
+                continue;
+            }
+            let (a, b) = (
+                have.to_f32_vec().or_else(|_| ints(have))?,
+                want.to_f32_vec().or_else(|_| ints(want))?,
+            );
+            let mut bad = 0usize;
+            let mut worst = 0f64;
+            for (&x, &y) in a.iter().zip(&b) {
+                let d = (x as f64 - y as f64).abs();
+                worst = worst.max(d);
+                if d > args.atol + args.rtol * (y as f64).abs() || d.is_nan() {
+                    bad += 1;
+                }
+            }
+            let verdict = if bad == 0 { "ok" } else { "MISMATCH" };
+            println!(
+                "  {set_name} {name}: {verdict} ({bad} of {} elements outside rtol {} atol {}, max |diff| {worst:.3e})",
+                a.len(),
+                args.rtol,
+                args.atol
+            );
+            failed += usize::from(bad > 0);
+        }
+    }
+    println!(
+        "{} on {} golden set(s) of {} ({}): {}",
+        args.model.display(),
+        sets.len(),
+        dir.display(),
+        if exec.is_some() {
+            "int8 executor"
+        } else {
+            "tract"
+        },
+        if failed == 0 { "passed" } else { "FAILED" }
+    );
+    Ok(if failed == 0 {
+        super::EXIT_OK
+    } else {
+        super::EXIT_GATE
+    })
+}
+
+fn ints(t: &onnxq::ir::Tensor) -> onnxq::Result<Vec<f32>> {
+    Ok(t.to_i64_vec()?.into_iter().map(|v| v as f32).collect())
 }

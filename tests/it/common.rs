@@ -26,6 +26,13 @@ pub fn good_models() -> Vec<PathBuf> {
     out
 }
 
+/// The FP32 models among them (not the already-quantized `golden/` ones).
+pub fn float_models() -> Vec<PathBuf> {
+    let mut out = good_models();
+    out.retain(|p| !p.components().any(|c| c.as_os_str() == "golden"));
+    out
+}
+
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -90,7 +97,8 @@ pub fn input_specs(model: &Model, sym: usize) -> Vec<(String, DataType, Vec<usiz
         .collect()
 }
 
-/// Deterministic float inputs in [-1, 1) for every input of `model`.
+/// Deterministic inputs for every input of `model`: floats in [-1, 1),
+/// 8-bit integers over their whole range.
 pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
@@ -98,17 +106,31 @@ pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)>
     input_specs(model, sym)
         .into_iter()
         .map(|(name, dt, shape)| {
-            assert_eq!(dt, DataType::Float, "test inputs are float");
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect();
-            (name, Tensor::from_f32(shape, &data))
+            let mut next = || {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                state >> 40
+            };
+            let t = match dt {
+                DataType::Float => {
+                    let data: Vec<f32> = (0..n)
+                        .map(|_| (next() as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+                        .collect();
+                    Tensor::from_f32(shape, &data)
+                }
+                DataType::Uint8 => {
+                    let data: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                    Tensor::from_u8(shape, &data)
+                }
+                DataType::Int8 => {
+                    let data: Vec<i8> = (0..n).map(|_| next() as u8 as i8).collect();
+                    Tensor::from_i8(shape, &data)
+                }
+                other => panic!("no test inputs of type {other:?}"),
+            };
+            (name, t)
         })
         .collect()
 }

@@ -199,3 +199,74 @@ fn check_compares_any_quantized_model_and_run_writes_outputs() {
     );
     assert_eq!(std::fs::read_dir(&a).unwrap().count(), 32);
 }
+
+#[test]
+fn golden_outputs_of_the_onnx_reference_are_reproduced() {
+    // testdata/golden: QLinearConv / QLinearMatMul with outputs computed by
+    // onnx.reference (float64 requantization): --arith exact reproduces
+    // them exactly; sets in .pb and in .npz form.
+    for case in ["qlinearconv", "qlinearmatmul"] {
+        let dir = testdata(&format!("golden/{case}"));
+        let model = dir.join("model.onnx");
+        let o = onnxq(&[
+            "check",
+            model.to_str().unwrap(),
+            "--golden",
+            dir.to_str().unwrap(),
+            "--arith",
+            "exact",
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{case}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let out = stdout(&o);
+        assert!(
+            out.contains("test_data_set_0 y: ok") && out.contains("test_data_set_1 y: ok"),
+            "{out}"
+        );
+        assert!(out.contains("int8 executor"), "{out}");
+    }
+    // A wrong golden output is a mismatch: exit 3.
+    let dir = tempdir();
+    let src = testdata("golden/qlinearmatmul");
+    let set = dir.path().join("test_data_set_0");
+    std::fs::create_dir_all(&set).unwrap();
+    // The .npz set's input, with its output one element off.
+    let npz = onnxq::calibrate::samples::read_npz(&src.join("test_data_set_1/inputs.npz")).unwrap();
+    onnxq::calibrate::samples::write_npz(
+        &set.join("inputs.npz"),
+        &[("x".to_string(), npz["x"].clone())],
+    )
+    .unwrap();
+    let want =
+        onnxq::calibrate::samples::read_npz(&src.join("test_data_set_1/outputs.npz")).unwrap();
+    let mut wrong = want["y"].to_i64_vec().unwrap();
+    wrong[0] = (wrong[0] + 7) % 256;
+    let wrong: Vec<u8> = wrong.iter().map(|&v| v as u8).collect();
+    onnxq::calibrate::samples::write_npz(
+        &set.join("outputs.npz"),
+        &[(
+            "y".to_string(),
+            onnxq::ir::Tensor::from_u8(want["y"].dims().to_vec(), &wrong),
+        )],
+    )
+    .unwrap();
+    let o = onnxq(&[
+        "check",
+        src.join("model.onnx").to_str().unwrap(),
+        "--golden",
+        dir.path().to_str().unwrap(),
+        "--arith",
+        "exact",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("MISMATCH (1 of"), "{}", stdout(&o));
+}

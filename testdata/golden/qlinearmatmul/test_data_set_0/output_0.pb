@@ -1,0 +1,1 @@
+ByJFqvi‚fuemixfsˆ…z{yqggzs¡l‘krvkvYhƒ|vlMc_ns]p™L€vlylŒ…T‰mpb„^hŒ‘[ašc€„p
