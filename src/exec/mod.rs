@@ -50,7 +50,13 @@ struct Region {
     outputs: Vec<ValueId>,
 }
 
-type Signature = Vec<(DataType, Vec<usize>)>;
+/// A region's inputs: type and shape, and the values of small integer
+/// tensors (shapes, axes, indices), which become constants of the region
+/// model: tract needs e.g. a Reshape's target shape when it plans.
+type Signature = Vec<(DataType, Vec<usize>, Option<Vec<i64>>)>;
+
+/// Integer inputs of at most this many elements are baked into the region.
+const BAKED_INT_ELEMENTS: usize = 64;
 
 /// What one run observed.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -188,8 +194,13 @@ impl Executor {
             let t = env
                 .get(&v)
                 .ok_or_else(|| Error::tensor(g.value_name(v), "value not computed"))?;
-            sig.push((t.dtype(), t.dims().to_vec()));
-            feeds.push((g.value_name(v).to_string(), t.clone()));
+            let baked = matches!(t.dtype(), DataType::Int64 | DataType::Int32)
+                && t.len() <= BAKED_INT_ELEMENTS;
+            let values = if baked { Some(t.to_i64_vec()?) } else { None };
+            if values.is_none() {
+                feeds.push((g.value_name(v).to_string(), t.clone()));
+            }
+            sig.push((t.dtype(), t.dims().to_vec(), values));
         }
         let runner = {
             let key = (r, sig.clone());
@@ -539,12 +550,22 @@ fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelPro
             }
         }
     }
-    let input = reg
-        .inputs
-        .iter()
-        .zip(sig)
-        .map(|(&v, (dt, dims))| value_info(g.value_name(v), *dt, dims))
-        .collect();
+    let mut input = Vec::new();
+    for (&v, (dt, dims, values)) in reg.inputs.iter().zip(sig) {
+        let name = g.value_name(v);
+        match values {
+            None => input.push(value_info(name, *dt, dims)),
+            Some(vals) => {
+                let t = if *dt == DataType::Int64 {
+                    Tensor::from_i64(dims.clone(), vals)
+                } else {
+                    let v32: Vec<i32> = vals.iter().map(|&x| x as i32).collect();
+                    Tensor::from_i32(dims.clone(), &v32)
+                };
+                inits.push(crate::onnx::tensor::tensor_to_proto(name, &t));
+            }
+        }
+    }
     let output = reg
         .outputs
         .iter()

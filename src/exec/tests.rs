@@ -269,3 +269,33 @@ fn float_regions_and_integer_steps_compose() {
     let y = out["y"].to_f32_vec().unwrap();
     assert_eq!(y, [0.0, 0.0, 0.2, 127.0 * 0.1]);
 }
+
+#[test]
+fn a_shape_computed_in_another_region_reaches_reshape() {
+    // Shape (region 1) → QuantizeLinear/DequantizeLinear (ours) → Reshape
+    // (region 2) reading the shape: tract plans Reshape only with a constant
+    // target shape, so small integer inputs are baked into the region.
+    let inits = vec![
+        ("s", Tensor::from_f32(vec![], &[0.1])),
+        ("z", Tensor::from_u8(vec![], &[128])),
+        ("flat", Tensor::from_i64(vec![1], &[-1])),
+    ];
+    let nodes = vec![
+        node("Shape", "shape", &["x"], &["xs"], vec![]),
+        node(
+            "ReduceProd",
+            "numel",
+            &["xs"],
+            &["n"],
+            vec![attr::int("keepdims", 1)],
+        ),
+        node("QuantizeLinear", "q", &["x", "s", "z"], &["xq"], vec![]),
+        node("DequantizeLinear", "dq", &["xq", "s", "z"], &["xd"], vec![]),
+        node("Reshape", "reshape", &["xd", "n"], &["y"], vec![]),
+    ];
+    let m = model(13, &[("x", &[2, 3])], &["y"], nodes, inits);
+    let exec = Executor::new(&m, Arith::Ort, &[]).unwrap();
+    let x = Tensor::from_f32(vec![2, 3], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
+    let (out, _) = exec.run(&[("x".into(), x)]).unwrap();
+    assert_eq!(out["y"].dims(), &[6]);
+}
