@@ -270,7 +270,7 @@ impl Requant {
     #[inline]
     pub fn apply(&self, acc: i64) -> i32 {
         let r = match self.arith {
-            Arith::Ort => ((acc as f32) * self.m32).round_ties_even() as f64,
+            Arith::Ort => round_even_f32((acc as f32) * self.m32) as f64,
             Arith::Exact => (acc as f64 * self.m64).round_ties_even(),
         };
         (r + self.zp as f64).clamp(self.lo as f64, self.hi as f64) as i32
@@ -628,46 +628,153 @@ pub fn conv_acc(
         .collect();
     // Offsets of every kernel tap and output position.
     let kpos: Vec<Vec<usize>> = (0..ksz).map(|t| unravel(t, &g.kernel)).collect();
-    let opos: Vec<Vec<usize>> = (0..osz).map(|t| unravel(t, &g.out)).collect();
-    let mut out = vec![0i64; nb * m * osz];
-    out.par_chunks_mut(m * osz).enumerate().for_each(|(n, on)| {
-        for gi in 0..g.group {
-            // im2col for this image and group, transposed: [osz, kk].
-            let mut cols = vec![0i16; osz * kk];
-            for ci in 0..cg {
-                let ch = gi * cg + ci;
-                let base = (n * c + ch) * isz;
-                for (t, kp) in kpos.iter().enumerate() {
-                    for (o, op) in opos.iter().enumerate() {
-                        let mut idx = 0usize;
-                        let mut inside = true;
-                        for d in 0..r {
-                            let pos = (op[d] * g.strides[d] + kp[d] * g.dilations[d]) as isize
-                                - g.pads[d] as isize;
-                            if pos < 0 || pos as usize >= spatial[d] {
-                                inside = false;
-                                break;
-                            }
-                            idx = idx * spatial[d] + pos as usize;
-                        }
-                        if inside {
-                            cols[o * kk + ci * ksz + t] = (x.data[base + idx] - x_zp) as i16;
+    let opos: Vec<Vec<usize>> = if r == 2 {
+        Vec::new()
+    } else {
+        (0..osz).map(|t| unravel(t, &g.out)).collect()
+    };
+    // im2col of image `n`, group `gi`, K-major: `cols[k · osz + o]` with
+    // `k = ci · ksz + tap`; padding is the centred value 0.
+    let im2col = |n: usize, gi: usize| -> Vec<i16> {
+        let mut cols = vec![0i16; kk * osz];
+        let fill = |(k, row): (usize, &mut [i16])| {
+            let (ci, t) = (k / ksz, k % ksz);
+            let base = (n * c + gi * cg + ci) * isz;
+            let kp = &kpos[t];
+            if r == 2 {
+                let (h, w) = (spatial[0] as isize, spatial[1] as isize);
+                let ow = g.out[1];
+                for y in 0..g.out[0] {
+                    let iy =
+                        (y * g.strides[0] + kp[0] * g.dilations[0]) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    let src = base + iy as usize * w as usize;
+                    for xo in 0..ow {
+                        let ix = (xo * g.strides[1] + kp[1] * g.dilations[1]) as isize
+                            - g.pads[1] as isize;
+                        if ix >= 0 && ix < w {
+                            row[y * ow + xo] = (x.data[src + ix as usize] - x_zp) as i16;
                         }
                     }
                 }
+                return;
             }
-            let wg = &wc[gi * mg * kk..(gi + 1) * mg * kk];
-            let acc = gemm_i16(wg, &cols, mg, kk, osz);
-            for mi in 0..mg {
-                let mo = gi * mg + mi;
-                let b = bias.map_or(0, |b| b[mo] as i64);
-                for o in 0..osz {
-                    on[mo * osz + o] = acc[mi * osz + o] + b;
+            for (o, op) in opos.iter().enumerate() {
+                let mut idx = 0usize;
+                let mut inside = true;
+                for d in 0..r {
+                    let pos = (op[d] * g.strides[d] + kp[d] * g.dilations[d]) as isize
+                        - g.pads[d] as isize;
+                    if pos < 0 || pos as usize >= spatial[d] {
+                        inside = false;
+                        break;
+                    }
+                    idx = idx * spatial[d] + pos as usize;
+                }
+                if inside {
+                    row[o] = (x.data[base + idx] - x_zp) as i16;
+                }
+            }
+        };
+        if osz > 0 {
+            cols.par_chunks_mut(osz).enumerate().for_each(fill);
+        }
+        cols
+    };
+    // One output row: Σ_k w[mo, k] · cols[k, ·] (exact in i32 up to 33025
+    // terms, i64 beyond), plus the bias.
+    let row_acc = |mo: usize, cols: &[i16], orow: &mut [i64]| {
+        let wrow = &wc[mo * kk..(mo + 1) * kk];
+        let b = bias.map_or(0, |b| b[mo] as i64);
+        if kk <= 33_000 {
+            let mut acc = vec![0i32; osz];
+            row_i32(wrow, cols, &mut acc);
+            for (o, a) in orow.iter_mut().zip(acc) {
+                *o = a as i64 + b;
+            }
+        } else {
+            orow.fill(b);
+            for (k, &wv) in wrow.iter().enumerate() {
+                for (o, &cv) in orow.iter_mut().zip(&cols[k * osz..(k + 1) * osz]) {
+                    *o += wv as i64 * cv as i64;
                 }
             }
         }
-    });
+    };
+    let mut out = vec![0i64; nb * m * osz];
+    if osz == 0 {
+        return Ok(out);
+    }
+    for (n, on) in out.chunks_mut(m * osz).enumerate() {
+        if g.group == 1 {
+            let cols = im2col(n, 0);
+            on.par_chunks_mut(osz)
+                .enumerate()
+                .for_each(|(mo, orow)| row_acc(mo, &cols, orow));
+        } else {
+            // Grouped / depthwise: groups in parallel.
+            on.par_chunks_mut(mg * osz)
+                .enumerate()
+                .for_each(|(gi, og)| {
+                    let cols = im2col(n, gi);
+                    for (mi, orow) in og.chunks_mut(osz).enumerate() {
+                        row_acc(gi * mg + mi, &cols, orow);
+                    }
+                });
+        }
+    }
     Ok(out)
+}
+
+/// `acc[o] += Σ_k w[k] · cols[k · len + o]` in i32 (the caller bounds the
+/// number of terms so it cannot overflow). Compiled twice: with AVX2 when
+/// the CPU has it (runtime detection), and for the baseline target.
+fn row_i32(w: &[i16], cols: &[i16], acc: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { row_i32_avx2(w, cols, acc) };
+            return;
+        }
+    }
+    row_i32_portable(w, cols, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_i32_avx2(w: &[i16], cols: &[i16], acc: &mut [i32]) {
+    row_i32_portable(w, cols, acc);
+}
+
+#[inline(always)]
+fn row_i32_portable(w: &[i16], cols: &[i16], acc: &mut [i32]) {
+    let len = acc.len();
+    for (k, &wv) in w.iter().enumerate() {
+        if wv == 0 {
+            continue;
+        }
+        let wv = wv as i32;
+        for (a, &cv) in acc.iter_mut().zip(&cols[k * len..(k + 1) * len]) {
+            *a += wv * cv as i32;
+        }
+    }
+}
+
+/// Round half to even of an f32 without a libm call: adding and removing
+/// 1.5·2^23 rounds to an integer in the default IEEE mode (round to
+/// nearest, ties to even), exact for |x| < 2^22; larger values are
+/// integers already or saturate.
+#[inline(always)]
+fn round_even_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
 }
 
 fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
