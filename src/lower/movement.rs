@@ -55,11 +55,19 @@ fn dequantize_into(cx: &mut Cx, q: ValueId, p: &QParams, out: ValueId) {
 /// the int8 value. Returns whether a Q was absorbed.
 fn retarget_output(cx: &mut Cx, id: NodeId, slot: usize, old: ValueId, p: &QParams) -> bool {
     let consumers: Vec<(NodeId, usize)> = cx.g.value(old).consumers().to_vec();
-    let same_qs: Vec<pattern::Qn> = consumers
+    let mut same_qs: Vec<pattern::Qn> = consumers
         .iter()
         .filter_map(|&(c, s)| (s == 0).then(|| q_node(cx.g, c)).flatten())
         .filter(|q| q.p.same_scalar(p))
         .collect();
+    // The first such Q's output becomes this op's output (its name stays);
+    // a further one whose output is a graph output or read by a subgraph
+    // keeps its Q (its name must not change), reading the DequantizeLinear.
+    if same_qs.len() > 1 {
+        let first = same_qs.remove(0);
+        same_qs.retain(|q| pattern::replaceable(cx.g, q.output));
+        same_qs.insert(0, first);
+    }
     let new = match same_qs.first() {
         Some(q) => q.output,
         None => {
