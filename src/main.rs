@@ -6,6 +6,10 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc keeps freed memory for reuse (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::main()
 }

@@ -77,7 +77,7 @@ impl FloatOps {
                         input: names
                             .iter()
                             .zip(&sig)
-                            .map(|(n, (dt, d))| super::value_info(n, *dt, d))
+                            .map(|(n, (dt, d))| crate::onnx::value_info(n, *dt, d))
                             .collect(),
                         output: vec![crate::onnx::proto::ValueInfoProto {
                             name: Some("out".into()),
@@ -238,7 +238,9 @@ fn qgemm(n: &Node, ins: &Inputs, arith: Arith, stats: &mut AccStats) -> Result<V
     }
     let alpha = n.get_float("alpha")?.unwrap_or(1.0);
     let ap = ap.scalar("a_scale")?;
-    let (acc, dims, cols) = kernels::matmul_acc(&a, ap.zero_point[0], &b, &bp.zero_point)?;
+    let mb = kernels::MatB::new(&b, &bp.zero_point)?;
+    let cols = mb.cols();
+    let (acc, dims) = kernels::matmul_acc(&a, ap.zero_point[0], &mb)?;
     let bp = bp.for_channels(cols, "b_scale")?;
     let bias = (ins.get)(6)?
         .map(|t| Ints::from_tensor(t, "C"))

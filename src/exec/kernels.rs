@@ -14,9 +14,11 @@
 //! `i16` (|a − a_zp|, |w − w_zp| ≤ 255, so a product is ≤ 65025 and a sum
 //! of up to 33025 terms cannot overflow); longer reductions use `i64`.
 
+use super::gemm::{gemm_map, PackedA, PackedB, MR};
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Tensor};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How requantization rounds (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -52,12 +54,20 @@ impl Ints {
                 format!("expected uint8, int8 or int32, got {}", t.dtype().name()),
             ));
         }
-        let data = t
-            .to_i64_vec()
-            .map_err(|e| Error::tensor(what, e.to_string()))?
-            .into_iter()
-            .map(|v| v as i32)
-            .collect();
+        let data = match (t.dtype(), t.raw()) {
+            (DataType::Uint8, Some(b)) if b.len() == t.len() => {
+                b.iter().map(|&v| v as i32).collect()
+            }
+            (DataType::Int8, Some(b)) if b.len() == t.len() => {
+                b.iter().map(|&v| v as i8 as i32).collect()
+            }
+            _ => t
+                .to_i64_vec()
+                .map_err(|e| Error::tensor(what, e.to_string()))?
+                .into_iter()
+                .map(|v| v as i32)
+                .collect(),
+        };
         Ok(Ints {
             dtype: t.dtype(),
             dims: t.dims().to_vec(),
@@ -269,41 +279,50 @@ impl Requant {
 
     #[inline]
     pub fn apply(&self, acc: i64) -> i32 {
-        let r = match self.arith {
-            Arith::Ort => round_even_f32((acc as f32) * self.m32) as f64,
-            Arith::Exact => (acc as f64 * self.m64).round_ties_even(),
-        };
-        (r + self.zp as f64).clamp(self.lo as f64, self.hi as f64) as i32
+        match self.arith {
+            Arith::Ort if self.hi - self.lo <= 255 => self.ort_8bit(acc),
+            Arith::Ort => {
+                let r = round_even_f32((acc as f32) * self.m32) as f64;
+                (r + self.zp as f64).clamp(self.lo as f64, self.hi as f64) as i32
+            }
+            Arith::Exact => {
+                let r = (acc as f64 * self.m64).round_ties_even();
+                (r + self.zp as f64).clamp(self.lo as f64, self.hi as f64) as i32
+            }
+        }
+    }
+
+    /// Ort mode into an 8-bit type, branch-free so loops over it
+    /// vectorize: the product is first clamped to ±2^22 (anything beyond
+    /// saturates an 8-bit output anyway), where adding and removing
+    /// 1.5·2^23 rounds half to even exactly; the zero point and the
+    /// saturation are exact in f32 (small integers).
+    #[inline(always)]
+    fn ort_8bit(&self, acc: i64) -> i32 {
+        const LIM: f32 = 4_194_304.0;
+        const MAGIC: f32 = 12_582_912.0;
+        let x = ((acc as f32) * self.m32).clamp(-LIM, LIM);
+        let r = (x + MAGIC) - MAGIC;
+        (r + self.zp as f32).clamp(self.lo as f32, self.hi as f32) as i32
+    }
+
+    /// [`Requant::apply`] over a run of accumulators plus `bias`.
+    #[inline]
+    pub fn apply_run(&self, bias: i64, acc: &[i64], out: &mut [i32]) {
+        if self.arith == Arith::Ort && self.hi - self.lo <= 255 {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = self.ort_8bit(a + bias);
+            }
+        } else {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = self.apply(a + bias);
+            }
+        }
     }
 }
 
 /// Accumulators beyond 2^24 lose integer precision in float32 (ort mode).
 pub const F32_EXACT: i64 = 1 << 24;
-
-/// `C[m, n] = Σ_k A[m, k] · B[k, n]` over centred i16 operands; `a` is
-/// `[m, k]` row-major, `bt` is B transposed (`[n, k]`), so both read
-/// contiguously.
-fn gemm_i16(a: &[i16], bt: &[i16], m: usize, k: usize, n: usize) -> Vec<i64> {
-    let mut out = vec![0i64; m * n];
-    let wide = k > 33_000;
-    out.par_chunks_mut(n.max(1))
-        .enumerate()
-        .for_each(|(i, row)| {
-            let ar = &a[i * k..(i + 1) * k];
-            for (j, o) in row.iter_mut().enumerate() {
-                let br = &bt[j * k..(j + 1) * k];
-                *o = if wide {
-                    ar.iter().zip(br).map(|(&x, &y)| x as i64 * y as i64).sum()
-                } else {
-                    ar.iter()
-                        .zip(br)
-                        .map(|(&x, &y)| x as i32 * y as i32)
-                        .sum::<i32>() as i64
-                };
-            }
-        });
-    out
-}
 
 /// Broadcast batch shapes of MatMul operands (`[..., m, k]`, `[..., k, n]`).
 fn matmul_shapes(
@@ -362,58 +381,99 @@ fn batch_index(full: &[usize], own: &[usize], mut i: usize) -> usize {
     idx
 }
 
+/// The B operand of an integer MatMul, centred by its (per-column) zero
+/// points and packed for [`gemm`] once per batch matrix, so a constant
+/// weight is prepared once per model, not once per run.
+pub struct MatB {
+    /// Shape after 1-D promotion (`[..., k, n]`).
+    dims: Vec<usize>,
+    /// B was 1-D (the `n` axis is dropped from the output).
+    vector: bool,
+    packed: Vec<PackedB>,
+}
+
+impl MatB {
+    pub fn new(b: &Ints, b_zp: &[i32]) -> Result<Self> {
+        let mut dims = b.dims.clone();
+        let vector = dims.len() == 1;
+        if vector {
+            dims.push(1);
+        }
+        if dims.len() < 2 {
+            return Err(Error::tensor(
+                "B",
+                format!("MatMul operand of shape {:?}", b.dims),
+            ));
+        }
+        let (k, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        if b_zp.len() != 1 && b_zp.len() != n {
+            return Err(Error::tensor(
+                "b_zero_point",
+                format!("{} zero points for {n} columns", b_zp.len()),
+            ));
+        }
+        let nb: usize = dims[..dims.len() - 2].iter().product();
+        let packed = (0..nb)
+            .map(|bi| {
+                let bd = &b.data[bi * k * n..(bi + 1) * k * n];
+                if b_zp.len() == 1 {
+                    PackedB::from_rows(k, n, bd, |_| b_zp[0])
+                } else {
+                    PackedB::from_rows(k, n, bd, |j| b_zp[j])
+                }
+            })
+            .collect();
+        Ok(MatB {
+            dims,
+            vector,
+            packed,
+        })
+    }
+
+    /// Columns of B.
+    pub fn cols(&self) -> usize {
+        self.dims[self.dims.len() - 1]
+    }
+}
+
 /// Integer matrix product of centred operands: `(a − a_zp) · (b − b_zp[n])`
 /// with MatMul broadcasting; returns the accumulators and the output shape.
 /// 1-D operands are promoted as MatMul specifies.
-pub fn matmul_acc(
+pub fn matmul_acc(a: &Ints, a_zp: i32, b: &MatB) -> Result<(Vec<i64>, Vec<usize>)> {
+    matmul_map(a, a_zp, b, |_, acc, out| out.copy_from_slice(acc))
+}
+
+/// [`matmul_acc`] with an epilogue: `f(col0, acc, out)` turns a run of
+/// accumulators of one row, from column `col0` on, into output values.
+pub fn matmul_map<T: Copy + Default + Send>(
     a: &Ints,
     a_zp: i32,
-    b: &Ints,
-    b_zp: &[i32],
-) -> Result<(Vec<i64>, Vec<usize>, usize)> {
+    b: &MatB,
+    f: impl Fn(usize, &[i64], &mut [T]) + Sync,
+) -> Result<(Vec<T>, Vec<usize>)> {
     let mut ad = a.dims.clone();
-    let mut bd = b.dims.clone();
-    let (a1, b1) = (ad.len() == 1, bd.len() == 1);
+    let a1 = ad.len() == 1;
     if a1 {
         ad.insert(0, 1);
     }
-    if b1 {
-        bd.push(1);
-    }
-    let (batch, m, k, n) = matmul_shapes(&ad, &bd, "MatMul")?;
-    if b_zp.len() != 1 && b_zp.len() != n {
-        return Err(Error::tensor(
-            "b_zero_point",
-            format!("{} zero points for {n} columns", b_zp.len()),
-        ));
-    }
+    let (batch, m, k, n) = matmul_shapes(&ad, &b.dims, "MatMul")?;
     let nb: usize = batch.iter().product();
-    let (ab, bb) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
+    let (ab, bb) = (&ad[..ad.len() - 2], &b.dims[..b.dims.len() - 2]);
     let mut out = Vec::with_capacity(nb * m * n);
     for bi in 0..nb {
         let ia = batch_index(&batch, ab, bi) * m * k;
-        let ib = batch_index(&batch, bb, bi) * k * n;
-        let ac: Vec<i16> = a.data[ia..ia + m * k]
-            .iter()
-            .map(|&x| (x - a_zp) as i16)
-            .collect();
-        let mut bt = vec![0i16; n * k];
-        for kk in 0..k {
-            for j in 0..n {
-                let z = b_zp[if b_zp.len() == 1 { 0 } else { j }];
-                bt[j * k + kk] = (b.data[ib + kk * n + j] - z) as i16;
-            }
-        }
-        out.extend(gemm_i16(&ac, &bt, m, k, n));
+        let ib = batch_index(&batch, bb, bi);
+        let pa = PackedA::from_rows(m, k, &a.data[ia..ia + m * k], a_zp);
+        out.extend(gemm_map(&pa, &b.packed[ib], |_, j, acc, o| f(j, acc, o)));
     }
     let mut dims = batch;
     if !a1 {
         dims.push(m);
     }
-    if !b1 {
+    if !b.vector {
         dims.push(n);
     }
-    Ok((out, dims, n))
+    Ok((out, dims))
 }
 
 /// What a requantizing kernel observed.
@@ -429,7 +489,7 @@ pub struct AccStats {
 pub fn qlinear_matmul(
     a: &Ints,
     a_p: &Params,
-    b: &Ints,
+    b: &MatB,
     b_p: &Params,
     y_p: &Params,
     out: DataType,
@@ -438,20 +498,91 @@ pub fn qlinear_matmul(
 ) -> Result<Ints> {
     let a_p = a_p.clone().scalar("a_scale")?;
     let y_p = y_p.clone().scalar("y_scale")?;
-    let (acc, dims, n) = matmul_acc(a, a_p.zero_point[0], b, &b_p.zero_point)?;
+    let n = b.cols();
     let b_p = b_p.clone().for_channels(n, "b_scale")?;
-    let data = requantize(&acc, a_p.scale[0], &b_p, &y_p, out, arith, stats, |i| {
-        if n == 0 {
-            0
-        } else {
-            i % n
-        }
-    });
+    let rq = Requantizer::new(a_p.scale[0], &b_p, &y_p, out, arith);
+    let (data, dims) = matmul_map(a, a_p.zero_point[0], b, |j, acc, o| {
+        rq.column_run(j, acc, o)
+    })?;
+    stats.beyond_f32 += rq.beyond();
     Ok(Ints {
         dtype: out,
         dims,
         data,
     })
+}
+
+/// The requantization of a kernel's accumulators, per weight channel
+/// (see [`Requant`]); counts accumulators beyond 2^24 as it goes.
+pub struct Requantizer {
+    rq: Vec<Requant>,
+    beyond: AtomicU64,
+}
+
+impl Requantizer {
+    pub fn new(in_scale: f32, w: &Params, y: &Params, out: DataType, arith: Arith) -> Self {
+        let rq = w
+            .scale
+            .iter()
+            .map(|&ws| Requant::new(in_scale, ws, y.scale[0], y.zero_point[0], out, arith))
+            .collect();
+        Requantizer {
+            rq,
+            beyond: AtomicU64::new(0),
+        }
+    }
+
+    /// The output value of accumulator `acc` (bias included) of weight
+    /// channel `channel`.
+    #[inline]
+    pub fn apply(&self, channel: usize, acc: i64) -> i32 {
+        if acc.abs() > F32_EXACT {
+            self.beyond.fetch_add(1, Ordering::Relaxed);
+        }
+        let c = if self.rq.len() == 1 { 0 } else { channel };
+        self.rq[c].apply(acc)
+    }
+
+    /// A run of accumulators of one weight channel, plus `bias`.
+    #[inline]
+    pub fn channel_run(&self, channel: usize, bias: i64, acc: &[i64], out: &mut [i32]) {
+        self.count(bias, acc);
+        let c = if self.rq.len() == 1 { 0 } else { channel };
+        self.rq[c].apply_run(bias, acc, out);
+    }
+
+    /// A run of accumulators whose weight channel is their column,
+    /// starting at column `col0` (MatMul: per-column B scales).
+    #[inline]
+    pub fn column_run(&self, col0: usize, acc: &[i64], out: &mut [i32]) {
+        self.count(0, acc);
+        if self.rq.len() == 1 {
+            self.rq[0].apply_run(0, acc, out);
+            return;
+        }
+        let rqs = &self.rq[col0..(col0 + acc.len()).min(self.rq.len())];
+        let ort8 = rqs
+            .first()
+            .is_some_and(|r| r.arith == Arith::Ort && r.hi - r.lo <= 255);
+        for ((o, &a), r) in out.iter_mut().zip(acc).zip(rqs) {
+            *o = if ort8 { r.ort_8bit(a) } else { r.apply(a) };
+        }
+    }
+
+    fn count(&self, bias: i64, acc: &[i64]) {
+        let n = acc
+            .iter()
+            .filter(|&&a| (a + bias).abs() > F32_EXACT)
+            .count();
+        if n > 0 {
+            self.beyond.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Accumulators seen beyond ±2^24.
+    pub fn beyond(&self) -> u64 {
+        self.beyond.load(Ordering::Relaxed)
+    }
 }
 
 /// Requantizes accumulators: element `i` uses weight channel
@@ -465,30 +596,16 @@ pub fn requantize(
     out: DataType,
     arith: Arith,
     stats: &mut AccStats,
-    channel: impl Fn(usize) -> usize,
+    channel: impl Fn(usize) -> usize + Sync,
 ) -> Vec<i32> {
-    let n = w.scale.len();
-    let rq: Vec<Requant> = (0..n)
-        .map(|c| {
-            Requant::new(
-                in_scale,
-                w.scale[c],
-                y.scale[0],
-                y.zero_point[0],
-                out,
-                arith,
-            )
-        })
-        .collect();
-    acc.iter()
+    let rq = Requantizer::new(in_scale, w, y, out, arith);
+    let data = acc
+        .par_iter()
         .enumerate()
-        .map(|(i, &v)| {
-            if v.abs() > F32_EXACT {
-                stats.beyond_f32 += 1;
-            }
-            rq[if n == 1 { 0 } else { channel(i) }].apply(v)
-        })
-        .collect()
+        .map(|(i, &v)| rq.apply(channel(i), v))
+        .collect();
+    stats.beyond_f32 += rq.beyond();
+    data
 }
 
 /// Convolution geometry (ONNX Conv attributes resolved for one input).
@@ -578,32 +695,105 @@ pub fn conv_geom(
     })
 }
 
+/// The weights of one QLinearConv / ConvInteger, centred by their (per
+/// output channel) zero points and packed once: one [`PackedA`] `[mg, kk]`
+/// per group when a group has at least [`MR`] output channels, the centred
+/// rows otherwise (depthwise).
+pub struct ConvWeights {
+    /// `[M, C/group, k...]`.
+    dims: Vec<usize>,
+    group: usize,
+    wc: Vec<i16>,
+    packed: Vec<PackedA>,
+}
+
+impl ConvWeights {
+    pub fn new(w: &Ints, w_zp: &[i32], group: usize) -> Result<Self> {
+        let m = w.dims.first().copied().unwrap_or(0);
+        if w.dims.len() < 3 || m == 0 || group == 0 || !m.is_multiple_of(group) {
+            return Err(Error::tensor(
+                "QLinearConv",
+                format!("weight {:?} with group {group}", w.dims),
+            ));
+        }
+        if w_zp.len() != 1 && w_zp.len() != m {
+            return Err(Error::tensor(
+                "w_zero_point",
+                format!("{} zero points for {m} output channels", w_zp.len()),
+            ));
+        }
+        let kk: usize = w.dims[1..].iter().product();
+        let wc: Vec<i16> = w
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v - w_zp[if w_zp.len() == 1 { 0 } else { i / kk }]) as i16)
+            .collect();
+        let mg = m / group;
+        let packed = if mg >= MR {
+            (0..group)
+                .map(|gi| PackedA::new(mg, kk, |r, k| wc[(gi * mg + r) * kk + k]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ConvWeights {
+            dims: w.dims.clone(),
+            group,
+            wc,
+            packed,
+        })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.dims[0]
+    }
+}
+
 /// Integer convolution accumulators `[N, M, out...]`: `Σ (x − x_zp)(w −
 /// w_zp[m])` with zero padding in the centred domain (a pad is the real
-/// value 0, i.e. `x_zp`), plus the int32 bias.
+/// value 0, i.e. `x_zp`), plus the int32 bias. `xc` is the input `[N, C,
+/// spatial...]` already centred by `x_zp`.
 pub fn conv_acc(
-    x: &Ints,
-    x_zp: i32,
-    w: &Ints,
-    w_zp: &[i32],
+    xc: &[i16],
+    xdims: &[usize],
+    w: &ConvWeights,
     bias: Option<&[i32]>,
     g: &ConvGeom,
 ) -> Result<Vec<i64>> {
-    let (nb, c) = (x.dims[0], x.dims[1]);
-    let spatial = &x.dims[2..];
-    let r = spatial.len();
+    conv_map(xc, xdims, w, bias, g, |_, b, acc, out| {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = a + b;
+        }
+    })
+}
+
+/// [`conv_acc`] with an epilogue: `f(output channel, bias, acc, out)` turns
+/// a run of one channel's accumulators (bias not yet added) into output
+/// values.
+pub fn conv_map<T: Copy + Default + Send>(
+    xc: &[i16],
+    xdims: &[usize],
+    w: &ConvWeights,
+    bias: Option<&[i32]>,
+    g: &ConvGeom,
+    f: impl Fn(usize, i64, &[i64], &mut [T]) + Sync,
+) -> Result<Vec<T>> {
+    let (nb, c) = (xdims[0], xdims[1]);
+    let spatial = &xdims[2..];
     let m = w.dims[0];
     let cg = w.dims[1];
-    if g.group == 0 || c != cg * g.group || !m.is_multiple_of(g.group) {
+    if g.group != w.group || c != cg * g.group || xc.len() != xdims.iter().product::<usize>() {
         return Err(Error::tensor(
             "QLinearConv",
             format!(
-                "input has {c} channels, weight {:?} with group {}",
+                "input {xdims:?} does not fit weight {:?} with group {}",
                 w.dims, g.group
             ),
         ));
     }
-    if m == 0 || bias.is_some_and(|b| b.len() != m) || w.dims[2..] != g.kernel[..] {
+    if bias.is_some_and(|b| b.len() != m) || w.dims[2..] != g.kernel[..] {
         return Err(Error::tensor(
             "QLinearConv",
             format!(
@@ -619,113 +809,153 @@ pub fn conv_acc(
     let kk = cg * ksz;
     let osz: usize = g.out.iter().product();
     let isz: usize = spatial.iter().product();
-    // Centred weights per output channel: [m, kk].
-    let wc: Vec<i16> = w
-        .data
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (v - w_zp[if w_zp.len() == 1 { 0 } else { i / kk }]) as i16)
-        .collect();
-    // Offsets of every kernel tap and output position.
+    let mut out = vec![T::default(); nb * m * osz];
+    if osz == 0 {
+        return Ok(out);
+    }
+    let pointwise = ksz == 1
+        && g.strides.iter().all(|&s| s == 1)
+        && g.pads.iter().all(|&p| p == 0)
+        && g.out[..] == spatial[..];
+    let im2col = |n: usize, gi: usize| -> std::borrow::Cow<'_, [i16]> {
+        let x0 = (n * c + gi * cg) * isz;
+        if pointwise {
+            // 1×1, stride 1, no padding: the input planes are the columns.
+            std::borrow::Cow::Borrowed(&xc[x0..x0 + cg * isz])
+        } else {
+            std::borrow::Cow::Owned(im2col(&xc[x0..x0 + cg * isz], spatial, cg, g))
+        }
+    };
+    let bias_of = |mo: usize| bias.map_or(0, |b| b[mo] as i64);
+    // One output row: Σ_k w[mo, k] · cols[k, ·] (exact in i32 up to 33025
+    // terms, i64 beyond), plus the bias.
+    let row = |mo: usize, cols: &[i16], orow: &mut [T]| {
+        let wrow = &w.wc[mo * kk..(mo + 1) * kk];
+        let mut acc64 = vec![0i64; osz];
+        if kk <= 33_000 {
+            let mut acc = vec![0i32; osz];
+            row_i32(wrow, cols, &mut acc);
+            for (o, a) in acc64.iter_mut().zip(acc) {
+                *o = a as i64;
+            }
+        } else {
+            for (k, &wv) in wrow.iter().enumerate() {
+                for (o, &cv) in acc64.iter_mut().zip(&cols[k * osz..(k + 1) * osz]) {
+                    *o += wv as i64 * cv as i64;
+                }
+            }
+        }
+        f(mo, bias_of(mo), &acc64, orow);
+    };
+    for (n, on) in out.chunks_mut(m * osz).enumerate() {
+        if !w.packed.is_empty() {
+            // Groups with at least MR output channels: one GEMM each,
+            // weights `[mg, kk]` × columns `[kk, osz]` (see `gemm`), the
+            // epilogue adds the bias and applies `f`.
+            for (gi, pw) in w.packed.iter().enumerate() {
+                let cols = PackedB::from_i16_rows(kk, osz, &im2col(n, gi));
+                let c0 = gi * mg;
+                let og = gemm_map(pw, &cols, |r, _, acc, out| {
+                    f(c0 + r, bias_of(c0 + r), acc, out)
+                });
+                on[c0 * osz..(c0 + mg) * osz].copy_from_slice(&og);
+            }
+        } else {
+            // Narrow groups (depthwise): groups in parallel, row by row.
+            on.par_chunks_mut(mg * osz)
+                .enumerate()
+                .for_each(|(gi, og)| {
+                    let cols = im2col(n, gi);
+                    for (mi, orow) in og.chunks_mut(osz).enumerate() {
+                        row(gi * mg + mi, &cols, orow);
+                    }
+                });
+        }
+    }
+    Ok(out)
+}
+
+/// im2col of one image's group (`xg`: `cg` centred input planes),
+/// K-major: `cols[k · osz + o]` with `k = ci · ksz + tap`; padding is the
+/// centred value 0. 2-D convolutions copy whole runs of a row (stride 1)
+/// or step through it; other ranks go element by element.
+fn im2col(xg: &[i16], spatial: &[usize], cg: usize, g: &ConvGeom) -> Vec<i16> {
+    let ksz: usize = g.kernel.iter().product();
+    let osz: usize = g.out.iter().product();
+    let isz: usize = spatial.iter().product();
+    let r = spatial.len();
+    let mut cols = vec![0i16; cg * ksz * osz];
     let kpos: Vec<Vec<usize>> = (0..ksz).map(|t| unravel(t, &g.kernel)).collect();
     let opos: Vec<Vec<usize>> = if r == 2 {
         Vec::new()
     } else {
         (0..osz).map(|t| unravel(t, &g.out)).collect()
     };
-    // im2col of image `n`, group `gi`, K-major: `cols[k · osz + o]` with
-    // `k = ci · ksz + tap`; padding is the centred value 0.
-    let im2col = |n: usize, gi: usize| -> Vec<i16> {
-        let mut cols = vec![0i16; kk * osz];
-        let fill = |(k, row): (usize, &mut [i16])| {
-            let (ci, t) = (k / ksz, k % ksz);
-            let base = (n * c + gi * cg + ci) * isz;
-            let kp = &kpos[t];
-            if r == 2 {
-                let (h, w) = (spatial[0] as isize, spatial[1] as isize);
-                let ow = g.out[1];
-                for y in 0..g.out[0] {
-                    let iy =
-                        (y * g.strides[0] + kp[0] * g.dilations[0]) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
-                    let src = base + iy as usize * w as usize;
-                    for xo in 0..ow {
-                        let ix = (xo * g.strides[1] + kp[1] * g.dilations[1]) as isize
-                            - g.pads[1] as isize;
-                        if ix >= 0 && ix < w {
-                            row[y * ow + xo] = (x.data[src + ix as usize] - x_zp) as i16;
-                        }
-                    }
+    cols.par_chunks_mut(osz).enumerate().for_each(|(k, row)| {
+        let (ci, t) = (k / ksz, k % ksz);
+        let plane = &xg[ci * isz..(ci + 1) * isz];
+        let kp = &kpos[t];
+        if r == 2 {
+            let (h, w) = (spatial[0], spatial[1]);
+            let (oh, ow) = (g.out[0], g.out[1]);
+            let (sh, sw) = (g.strides[0], g.strides[1]);
+            // Input column of output column xo: xo·sw + off.
+            let off = (kp[1] * g.dilations[1]) as isize - g.pads[1] as isize;
+            // Output columns whose input column lies in [0, w).
+            let lo = if off >= 0 {
+                0
+            } else {
+                (-off as usize).div_ceil(sw)
+            };
+            let hi = if (w as isize) - off <= 0 {
+                0
+            } else {
+                ((w as isize - off - 1) as usize / sw + 1).min(ow)
+            };
+            for y in 0..oh {
+                let iy = (y * sh + kp[0] * g.dilations[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= h as isize || lo >= hi {
+                    continue;
                 }
-                return;
-            }
-            for (o, op) in opos.iter().enumerate() {
-                let mut idx = 0usize;
-                let mut inside = true;
-                for d in 0..r {
-                    let pos = (op[d] * g.strides[d] + kp[d] * g.dilations[d]) as isize
-                        - g.pads[d] as isize;
-                    if pos < 0 || pos as usize >= spatial[d] {
-                        inside = false;
-                        break;
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                let dst = &mut row[y * ow..(y + 1) * ow];
+                let first = (lo * sw) as isize + off;
+                if sw == 1 {
+                    dst[lo..hi].copy_from_slice(&src[first as usize..first as usize + hi - lo]);
+                } else {
+                    for (d, s) in dst[lo..hi]
+                        .iter_mut()
+                        .zip(src[first as usize..].iter().step_by(sw))
+                    {
+                        *d = *s;
                     }
-                    idx = idx * spatial[d] + pos as usize;
-                }
-                if inside {
-                    row[o] = (x.data[base + idx] - x_zp) as i16;
                 }
             }
-        };
-        if osz > 0 {
-            cols.par_chunks_mut(osz).enumerate().for_each(fill);
+            return;
         }
-        cols
-    };
-    // One output row: Σ_k w[mo, k] · cols[k, ·] (exact in i32 up to 33025
-    // terms, i64 beyond), plus the bias.
-    let row_acc = |mo: usize, cols: &[i16], orow: &mut [i64]| {
-        let wrow = &wc[mo * kk..(mo + 1) * kk];
-        let b = bias.map_or(0, |b| b[mo] as i64);
-        if kk <= 33_000 {
-            let mut acc = vec![0i32; osz];
-            row_i32(wrow, cols, &mut acc);
-            for (o, a) in orow.iter_mut().zip(acc) {
-                *o = a as i64 + b;
-            }
-        } else {
-            orow.fill(b);
-            for (k, &wv) in wrow.iter().enumerate() {
-                for (o, &cv) in orow.iter_mut().zip(&cols[k * osz..(k + 1) * osz]) {
-                    *o += wv as i64 * cv as i64;
+        for (o, op) in opos.iter().enumerate() {
+            let mut idx = 0usize;
+            let mut inside = true;
+            for d in 0..r {
+                let pos =
+                    (op[d] * g.strides[d] + kp[d] * g.dilations[d]) as isize - g.pads[d] as isize;
+                if pos < 0 || pos as usize >= spatial[d] {
+                    inside = false;
+                    break;
                 }
+                idx = idx * spatial[d] + pos as usize;
+            }
+            if inside {
+                row[o] = plane[idx];
             }
         }
-    };
-    let mut out = vec![0i64; nb * m * osz];
-    if osz == 0 {
-        return Ok(out);
-    }
-    for (n, on) in out.chunks_mut(m * osz).enumerate() {
-        if g.group == 1 {
-            let cols = im2col(n, 0);
-            on.par_chunks_mut(osz)
-                .enumerate()
-                .for_each(|(mo, orow)| row_acc(mo, &cols, orow));
-        } else {
-            // Grouped / depthwise: groups in parallel.
-            on.par_chunks_mut(mg * osz)
-                .enumerate()
-                .for_each(|(gi, og)| {
-                    let cols = im2col(n, gi);
-                    for (mi, orow) in og.chunks_mut(osz).enumerate() {
-                        row_acc(gi * mg + mi, &cols, orow);
-                    }
-                });
-        }
-    }
-    Ok(out)
+    });
+    cols
+}
+
+/// The values of an 8-bit integer tensor minus `zp`, as `i16` (|v| ≤ 255).
+pub fn centred(x: &Ints, zp: i32) -> Vec<i16> {
+    x.data.par_iter().map(|&v| (v - zp) as i16).collect()
 }
 
 /// `acc[o] += Σ_k w[k] · cols[k · len + o]` in i32 (the caller bounds the

@@ -12,14 +12,12 @@
 //! Reads the model only; results are tensors by value name.
 
 pub mod contrib;
+pub mod gemm;
 pub mod kernels;
 
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
-use crate::onnx::proto::{
-    tensor_shape_proto::{dimension, Dimension},
-    type_proto, GraphProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
 use crate::tract::Runner;
 use kernels::{AccStats, Arith, Ints, Params};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -74,6 +72,14 @@ pub struct Executor {
     arith: Arith,
     cache: Mutex<HashMap<(usize, Signature), Arc<Runner>>>,
     float_ops: contrib::FloatOps,
+    /// Constant weights of integer nodes, centred and packed on first use.
+    prepared: Mutex<HashMap<NodeId, Arc<Prepared>>>,
+}
+
+/// A node's constant weight operand, ready for the GEMM.
+enum Prepared {
+    Conv(kernels::ConvWeights),
+    Mat(kernels::MatB),
 }
 
 fn is_integer(n: &Node) -> bool {
@@ -139,6 +145,7 @@ impl Executor {
             arith,
             cache: Mutex::new(HashMap::new()),
             float_ops: contrib::FloatOps::default(),
+            prepared: Mutex::new(HashMap::new()),
         })
     }
 
@@ -162,7 +169,7 @@ impl Executor {
                 Step::Int(id) => {
                     let Some(n) = g.node(*id) else { continue };
                     let outs = self
-                        .integer(g, n, &env, &mut stats)
+                        .integer(g, *id, n, &env, &mut stats)
                         .map_err(|e| at_node(n, e))?;
                     for (v, t) in n.outputs.iter().zip(outs) {
                         if let Some(v) = v {
@@ -240,9 +247,32 @@ impl Executor {
         Ok(())
     }
 
+    /// The prepared weights of node `id`: built by `build` on first use and
+    /// kept when `constant` (the operands are initializers), rebuilt every
+    /// run otherwise.
+    fn prepared(
+        &self,
+        id: NodeId,
+        constant: bool,
+        build: impl FnOnce() -> Result<Prepared>,
+    ) -> Result<Arc<Prepared>> {
+        if !constant {
+            return Ok(Arc::new(build()?));
+        }
+        if let Some(p) = self.prepared.lock().ok().and_then(|c| c.get(&id).cloned()) {
+            return Ok(p);
+        }
+        let p = Arc::new(build()?);
+        if let Ok(mut c) = self.prepared.lock() {
+            c.insert(id, p.clone());
+        }
+        Ok(p)
+    }
+
     fn integer(
         &self,
         g: &Graph,
+        id: NodeId,
         n: &Node,
         env: &HashMap<ValueId, Tensor>,
         stats: &mut AccStats,
@@ -261,6 +291,12 @@ impl Executor {
         let need = |slot: usize| -> Result<&Tensor> {
             get(slot)?.ok_or_else(|| Error::Invalid(format!("input {slot} is missing")))
         };
+        // An absent optional input or an initializer nobody fed at run time.
+        let constant = |slot: usize| match n.input(slot) {
+            None => true,
+            Some(v) => !env.contains_key(&v) && g.initializer(v).is_some(),
+        };
+
         let params = |s: usize, z: usize, dt_default: DataType| -> Result<(Params, DataType)> {
             let scale = need(s)?.to_f32_vec()?;
             let (zero_point, dt) = match get(z)? {
@@ -321,14 +357,20 @@ impl Executor {
             "QLinearMatMul" => {
                 let a = Ints::from_tensor(need(0)?, "a")?;
                 let (ap, _) = params(1, 2, a.dtype)?;
-                let b = Ints::from_tensor(need(3)?, "b")?;
-                let (bp, _) = params(4, 5, b.dtype)?;
+                let b = need(3)?;
+                let (bp, _) = params(4, 5, b.dtype())?;
+                let mb = self.prepared(id, constant(3) && constant(5), || {
+                    let b = Ints::from_tensor(b, "b")?;
+                    Ok(Prepared::Mat(kernels::MatB::new(&b, &bp.zero_point)?))
+                })?;
+                let Prepared::Mat(mb) = &*mb else {
+                    return Err(Error::Invalid("prepared weights of another kind".into()));
+                };
                 let (yp, ydt) = params(6, 7, DataType::Uint8)?;
-                vec![kernels::qlinear_matmul(&a, &ap, &b, &bp, &yp, ydt, arith, stats)?.to_tensor()]
+                vec![kernels::qlinear_matmul(&a, &ap, mb, &bp, &yp, ydt, arith, stats)?.to_tensor()]
             }
             "MatMulInteger" => {
                 let a = Ints::from_tensor(need(0)?, "A")?;
-                let b = Ints::from_tensor(need(1)?, "B")?;
                 let az = match get(2)? {
                     Some(t) => Ints::from_tensor(t, "a_zero_point")?.data,
                     None => vec![0],
@@ -338,53 +380,63 @@ impl Executor {
                         "per-row a_zero_point is not supported".into(),
                     ));
                 }
-                let bz = match get(3)? {
-                    Some(t) => Ints::from_tensor(t, "b_zero_point")?.data,
-                    None => vec![0],
+                let mb = self.prepared(id, constant(1) && constant(3), || {
+                    let b = Ints::from_tensor(need(1)?, "B")?;
+                    let bz = match get(3)? {
+                        Some(t) => Ints::from_tensor(t, "b_zero_point")?.data,
+                        None => vec![0],
+                    };
+                    Ok(Prepared::Mat(kernels::MatB::new(&b, &bz)?))
+                })?;
+                let Prepared::Mat(mb) = &*mb else {
+                    return Err(Error::Invalid("prepared weights of another kind".into()));
                 };
-                let (acc, dims, _) = kernels::matmul_acc(&a, az[0], &b, &bz)?;
-                let v: Vec<i32> = acc.iter().map(|&x| x as i32).collect();
+                let (v, dims) = kernels::matmul_map(&a, az[0], mb, |_, acc, out| {
+                    for (o, &x) in out.iter_mut().zip(acc) {
+                        *o = x as i32;
+                    }
+                })?;
                 vec![Tensor::from_i32(dims, &v)]
             }
             "QLinearConv" | "ConvInteger" => {
                 let qlinear = n.op_type == "QLinearConv";
-                let (xi, wi) = if qlinear { (0, 3) } else { (0, 1) };
+                let (xi, wi, wzi) = if qlinear { (0, 3, 5) } else { (0, 1, 3) };
                 let x = Ints::from_tensor(need(xi)?, "x")?;
-                let w = Ints::from_tensor(need(wi)?, "w")?;
+                let wt = need(wi)?;
+                let m = wt.dims().first().copied().unwrap_or(0);
+                let zero_points = |s: usize| -> Result<Vec<i32>> {
+                    Ok(match get(s)? {
+                        Some(t) => Ints::from_tensor(t, "zero_point")?.data,
+                        None => vec![0],
+                    })
+                };
                 let (xp, wp) = if qlinear {
                     (
                         params(1, 2, x.dtype)?.0.scalar("x_scale")?,
-                        params(4, 5, w.dtype)?
-                            .0
-                            .for_channels(w.dims.first().copied().unwrap_or(0), "w_scale")?,
+                        params(4, 5, wt.dtype())?.0.for_channels(m, "w_scale")?,
                     )
                 } else {
-                    let z = |s: usize| -> Result<Vec<i32>> {
-                        Ok(match get(s)? {
-                            Some(t) => Ints::from_tensor(t, "zero_point")?.data,
-                            None => vec![0],
-                        })
-                    };
                     (
                         Params {
                             scale: vec![1.0],
-                            zero_point: z(2)?,
+                            zero_point: zero_points(2)?,
                         },
                         Params {
                             scale: vec![1.0],
-                            zero_point: z(3)?,
+                            zero_point: zero_points(3)?,
                         },
                     )
                 };
-                if x.dims.len() < 3 || w.dims.len() != x.dims.len() {
+                if x.dims.len() < 3 || wt.dims().len() != x.dims.len() {
                     return Err(Error::Invalid(format!(
                         "input {:?} and weight {:?} do not make a convolution",
-                        x.dims, w.dims
+                        x.dims,
+                        wt.dims()
                     )));
                 }
                 let kernel: Vec<usize> = match n.get_ints("kernel_shape")? {
                     Some(k) => k.iter().map(|&v| v.max(1) as usize).collect(),
-                    None => w.dims[2..].to_vec(),
+                    None => wt.dims()[2..].to_vec(),
                 };
                 let group = n.get_int("group")?.unwrap_or(1).max(1) as usize;
                 let auto_pad = n.get_string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
@@ -402,31 +454,30 @@ impl Executor {
                 } else {
                     None
                 };
-                let m = w.dims[0];
-                if wp.zero_point.len() != 1 && wp.zero_point.len() != m {
-                    return Err(Error::Invalid(format!(
-                        "{} weight zero points for {m} output channels",
-                        wp.zero_point.len()
-                    )));
-                }
-                let acc = kernels::conv_acc(
-                    &x,
-                    xp.zero_point[0],
-                    &w,
-                    &wp.zero_point,
-                    bias.as_ref().map(|b| b.data.as_slice()),
-                    &geom,
-                )?;
+                let cw = self.prepared(id, constant(wi) && constant(wzi), || {
+                    let w = Ints::from_tensor(wt, "w")?;
+                    Ok(Prepared::Conv(kernels::ConvWeights::new(
+                        &w,
+                        &wp.zero_point,
+                        group,
+                    )?))
+                })?;
+                let Prepared::Conv(cw) = &*cw else {
+                    return Err(Error::Invalid("prepared weights of another kind".into()));
+                };
+                let xc = kernels::centred(&x, xp.zero_point[0]);
+                let bias = bias.as_ref().map(|b| b.data.as_slice());
                 let mut dims = vec![x.dims[0], m];
                 dims.extend(&geom.out);
                 if qlinear {
                     let (yp, ydt) = params(6, 7, DataType::Uint8)?;
                     let yp = yp.scalar("y_scale")?;
-                    let osz: usize = geom.out.iter().product::<usize>().max(1);
+                    let rq = kernels::Requantizer::new(xp.scale[0], &wp, &yp, ydt, arith);
                     let data =
-                        kernels::requantize(&acc, xp.scale[0], &wp, &yp, ydt, arith, stats, |i| {
-                            (i / osz) % m
-                        });
+                        kernels::conv_map(&xc, &x.dims, cw, bias, &geom, |c, b, acc, out| {
+                            rq.channel_run(c, b, acc, out)
+                        })?;
+                    stats.beyond_f32 += rq.beyond();
                     vec![Ints {
                         dtype: ydt,
                         dims,
@@ -434,8 +485,15 @@ impl Executor {
                     }
                     .to_tensor()]
                 } else {
-                    let v: Vec<i32> = acc.iter().map(|&x| x as i32).collect();
-                    vec![Tensor::from_i32(dims, &v)]
+                    // ConvInteger: int32 accumulators (wrapping beyond i32,
+                    // as a 32-bit accumulator would).
+                    let data =
+                        kernels::conv_map(&xc, &x.dims, cw, bias, &geom, |_, b, acc, out| {
+                            for (o, &a) in out.iter_mut().zip(acc) {
+                                *o = (a + b) as i32;
+                            }
+                        })?;
+                    vec![Tensor::from_i32(dims, &data)]
                 }
             }
             "DynamicQuantizeLinear" => {
@@ -507,28 +565,6 @@ fn region(g: &Graph, nodes: Vec<NodeId>, wanted: &HashSet<ValueId>) -> Region {
     }
 }
 
-pub(crate) fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(dt.code()),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d as i64)),
-                            denotation: None,
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: None,
-        }),
-        ..Default::default()
-    }
-}
-
 /// A region as a standalone model (initializers it reads included).
 fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelProto> {
     let g = &model.graph;
@@ -554,7 +590,7 @@ fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelPro
     for (&v, (dt, dims, values)) in reg.inputs.iter().zip(sig) {
         let name = g.value_name(v);
         match values {
-            None => input.push(value_info(name, *dt, dims)),
+            None => input.push(crate::onnx::value_info(name, *dt, dims)),
             Some(vals) => {
                 let t = if *dt == DataType::Int64 {
                     Tensor::from_i64(dims.clone(), vals)

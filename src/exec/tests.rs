@@ -174,6 +174,17 @@ fn qlinearconv_matches_tract_bit_for_bit() {
             (6, 3, 2),
             pads,
         );
+        // Wide groups (GEMM path: several MR-row blocks, partial panels).
+        conv_case(
+            &mut rng,
+            xdt,
+            wdt,
+            true,
+            true,
+            (1, 16, 13, 17),
+            (22, 3, 2),
+            vec![attr::ints("pads", &[1, 1, 1, 1])],
+        );
         // Depthwise with SAME_UPPER.
         let same = vec![
             attr::string("auto_pad", "SAME_UPPER"),

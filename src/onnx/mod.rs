@@ -20,3 +20,32 @@ pub mod proto {
 
 pub use load::{decode_model, load_model, LoadedModel};
 pub use save::{save_model, ExternalDataOptions, SaveOptions};
+
+use crate::ir::DataType;
+use proto::{
+    tensor_shape_proto::{dimension, Dimension},
+    type_proto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+/// The value info of a tensor of type `dt` and static shape `dims`.
+pub fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dt.code()),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d as i64)),
+                            denotation: None,
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}

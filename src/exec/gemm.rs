@@ -1,0 +1,369 @@
+//! Exact integer GEMM behind the executor's QLinearConv, ConvInteger,
+//! QLinearMatMul and MatMulInteger: `C[m, n] = Σ_k A[m, k] · B[k, n]` over
+//! zero-point-centred 8-bit operands held as `i16` (|v| ≤ 255).
+//!
+//! Method (exact, no saturation anywhere):
+//! - A is packed in blocks of [`MR`] rows, B in panels of [`NR`] columns;
+//!   both interleave the reduction index in pairs `(k, k + 1)`.
+//! - The micro-kernel multiplies pairs and adds each pair's two products
+//!   into `i32` (x86 `vpmaddwd`): a product is at most 255² = 65025, a pair
+//!   at most 130050, so nothing saturates (unlike `vpmaddubsw`, whose `i16`
+//!   pair sums saturate on u8 × s8, NOTES.md). An `i32` sum of at most
+//!   [`KC`] = 32768 products (≤ 2.13e9) cannot overflow; longer
+//!   reductions are split into such blocks and summed in `i64`.
+//! - The register tile is `MR × NR` = 6 × 16: twelve 8-lane `i32`
+//!   accumulators, two B vectors and one broadcast A pair fill 15 of the 16
+//!   AVX2 registers. The kernel is compiled for AVX2 and chosen by runtime
+//!   detection; the portable version computes the same integers.
+//! - Output tiles (row chunk × column chunk) run in parallel with rayon; an
+//!   epilogue ([`gemm_map`]) turns each tile row into outputs (bias,
+//!   requantization) while it is in cache.
+//!
+//! Pure computation: reads its operands, returns the outputs.
+
+use rayon::prelude::*;
+
+/// Rows of A per micro-kernel tile.
+pub const MR: usize = 6;
+/// Columns of B per micro-kernel tile (one panel).
+pub const NR: usize = 16;
+/// Longest reduction summed in `i32` (255² · 32768 < 2^31).
+pub const KC: usize = 32_768;
+/// Rows and columns of one parallel task (multiples of MR and NR).
+const MC: usize = 12 * MR;
+const NC: usize = 256;
+
+/// A `[m, k]`, packed: `MR`-row blocks, each `[k/2][MR][2]`.
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    /// `k` rounded up to even.
+    kp: usize,
+    data: Vec<i16>,
+}
+
+impl PackedA {
+    /// Packs `f(row, k)` for `row < m`, `k < k`.
+    pub fn new(m: usize, k: usize, f: impl Fn(usize, usize) -> i16 + Sync) -> Self {
+        let kp = k.div_ceil(2) * 2;
+        let blocks = m.div_ceil(MR);
+        let mut data = vec![0i16; blocks * MR * kp];
+        if kp > 0 {
+            data.par_chunks_mut(MR * kp)
+                .enumerate()
+                .for_each(|(blk, d)| {
+                    for r in 0..MR.min(m - blk * MR) {
+                        let row = blk * MR + r;
+                        for kk in 0..k {
+                            d[(kk / 2) * 2 * MR + r * 2 + kk % 2] = f(row, kk);
+                        }
+                    }
+                });
+        }
+        PackedA { m, k, kp, data }
+    }
+
+    /// Packs a row-major `[m, k]` slice, centring each value by `zp`.
+    pub fn from_rows(m: usize, k: usize, a: &[i32], zp: i32) -> Self {
+        Self::new(m, k, |r, kk| (a[r * k + kk] - zp) as i16)
+    }
+}
+
+/// B `[k, n]`, packed: `NR`-column panels, each `[k/2][NR][2]`.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    kp: usize,
+    data: Vec<i16>,
+}
+
+impl PackedB {
+    /// Packs `f(k, col)` for `k < k`, `col < n`, panel by panel in
+    /// parallel; within a panel row by row, so a row-major source is read
+    /// in runs of `NR` consecutive values.
+    pub fn new(k: usize, n: usize, f: impl Fn(usize, usize) -> i16 + Sync) -> Self {
+        let kp = k.div_ceil(2) * 2;
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0i16; panels * NR * kp];
+        if kp > 0 {
+            data.par_chunks_mut(NR * kp).enumerate().for_each(|(p, d)| {
+                let width = NR.min(n - p * NR);
+                for kk in 0..k {
+                    let base = (kk / 2) * 2 * NR + kk % 2;
+                    for j in 0..width {
+                        d[base + 2 * j] = f(kk, p * NR + j);
+                    }
+                }
+            });
+        }
+        PackedB { k, n, kp, data }
+    }
+
+    /// Packs a row-major `[k, n]` slice, centring column `j` by `zp(j)`.
+    pub fn from_rows(k: usize, n: usize, b: &[i32], zp: impl Fn(usize) -> i32 + Sync) -> Self {
+        Self::new(k, n, |kk, j| (b[kk * n + j] - zp(j)) as i16)
+    }
+
+    /// Packs a row-major `[k, n]` slice of already centred values: each
+    /// panel interleaves two rows' runs of `NR` values.
+    pub fn from_i16_rows(k: usize, n: usize, b: &[i16]) -> Self {
+        let kp = k.div_ceil(2) * 2;
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0i16; panels * NR * kp];
+        if kp == 0 || b.len() < k * n {
+            return PackedB { k, n, kp, data };
+        }
+        data.par_chunks_mut(NR * kp).enumerate().for_each(|(p, d)| {
+            let c0 = p * NR;
+            let width = NR.min(n - c0);
+            for (q, dq) in d.chunks_exact_mut(2 * NR).enumerate() {
+                let r0 = &b[2 * q * n + c0..2 * q * n + c0 + width];
+                let r1 = if 2 * q + 1 < k {
+                    &b[(2 * q + 1) * n + c0..(2 * q + 1) * n + c0 + width]
+                } else {
+                    &ZEROS[..width]
+                };
+                interleave(r0, r1, dq);
+            }
+        });
+        PackedB { k, n, kp, data }
+    }
+}
+
+const ZEROS: [i16; NR] = [0; NR];
+
+/// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]`; fixed width for full panels
+/// so the compiler vectorizes it.
+#[inline(always)]
+fn interleave(r0: &[i16], r1: &[i16], out: &mut [i16]) {
+    if let (Ok(a), Ok(b)) = (<&[i16; NR]>::try_from(r0), <&[i16; NR]>::try_from(r1)) {
+        if let Ok(o) = <&mut [i16; 2 * NR]>::try_from(&mut out[..2 * NR]) {
+            for j in 0..NR {
+                o[2 * j] = a[j];
+                o[2 * j + 1] = b[j];
+            }
+            return;
+        }
+    }
+    for (j, (&x, &y)) in r0.iter().zip(r1).enumerate() {
+        out[2 * j] = x;
+        out[2 * j + 1] = y;
+    }
+}
+
+/// `C = A · B` as `i64`, row-major `[m, n]`.
+pub fn gemm(a: &PackedA, b: &PackedB) -> Vec<i64> {
+    gemm_map(a, b, |_, _, acc, out| out.copy_from_slice(acc))
+}
+
+/// `C = A · B` through an epilogue: `f(row, col0, acc, out)` turns the
+/// accumulators `acc` of row `row`, columns `col0..col0 + acc.len()` (at
+/// most one panel) into the output values `out` (bias, requantization),
+/// while the tile is still in cache; the accumulators are never stored.
+/// Returns the outputs row-major `[m, n]`.
+pub fn gemm_map<T: Copy + Default + Send>(
+    a: &PackedA,
+    b: &PackedB,
+    f: impl Fn(usize, usize, &[i64], &mut [T]) + Sync,
+) -> Vec<T> {
+    let (m, n) = (a.m, b.n);
+    let mut out = vec![T::default(); m * n];
+    if m == 0 || n == 0 || a.k != b.k || a.kp != b.kp {
+        return out;
+    }
+    let kp = a.kp;
+    let row_chunks = m.div_ceil(MC);
+    let col_chunks = n.div_ceil(NC);
+    let tiles: Vec<(usize, usize, Vec<T>)> = (0..row_chunks * col_chunks)
+        .into_par_iter()
+        .map(|t| {
+            let (rc, cc) = (t / col_chunks, t % col_chunks);
+            let (r0, r1) = (rc * MC, ((rc + 1) * MC).min(m));
+            let (c0, c1) = (cc * NC, ((cc + 1) * NC).min(n));
+            let (rows, cols) = (r1 - r0, c1 - c0);
+            let mut local = vec![T::default(); rows * cols];
+            let mut acc = [0i32; MR * NR];
+            let mut wide = [0i64; MR * NR];
+            let mut run = [0i64; NR];
+            for p in c0 / NR..c1.div_ceil(NR) {
+                let panel = &b.data[p * NR * kp..(p + 1) * NR * kp];
+                let width = NR.min(c1 - p * NR);
+                for blk in r0 / MR..r1.div_ceil(MR) {
+                    let ablk = &a.data[blk * MR * kp..(blk + 1) * MR * kp];
+                    let height = MR.min(r1 - blk * MR);
+                    if kp <= KC {
+                        acc.fill(0);
+                        tile(ablk, panel, &mut acc);
+                        for r in 0..height {
+                            let row = blk * MR + r;
+                            for (w, &v) in run.iter_mut().zip(&acc[r * NR..(r + 1) * NR]) {
+                                *w = v as i64;
+                            }
+                            let dst = &mut local[(row - r0) * cols + p * NR - c0..][..width];
+                            f(row, p * NR, &run[..width], dst);
+                        }
+                        continue;
+                    }
+                    // Longer reductions: i32 blocks of at most KC terms,
+                    // summed in i64.
+                    wide.fill(0);
+                    for q0 in (0..kp / 2).step_by(KC / 2) {
+                        let q1 = (q0 + KC / 2).min(kp / 2);
+                        acc.fill(0);
+                        tile(
+                            &ablk[q0 * 2 * MR..q1 * 2 * MR],
+                            &panel[q0 * 2 * NR..q1 * 2 * NR],
+                            &mut acc,
+                        );
+                        for (w, &v) in wide.iter_mut().zip(&acc) {
+                            *w += v as i64;
+                        }
+                    }
+                    for r in 0..height {
+                        let row = blk * MR + r;
+                        let dst = &mut local[(row - r0) * cols + p * NR - c0..][..width];
+                        f(row, p * NR, &wide[r * NR..r * NR + width], dst);
+                    }
+                }
+            }
+            (r0, c0, local)
+        })
+        .collect();
+    for (r0, c0, local) in tiles {
+        let cols = (n - c0).min(NC);
+        for (i, row) in local.chunks(cols).enumerate() {
+            out[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// One `MR × NR` tile over `pairs = b.len() / (2·NR)` reduction pairs.
+fn tile(a: &[i16], b: &[i16], acc: &mut [i32; MR * NR]) {
+    let pairs = b.len() / (2 * NR);
+    if a.len() < pairs * 2 * MR {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above), and `a` holds
+            // `pairs · 2·MR`, `b` `pairs · 2·NR` values (checked above).
+            unsafe { tile_avx2(a, b, pairs, acc) };
+            return;
+        }
+    }
+    tile_portable(a, b, pairs, acc);
+}
+
+fn tile_portable(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
+    for q in 0..pairs {
+        let bq = &b[q * 2 * NR..(q + 1) * 2 * NR];
+        let aq = &a[q * 2 * MR..(q + 1) * 2 * MR];
+        for r in 0..MR {
+            let (a0, a1) = (aq[2 * r] as i32, aq[2 * r + 1] as i32);
+            for j in 0..NR {
+                acc[r * NR + j] += a0 * bq[2 * j] as i32 + a1 * bq[2 * j + 1] as i32;
+            }
+        }
+    }
+}
+
+/// AVX2 micro-kernel: per reduction pair, two 16-lane loads of B (8
+/// columns × 2 k each), one broadcast `(a[k], a[k+1])` per row, and
+/// `vpmaddwd` + `vpaddd` into `2·MR` accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_si256(); 2 * MR];
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    for q in 0..pairs {
+        // SAFETY (whole block): q < pairs, and the caller checked that `a`
+        // and `b` hold `pairs` pairs of `MR` and `NR` lanes.
+        unsafe {
+            let b0 = _mm256_loadu_si256(bp.add(q * 2 * NR) as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(q * 2 * NR + 16) as *const __m256i);
+            let aq = ap.add(q * 2 * MR) as *const i32;
+            for r in 0..MR {
+                let av = _mm256_set1_epi32(aq.add(r).read_unaligned());
+                c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(av, b0));
+                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(av, b1));
+            }
+        }
+    }
+    // Lanes of c[2r] are columns 0..8 of row r, c[2r+1] columns 8..16.
+    for (i, v) in c.iter().enumerate() {
+        // SAFETY: acc holds MR·NR = 8 · (2·MR) i32, chunk i is 8 lanes.
+        unsafe { _mm256_storeu_si256(acc.as_mut_ptr().add(i * 8) as *mut __m256i, *v) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[i32], b: &[i32], m: usize, k: usize, n: usize) -> Vec<i64> {
+        let mut c = vec![0i64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|t| a[i * k + t] as i64 * b[t * n + j] as i64)
+                    .sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn equals_the_naive_product_on_odd_shapes_and_extreme_values() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 511) as i32 - 255
+        };
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 16, 16),
+            (5, 33, 17),
+            (70, 9, 300),
+            (9, 300, 33),
+        ] {
+            let a: Vec<i32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<i32> = (0..k * n).map(|_| rnd()).collect();
+            let got = gemm(
+                &PackedA::from_rows(m, k, &a, 0),
+                &PackedB::from_rows(k, n, &b, |_| 0),
+            );
+            assert_eq!(got, naive(&a, &b, m, k, n), "{m}x{k}x{n}");
+            // Portable kernel gives the same integers.
+            let pa = PackedA::from_rows(m, k, &a, 0);
+            let pb = PackedB::from_rows(k, n, &b, |_| 0);
+            let mut t1 = [0i32; MR * NR];
+            let mut t2 = [0i32; MR * NR];
+            let pairs = pb.kp / 2;
+            tile(
+                &pa.data[..pairs * 2 * MR],
+                &pb.data[..pairs * 2 * NR],
+                &mut t1,
+            );
+            tile_portable(&pa.data, &pb.data, pairs, &mut t2);
+            assert_eq!(t1, t2);
+            // Row interleaving packs the same panels as the general path.
+            let b16: Vec<i16> = b.iter().map(|&v| v as i16).collect();
+            assert_eq!(PackedB::from_i16_rows(k, n, &b16).data, pb.data);
+        }
+        // All-extreme operands: every pair is 2 · 255² and the sum is exact.
+        let (m, k, n) = (4, 40_000, 16);
+        let a = vec![-255; m * k];
+        let b = vec![-255; k * n];
+        let got = gemm(
+            &PackedA::from_rows(m, k, &a, 0),
+            &PackedB::from_rows(k, n, &b, |_| 0),
+        );
+        assert!(got.iter().all(|&v| v == 65025 * 40_000));
+    }
+}
