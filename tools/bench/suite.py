@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""onnxq vs onnxruntime's quantizer on a suite of models, side by side.
+
+    cargo build --release
+    .venv/bin/python tools/bench/suite.py [--onnxq target/release/onnxq] [--models resnet50,digits_cnn]
+                                          [--repeats 3] [--repeat-budget 10] [--calib 8] [--holdout 8]
+
+For every model of the suite, with the same calibration samples, it runs as
+separate processes:
+  - onnxq quantize, QOperator (the default) and QDQ (`--format qdq`), with
+    `--force` so the file is written even when onnxq's parity gate refuses
+    it (the gate's verdict is reported);
+  - onnxruntime.quantization.quantize_static (tools/bench/ort_quantize.py):
+    QDQ and QOperator, MinMax and Percentile, per_channel=True, its other
+    settings at their defaults;
+and reports per (model, tool): quantization wall time and peak memory of
+the whole process (median over up to --repeats runs, fewer once a cell has
+spent --repeat-budget seconds), output size vs FP32, whether onnxruntime
+loads and runs the result, SQNR vs the FP32 model on held-out samples (the
+worst output), top-1 agreement with FP32 (or accuracy, for the trained
+digits models), and the result's inference time in onnxruntime (median per
+sample, 1 thread). A tool that crashes or writes a model onnxruntime cannot
+load gets that written in its cells.
+
+The suite (models are built or fetched into --work, default
+target/bench-suite/):
+  - the trained digits models of testdata/ (scikit-learn digits; accuracy
+    on the 300 held-out images);
+  - ResNet-50, DenseNet-121, Inception v1, ShuffleNet, SqueezeNet and
+    VGG-19 at full size: the `onnx` package's "light" models (weights as
+    ConstantOfShape), given seeded random weights scaled like a trained
+    network's (He init for conv/gemm, BatchNorm statistics near 1 / 0),
+    compared on the class scores before their final Softmax (random
+    weights saturate the probabilities to one-hot, which hides errors);
+  - a transformer encoder (4 blocks, d=256, 4 heads, FFN 1024, sequence
+    64: MatMul / Add / LayerNormalization / Softmax / Gelu written as the
+    Erf formula, as PyTorch exports it below opset 20);
+  - the PaddleOCR v4 det / rec / cls exports that rapidocr_onnxruntime
+    ships (tools/requirements-models.txt), when installed.
+Inputs of the untrained models are seeded standard-normal samples.
+Prints a Markdown table (also written to --work/table.md).
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+LIGHT = ["resnet50", "densenet121", "inception_v1", "shufflenet", "squeezenet", "vgg19"]
+TOOLS = [
+    ("onnxq QOperator", "onnxq", ["--format", "qoperator"]),
+    ("onnxq QDQ", "onnxq", ["--format", "qdq"]),
+    ("ort QDQ MinMax", "ort", ["qdq", "minmax"]),
+    ("ort QDQ Percentile", "ort", ["qdq", "percentile"]),
+    ("ort QOperator MinMax", "ort", ["qoperator", "minmax"]),
+    ("ort QOperator Percentile", "ort", ["qoperator", "percentile"]),
+]
+
+
+# ---------------------------------------------------------------- models
+
+def light_model(name, out, seed):
+    """The onnx package's light model with seeded random weights."""
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
+    m = onnx.load(path)
+    g = m.graph
+    rng = np.random.default_rng(seed)
+    inits = {t.name: t for t in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            consumers.setdefault(x, []).append((n, i))
+
+    def role(name):
+        """(op, input slot) of the first real consumer, through Unsqueeze."""
+        for n, i in consumers.get(name, []):
+            if n.op_type == "Unsqueeze":
+                return role(n.output[0])
+            return n.op_type, i, n
+        return None, None, None
+
+    def weights(name, shape):
+        op, slot, node = role(name)
+        shape = tuple(int(d) for d in shape)
+        if op == "Conv" and slot == 1:
+            fan_in = int(np.prod(shape[1:]))
+            return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        if op == "Gemm" and slot == 1:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            fan_in = shape[1] if trans_b else shape[0]
+            return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        if op == "BatchNormalization":
+            return {1: rng.uniform(0.8, 1.2, shape), 2: rng.normal(0, 0.1, shape),
+                    3: rng.normal(0, 0.1, shape), 4: rng.uniform(0.5, 1.5, shape)}.get(slot, rng.normal(0, 0.1, shape))
+        if op == "Mul":
+            return rng.uniform(0.8, 1.2, shape)
+        return rng.normal(0, 0.05, shape)
+
+    nodes = []
+    for n in g.node:
+        if n.op_type == "ConstantOfShape" and n.input and n.input[0] in inits:
+            shape = numpy_helper.to_array(inits[n.input[0]])
+            g.initializer.append(numpy_helper.from_array(weights(n.output[0], shape).astype(np.float32), n.output[0]))
+        else:
+            nodes.append(n)
+    # The class scores before the final Softmax are the output compared:
+    # with random weights the probabilities saturate to one-hot and hide
+    # any error.
+    if nodes and nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == g.output[0].name:
+        logits = nodes.pop().input[0]
+        g.output[0].name = logits
+    del g.node[:]
+    g.node.extend(nodes)
+    for i, t in enumerate(list(g.initializer)):
+        if t.data_type == TensorProto.FLOAT and t.name in consumers:
+            a = numpy_helper.to_array(t)
+            g.initializer[i].CopyFrom(numpy_helper.from_array(weights(t.name, a.shape).astype(np.float32), t.name))
+    # Initializers listed as graph inputs (IR 3 style) stay constants.
+    names = {t.name for t in g.initializer}
+    real = [i for i in g.input if i.name not in names]
+    del g.input[:]
+    g.input.extend(real)
+    used = {x for n in g.node for x in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    m.ir_version = max(m.ir_version, 4)
+    onnx.checker.check_model(m)
+    onnx.save(m, out)
+
+
+def transformer(out, seed, d=256, heads=4, ff=1024, blocks=4, seq=64):
+    rng = np.random.default_rng(seed)
+    hd = d // heads
+    nodes, inits = [], []
+    n = helper.make_node
+
+    def w(name, *shape):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name))
+
+    def c(name, v):
+        inits.append(numpy_helper.from_array(np.asarray(v), name))
+
+    c("heads", np.array([0, 0, heads, hd], np.int64))
+    c("merge", np.array([0, 0, d], np.int64))
+    c("scale", np.array(np.sqrt(hd), np.float32))
+    c("sqrt2", np.array(np.sqrt(2.0), np.float32))
+    c("one", np.array(1.0, np.float32))
+    c("half", np.array(0.5, np.float32))
+    x = "x"
+    for b in range(blocks):
+        p = f"encoder.layer.{b}."
+        for t in ("query", "key", "value", "output"):
+            w(p + t + ".weight", d, d)
+            c(p + t + ".bias", (rng.standard_normal(d) * 0.02).astype(np.float32))
+        w(p + "intermediate.weight", d, ff)
+        c(p + "intermediate.bias", (rng.standard_normal(ff) * 0.02).astype(np.float32))
+        w(p + "ffn_output.weight", ff, d)
+        c(p + "ffn_output.bias", (rng.standard_normal(d) * 0.02).astype(np.float32))
+        for ln in ("ln1", "ln2"):
+            c(p + ln + ".weight", rng.uniform(0.8, 1.2, d).astype(np.float32))
+            c(p + ln + ".bias", (rng.standard_normal(d) * 0.05).astype(np.float32))
+        for t in ("query", "key", "value"):
+            nodes += [
+                n("MatMul", [x, p + t + ".weight"], [p + t + "/mm"], name=p + t + "/MatMul"),
+                n("Add", [p + t + "/mm", p + t + ".bias"], [p + t + "/out"], name=p + t + "/Add"),
+                n("Reshape", [p + t + "/out", "heads"], [p + t + "/h"], name=p + t + "/Reshape"),
+            ]
+        nodes += [
+            n("Transpose", [p + "query/h"], [p + "q"], perm=[0, 2, 1, 3], name=p + "q/Transpose"),
+            n("Transpose", [p + "key/h"], [p + "k"], perm=[0, 2, 3, 1], name=p + "k/Transpose"),
+            n("Transpose", [p + "value/h"], [p + "v"], perm=[0, 2, 1, 3], name=p + "v/Transpose"),
+            n("MatMul", [p + "q", p + "k"], [p + "scores"], name=p + "attention/MatMul"),
+            n("Div", [p + "scores", "scale"], [p + "scaled"], name=p + "attention/Div"),
+            n("Softmax", [p + "scaled"], [p + "probs"], axis=-1, name=p + "attention/Softmax"),
+            n("MatMul", [p + "probs", p + "v"], [p + "context"], name=p + "attention/MatMul_1"),
+            n("Transpose", [p + "context"], [p + "ct"], perm=[0, 2, 1, 3], name=p + "context/Transpose"),
+            n("Reshape", [p + "ct", "merge"], [p + "cm"], name=p + "context/Reshape"),
+            n("MatMul", [p + "cm", p + "output.weight"], [p + "o/mm"], name=p + "output/MatMul"),
+            n("Add", [p + "o/mm", p + "output.bias"], [p + "o"], name=p + "output/Add"),
+            n("Add", [x, p + "o"], [p + "res1"], name=p + "residual1/Add"),
+            n("LayerNormalization", [p + "res1", p + "ln1.weight", p + "ln1.bias"], [p + "ln1"], axis=-1,
+              epsilon=1e-5, name=p + "ln1/LayerNormalization"),
+            n("MatMul", [p + "ln1", p + "intermediate.weight"], [p + "i/mm"], name=p + "intermediate/MatMul"),
+            n("Add", [p + "i/mm", p + "intermediate.bias"], [p + "i"], name=p + "intermediate/Add"),
+            # Gelu(x) = 0.5 · x · (1 + erf(x / √2)), as torch.onnx writes it.
+            n("Div", [p + "i", "sqrt2"], [p + "g/div"], name=p + "gelu/Div"),
+            n("Erf", [p + "g/div"], [p + "g/erf"], name=p + "gelu/Erf"),
+            n("Add", [p + "g/erf", "one"], [p + "g/add"], name=p + "gelu/Add"),
+            n("Mul", [p + "i", p + "g/add"], [p + "g/mul"], name=p + "gelu/Mul"),
+            n("Mul", [p + "g/mul", "half"], [p + "g"], name=p + "gelu/Mul_1"),
+            n("MatMul", [p + "g", p + "ffn_output.weight"], [p + "f/mm"], name=p + "ffn_output/MatMul"),
+            n("Add", [p + "f/mm", p + "ffn_output.bias"], [p + "f"], name=p + "ffn_output/Add"),
+            n("Add", [p + "ln1", p + "f"], [p + "res2"], name=p + "residual2/Add"),
+            n("LayerNormalization", [p + "res2", p + "ln2.weight", p + "ln2.bias"], [p + "out"], axis=-1,
+              epsilon=1e-5, name=p + "ln2/LayerNormalization"),
+        ]
+        x = p + "out"
+    nodes.append(n("Identity", [x], ["last_hidden_state"], name="output"))
+    g = helper.make_graph(nodes, "encoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, d])],
+                          [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, seq, d])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(m)
+    onnx.save(m, out)
+
+
+def random_samples(model, folder, n, seed, fixed=None):
+    """`n` standard-normal samples for the model's float inputs (symbolic
+    dims from `fixed`), one .npz per sample; returns the feeds."""
+    m = onnx.load(model, load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    feeds = []
+    for s in range(n):
+        feed = {}
+        for i in m.graph.input:
+            if i.name in inits:
+                continue
+            shape = [d.dim_value if d.dim_value > 0 else (fixed or {}).get(i.name, [1] * 8)[k]
+                     for k, d in enumerate(i.type.tensor_type.shape.dim)]
+            feed[i.name] = rng.standard_normal(shape).astype(np.float32)
+        np.savez(os.path.join(folder, f"{s:04d}.npz"), **feed)
+        feeds.append(feed)
+    return feeds
+
+
+def suite(work, n_calib, n_hold, only):
+    """[(name, model path, calib dir, held-out feeds, labels or None)]."""
+    out = []
+    want = lambda name: not only or name in only
+    digits = os.path.join(ROOT, "testdata", "digits")
+    labels = np.load(os.path.join(digits, "holdout_labels.npz"))["label"]
+    images = np.load(os.path.join(digits, "cnn_holdout.npz"))["image"]
+    calib_images = sorted(glob.glob(os.path.join(digits, "cnn_calib", "*.npz")))
+    mlp_calib = os.path.join(work, "digits_mlp_calib")
+    if not os.path.isdir(mlp_calib):
+        os.makedirs(mlp_calib)
+        for f in calib_images:
+            with np.load(f) as z:
+                np.savez(os.path.join(mlp_calib, os.path.basename(f)), input=z["image"].reshape(1, 64))
+    for name, file, calib, key in [
+        ("digits_cnn", "cnn.onnx", os.path.join(digits, "cnn_calib"), "image"),
+        ("digits_cnn_paddle_opset12", "cnn_paddle_opset12.onnx", os.path.join(digits, "cnn_calib"), "image"),
+        ("digits_mlp", "mlp.onnx", mlp_calib, "input"),
+        ("digits_mlp_wide", "mlp_wide.onnx", mlp_calib, "input"),
+    ]:
+        if want(name):
+            feeds = [{key: images[i].reshape(1, 1, 8, 8) if key == "image" else images[i].reshape(1, 64)}
+                     for i in range(len(labels))]
+            out.append((name, os.path.join(digits, file), calib, feeds, labels))
+    for name in LIGHT:
+        if not want(name):
+            continue
+        path = os.path.join(work, f"{name}.onnx")
+        if not os.path.exists(path):
+            light_model(name, path, seed=LIGHT.index(name))
+        calib = os.path.join(work, f"{name}_calib")
+        shutil.rmtree(calib, ignore_errors=True)
+        random_samples(path, calib, n_calib, seed=1)
+        hold = random_samples(path, os.path.join(work, f"{name}_hold"), n_hold, seed=2)
+        out.append((name, path, calib, hold, None))
+    if want("transformer"):
+        path = os.path.join(work, "transformer.onnx")
+        if not os.path.exists(path):
+            transformer(path, seed=3)
+        calib = os.path.join(work, "transformer_calib")
+        shutil.rmtree(calib, ignore_errors=True)
+        random_samples(path, calib, n_calib, seed=1)
+        hold = random_samples(path, os.path.join(work, "transformer_hold"), n_hold, seed=2)
+        out.append(("transformer", path, calib, hold, None))
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec and spec.submodule_search_locations:
+        shapes = {"det": [1, 3, 256, 256], "rec": [1, 3, 48, 320], "cls": [1, 3, 48, 192]}
+        for loc in spec.submodule_search_locations:
+            for m in sorted(glob.glob(os.path.join(loc, "models", "*.onnx"))):
+                kind = next((k for k in shapes if f"_{k}_" in os.path.basename(m)), None)
+                name = f"ppocr_{kind}"
+                if kind is None or not want(name):
+                    continue
+                calib = os.path.join(work, f"{name}_calib")
+                shutil.rmtree(calib, ignore_errors=True)
+                fixed = {"x": shapes[kind]}
+                random_samples(m, calib, n_calib, seed=1, fixed=fixed)
+                hold = random_samples(m, os.path.join(work, f"{name}_hold"), n_hold, seed=2, fixed=fixed)
+                out.append((name, m, calib, hold, None))
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+def measure(cmd):
+    r = subprocess.run([sys.executable, os.path.join(HERE, "measure.py")] + cmd, capture_output=True, text=True)
+    lines = r.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"rc": -1, "seconds": 0, "peak_mib": 0}
+
+
+def quantize(tool, args, onnxq, model, calib, out, report):
+    if tool == "onnxq":
+        return [onnxq, "quantize", model, "-o", out, "--calib", calib, "--force", "--report", report] + args
+    return [sys.executable, os.path.join(HERE, "ort_quantize.py"), model, calib, out] + args
+
+
+def evaluate(path, feeds, want, labels):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        got, times = [], []
+        for f in feeds:
+            t = time.perf_counter()
+            got.append(sess.run(None, f))
+            times.append(time.perf_counter() - t)
+    except Exception as e:  # a model onnxruntime refuses is a result
+        msg = re.sub(r"Load model from \S+ failed:", "", " ".join(str(e).split()))
+        msg = re.sub(r"\[ONNXRuntimeError\] : \d+ : ", "", msg)
+        return {"error": msg[:160]}
+    sqnr = []
+    for k in range(len(want[0])):
+        w = np.concatenate([np.asarray(x[k], np.float64).ravel() for x in want])
+        g = np.concatenate([np.asarray(x[k], np.float64).ravel() for x in got])
+        noise = np.sum((w - g) ** 2)
+        sqnr.append(float("inf") if noise == 0 else 10 * np.log10(np.sum(w ** 2) / noise) if np.sum(w ** 2) > 0 else float("-inf"))
+    res = {"sqnr": min(sqnr), "ms": statistics.median(times) * 1e3}
+    w0, g0 = want[0][0], got[0][0]
+    if labels is not None:
+        pred = np.array([np.argmax(np.asarray(x[0]).ravel()) for x in got])
+        res["metric"] = ("accuracy", float(np.mean(pred == labels)))
+    elif np.squeeze(w0).ndim == 1 and np.squeeze(w0).size > 1:
+        # Class scores ([1, C], or [1, C, 1, 1] after a global pool).
+        agree = [np.argmax(np.asarray(a[0]).ravel()) == np.argmax(np.asarray(b[0]).ravel()) for a, b in zip(want, got)]
+        res["metric"] = ("top-1", float(np.mean(agree)))
+    if w0.ndim == 3 and w0.shape[0] == 1 and w0.shape[-1] > 1:
+        # Sequence outputs: cosine of the flattened embeddings.
+        w = np.concatenate([np.asarray(x[0], np.float64).ravel() for x in want])
+        g = np.concatenate([np.asarray(x[0], np.float64).ravel() for x in got])
+        res["cosine"] = float(w @ g / (np.linalg.norm(w) * np.linalg.norm(g) + 1e-30))
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench-suite"))
+    ap.add_argument("--models", default="", help="comma-separated names (default: all)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeat-budget", type=float, default=10.0)
+    ap.add_argument("--calib", type=int, default=8, help="calibration samples of the untrained models")
+    ap.add_argument("--holdout", type=int, default=8, help="held-out samples of the untrained models")
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    only = {m for m in args.models.split(",") if m}
+    start = time.perf_counter()
+    rows = []
+    for name, model, calib, hold, labels in suite(args.work, args.calib, args.holdout, only):
+        fp = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        want = [fp.run(None, f) for f in hold]
+        fp_eval = evaluate(model, hold, want, labels)
+        size = os.path.getsize(model) + sum(os.path.getsize(f) for f in glob.glob(os.path.join(os.path.dirname(model), "*.data")))
+        rows.append((name, "FP32", {"seconds": 0, "peak_mib": 0, "rc": 0}, size, size, fp_eval, None))
+        for label, tool, targs in TOOLS:
+            out = os.path.join(args.work, f"{name}.{label.replace(' ', '_')}.onnx")
+            report = out + ".json"
+            runs = []
+            while len(runs) < args.repeats and (not runs or sum(r["seconds"] for r in runs) < args.repeat_budget):
+                for f in (out, report):
+                    if os.path.exists(f):
+                        os.remove(f)
+                r = measure(quantize(tool, targs, args.onnxq, model, calib, out, report))
+                runs.append(r)
+                if r["rc"] not in (0, 3):
+                    break
+            last = runs[-1]
+            res = {"seconds": statistics.median(r["seconds"] for r in runs),
+                   "peak_mib": statistics.median(r["peak_mib"] for r in runs), "rc": last["rc"], "runs": len(runs),
+                   "stderr": last.get("stderr", "")}
+            gate = None
+            if tool == "onnxq" and os.path.exists(report):
+                with open(report) as f:
+                    parity = json.load(f).get("parity") or {}
+                gate = "passed" if parity.get("passed") else "refused" if parity else None
+            if os.path.exists(out):
+                ev = evaluate(out, hold, want, labels)
+                qsize = os.path.getsize(out)
+            else:
+                ev, qsize = {"error": f"no model written (exit {last['rc']})"}, None
+            rows.append((name, label, res, size, qsize, ev, gate))
+            print(f"{name} {label}: {res['seconds']:.1f}s {ev}", file=sys.stderr)
+    table = render(rows, time.perf_counter() - start)
+    print(table)
+    with open(os.path.join(args.work, "table.md"), "w") as f:
+        f.write(table)
+
+
+def render(rows, total):
+    lines = [
+        "| model | tool | quantize s | peak MiB | size | loads in onnxruntime | SQNR dB (worst output) | task metric vs FP32 | onnxruntime ms/sample | onnxq gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {}
+    for name, label, res, size, qsize, ev, gate in rows:
+        if label == "FP32":
+            m = ev.get("metric")
+            base[name] = ev
+            metric = f"{m[0]} {100 * m[1]:.2f}%" if m and m[0] == "accuracy" else "—"
+            lines.append(f"| {name} | FP32 | — | — | {size / 2**20:.2f} MiB | yes | — | {metric} | {ev.get('ms', 0):.2f} | — |")
+            continue
+        if res["rc"] not in (0, 3):
+            err = (res.get("stderr") or "").replace("|", "/")[:100]
+            lines.append(f"| {name} | {label} | crashed (exit {res['rc']}: {err}) | {res['peak_mib']:.0f} | — | — | — | — | — | — |")
+            continue
+        qs = f"{res['seconds']:.2f}" + (f" (median of {res['runs']})" if res["runs"] > 1 else "")
+        sz = f"{100 * qsize / size:.1f}%" if qsize else "—"
+        if "error" in ev:
+            lines.append(f"| {name} | {label} | {qs} | {res['peak_mib']:.0f} | {sz} | no: {ev['error'].replace('|', '/')} | — | — | — | {gate or '—'} |")
+            continue
+        m = ev.get("metric")
+        if m and m[0] == "accuracy":
+            metric = f"accuracy {100 * m[1]:.2f}%"
+        elif m:
+            metric = f"top-1 {100 * m[1]:.1f}%"
+        elif "cosine" in ev:
+            metric = f"cosine {ev['cosine']:.4f}"
+        else:
+            metric = "—"
+        lines.append(f"| {name} | {label} | {qs} | {res['peak_mib']:.0f} | {sz} | yes | {ev['sqnr']:.1f} | {metric} | {ev['ms']:.2f} | {gate or '—'} |")
+    lines.append("")
+    lines.append(f"Whole run: {total / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
