@@ -38,7 +38,11 @@ target/bench-suite/):
   - the PaddleOCR v4 det / rec / cls exports that rapidocr_onnxruntime
     ships (tools/requirements-models.txt), when installed.
 Inputs of the untrained models are seeded standard-normal samples.
-Prints a Markdown table (also written to --work/table.md).
+Prints a Markdown table (also written to --work/table.md) and a second
+one of ratios onnxq / onnxruntime per model (each onnxq format against
+onnxruntime's same format with MinMax, its default); `--summary-of
+table.md` prints the ratios of an earlier run. Builds target/release/onnxq
+first when it is missing (a clean build adds 5–15 minutes).
 """
 import argparse
 import glob
@@ -361,7 +365,14 @@ def main():
     ap.add_argument("--repeat-budget", type=float, default=10.0)
     ap.add_argument("--calib", type=int, default=8, help="calibration samples of the untrained models")
     ap.add_argument("--holdout", type=int, default=8, help="held-out samples of the untrained models")
+    ap.add_argument("--summary-of", help="print the ratio table of an earlier run's table.md and exit")
     args = ap.parse_args()
+    if args.summary_of:
+        with open(args.summary_of) as f:
+            print(summary(f.read()))
+        return
+    if not os.path.exists(args.onnxq):
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
     os.makedirs(args.work, exist_ok=True)
     only = {m for m in args.models.split(",") if m}
     start = time.perf_counter()
@@ -401,6 +412,7 @@ def main():
             rows.append((name, label, res, size, qsize, ev, gate))
             print(f"{name} {label}: {res['seconds']:.1f}s {ev}", file=sys.stderr)
     table = render(rows, time.perf_counter() - start)
+    table += "\n" + summary(table)
     print(table)
     with open(os.path.join(args.work, "table.md"), "w") as f:
         f.write(table)
@@ -441,6 +453,34 @@ def render(rows, total):
     lines.append("")
     lines.append(f"Whole run: {total / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def summary(table):
+    """Ratios onnxq / onnxruntime per model, from the main table: each onnxq
+    format against onnxruntime's same format with MinMax (its default)."""
+    cells = {}
+    for line in table.splitlines():
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if len(c) == 10 and c[0] not in ("model", "---"):
+            cells[(c[0], c[1])] = c
+    num = lambda v: float(re.match(r"-?[0-9.]+", v).group()) if re.match(r"-?[0-9.]+", v) else None
+    out = [
+        "| model | onnxq vs onnxruntime (MinMax, same format) | quantize time | peak memory | size | SQNR | ms/sample in onnxruntime |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(m for m, _ in cells):
+        for fmt in ("QOperator", "QDQ"):
+            q, o = cells.get((model, f"onnxq {fmt}")), cells.get((model, f"ort {fmt} MinMax"))
+            if not q or not o:
+                continue
+            if not o[5].startswith("yes"):
+                what = "crashed" if o[2].startswith("crashed") else "invalid model"
+                out.append(f"| {model} | {fmt} | onnxruntime: {what} | | | | |")
+                continue
+            r = lambda i: (f"{num(q[i]) / num(o[i]):.2f}x" if num(q[i]) and num(o[i]) else "—")
+            d = f"{num(q[6]) - num(o[6]):+.1f} dB" if num(q[6]) is not None and num(o[6]) is not None else "—"
+            out.append(f"| {model} | {fmt} | {r(2)} | {r(3)} | {r(4)} | {d} | {r(8)} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
