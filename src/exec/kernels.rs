@@ -751,27 +751,12 @@ impl ConvWeights {
     }
 }
 
-/// Integer convolution accumulators `[N, M, out...]`: `Σ (x − x_zp)(w −
-/// w_zp[m])` with zero padding in the centred domain (a pad is the real
-/// value 0, i.e. `x_zp`), plus the int32 bias. `xc` is the input `[N, C,
+/// Integer convolution `[N, M, out...]` through an epilogue: the
+/// accumulators `Σ (x − x_zp)(w − w_zp[m])`, with zero padding in the
+/// centred domain (a pad is the real value 0, i.e. `x_zp`), are handed run
+/// by run to `f(output channel, bias, acc, out)`, which turns them (bias
+/// not yet added) into output values. `xc` is the input `[N, C,
 /// spatial...]` already centred by `x_zp`.
-pub fn conv_acc(
-    xc: &[i16],
-    xdims: &[usize],
-    w: &ConvWeights,
-    bias: Option<&[i32]>,
-    g: &ConvGeom,
-) -> Result<Vec<i64>> {
-    conv_map(xc, xdims, w, bias, g, |_, b, acc, out| {
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = a + b;
-        }
-    })
-}
-
-/// [`conv_acc`] with an epilogue: `f(output channel, bias, acc, out)` turns
-/// a run of one channel's accumulators (bias not yet added) into output
-/// values.
 pub fn conv_map<T: Copy + Default + Send>(
     xc: &[i16],
     xdims: &[usize],

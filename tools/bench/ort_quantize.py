@@ -8,20 +8,9 @@ import glob
 import os
 import sys
 
-import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-
-class Reader(CalibrationDataReader):
-    def __init__(self, files):
-        self.files = iter(files)
-
-    def get_next(self):
-        f = next(self.files, None)
-        if f is None:
-            return None
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+from ort_calibrate import Reader  # the .npz sample reader (same folder)
 
 
 def main():
