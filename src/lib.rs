@@ -17,6 +17,8 @@
 //!   ranges (MinMax, Percentile, Entropy, MSE), calibration tables.
 //! - [`quantize`]: op handlers plan, one place builds QuantizeLinear /
 //!   DequantizeLinear; int8 weights per channel, int32 biases; YAML recipes.
+//! - [`tune`]: accuracy search: per-node sensitivity, automatic mixed
+//!   precision, the range-gap guard.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
 
@@ -30,6 +32,7 @@ pub mod onnx;
 pub mod passes;
 pub mod quantize;
 pub mod tract;
+pub mod tune;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -13,6 +13,8 @@ bytes. What each file is and how it was made is listed in testdata/README.md.
 - quirks/: small models with the shapes real exporters produce (Gemm with
   transB and a dynamic batch, opset-11 attribute forms, an opset-17
   transformer block with dynamic batch and sequence, an If node).
+- detector/: a YOLO-style detector whose head concatenates boxes (~360)
+  and class scores (~1e-5), with calibration and held-out images.
 - external/: a model whose weights live in an external data file.
 - bad/: malformed inputs onnxq must refuse with a clear error.
 """
@@ -505,6 +507,104 @@ def write_quirks():
     save(if_model(), "quirks", "if_branch_opset13.onnx")
 
 
+# -------------------------------------------------------------- detector --
+
+
+def detector():
+    """A YOLO-style single-scale detector: backbone of three stride-2
+    Conv+Relu, a box branch decoded as YOLOv5 does (sigmoid, grid offsets
+    times the stride, squared sizes times anchors: up to ~360 pixels) and a
+    class branch (sigmoid scores, ~1e-5 for absent classes: the bias
+    exporters initialise to log(0.01/C)-ish), concatenated into one
+    [N, 256, 4 + C] output as real exports write it."""
+    rng = np.random.default_rng(23)
+    c = 4  # classes
+    chans = [3, 8, 16, 32]
+    inits, nodes = [], []
+    n = helper.make_node
+    x = "image"
+    for i in range(3):
+        ci, co = chans[i], chans[i + 1]
+        inits += [
+            init(f"backbone.{i}.weight", (rng.standard_normal((co, ci, 3, 3)) * np.sqrt(2.0 / (ci * 9))).astype(np.float32)),
+            init(f"backbone.{i}.bias", (rng.standard_normal(co) * 0.05).astype(np.float32)),
+        ]
+        nodes += [
+            n("Conv", [x, f"backbone.{i}.weight", f"backbone.{i}.bias"], [f"conv{i}"], name=f"backbone.{i}.conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+            n("Relu", [f"conv{i}"], [f"act{i}"], name=f"backbone.{i}.relu"),
+        ]
+        x = f"act{i}"
+    gh = gw = 8
+    gy, gx = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    inits += [
+        init("head.box.weight", (rng.standard_normal((4, 32, 1, 1)) * 0.1).astype(np.float32)),
+        init("head.box.bias", np.zeros(4, np.float32)),
+        init("head.cls.weight", (rng.standard_normal((c, 32, 1, 1)) * 0.3).astype(np.float32)),
+        init("head.cls.bias", np.full(c, -11.0, np.float32)),
+        init("grid", np.stack([gx, gy])[None].astype(np.float32)),
+        init("anchors", np.array([60.0, 90.0], np.float32).reshape(1, 2, 1, 1)),
+        init("two", np.array(2.0, np.float32)),
+        init("half", np.array(0.5, np.float32)),
+        init("stride", np.array(8.0, np.float32)),
+        init("xy_split", np.array([2, 2], np.int64)),
+        init("flat", np.array([0, 4 + c, gh * gw], np.int64)),
+    ]
+    nodes += [
+        n("Conv", [x, "head.box.weight", "head.box.bias"], ["box_raw"], name="head.box.conv"),
+        n("Sigmoid", ["box_raw"], ["box_sig"], name="head.box.sigmoid"),
+        n("Split", ["box_sig", "xy_split"], ["xy_sig", "wh_sig"], name="head.box.split", axis=1),
+        n("Mul", ["xy_sig", "two"], ["xy_2"], name="head.xy.mul2"),
+        n("Sub", ["xy_2", "half"], ["xy_off"], name="head.xy.sub"),
+        n("Add", ["xy_off", "grid"], ["xy_grid"], name="head.xy.add_grid"),
+        n("Mul", ["xy_grid", "stride"], ["xy"], name="head.xy.stride"),
+        n("Mul", ["wh_sig", "two"], ["wh_2"], name="head.wh.mul2"),
+        n("Mul", ["wh_2", "wh_2"], ["wh_sq"], name="head.wh.square"),
+        n("Mul", ["wh_sq", "anchors"], ["wh"], name="head.wh.anchors"),
+        n("Concat", ["xy", "wh"], ["boxes"], name="head.boxes", axis=1),
+        n("Conv", [x, "head.cls.weight", "head.cls.bias"], ["cls_logits"], name="head.cls.conv"),
+        n("Sigmoid", ["cls_logits"], ["scores"], name="head.cls.sigmoid"),
+        n("Concat", ["boxes", "scores"], ["det"], name="head.concat", axis=1),
+        n("Reshape", ["det", "flat"], ["det_flat"], name="head.flatten"),
+        n("Transpose", ["det_flat"], ["detections"], name="head.transpose", perm=[0, 2, 1]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["N", gh * gw, 4 + c])],
+        inits,
+    )
+    return make_model(g, 13)
+
+
+def detector_images(rng, k):
+    """Images with structure, in 8-bit steps as decoded photos are: a
+    smooth background, bright rectangles, a little noise (stored
+    compressed)."""
+    out = np.zeros((k, 1, 3, 64, 64), np.float32)
+    yy, xx = np.meshgrid(np.linspace(0, 1, 64), np.linspace(0, 1, 64), indexing="ij")
+    for i in range(k):
+        a, b = rng.uniform(0.0, 0.3, 2)
+        img = np.repeat((0.1 + a * yy + b * xx)[None], 3, axis=0)
+        for _ in range(3):
+            y0, x0 = rng.integers(0, 48, 2)
+            h, w = rng.integers(6, 20, 2)
+            img[:, y0:y0 + h, x0:x0 + w] += rng.uniform(0.2, 0.6, (3, 1, 1))
+        img += rng.normal(0.0, 0.01, img.shape)
+        out[i, 0] = np.round(np.clip(img, 0.0, 1.0) * 255) / 255
+    return out
+
+
+def write_detector():
+    save(detector(), "detector", "detector_opset13.onnx")
+    calib = os.path.join(ROOT, "detector", "calib")
+    shutil.rmtree(calib, ignore_errors=True)
+    rng = np.random.default_rng(230)
+    for i, img in enumerate(detector_images(rng, 8)):
+        np.savez_compressed(path("detector", "calib", f"{i:04d}.npz"), image=img)
+    np.savez_compressed(path("detector", "holdout.npz"), image=detector_images(rng, 8))
+
+
 def write_external():
     d = os.path.join(ROOT, "external")
     shutil.rmtree(d, ignore_errors=True)
@@ -656,6 +756,7 @@ def main():
     write_golden()
     write_digits()
     write_quirks()
+    write_detector()
     write_external()
     write_bad()
     print("testdata written under", os.path.normpath(ROOT))

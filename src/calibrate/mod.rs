@@ -69,6 +69,20 @@ pub struct Collected {
 }
 
 /// Lower-case hex of a SHA-256 digest.
+/// A rayon pool of `jobs` workers (0: one per core), and that number.
+pub fn worker_pool(jobs: usize) -> Result<(rayon::ThreadPool, usize)> {
+    let jobs = if jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |p| p.get())
+    } else {
+        jobs
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start {jobs} workers: {e}")))?;
+    Ok((pool, jobs))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -224,15 +238,7 @@ impl Calibrator {
         if n == 0 {
             return Err(Error::Invalid("no calibration samples".into()));
         }
-        let jobs = if opts.jobs == 0 {
-            std::thread::available_parallelism().map_or(1, |p| p.get())
-        } else {
-            opts.jobs
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs)
-            .build()
-            .map_err(|e| Error::Invalid(format!("cannot start {jobs} workers: {e}")))?;
+        let (pool, jobs) = worker_pool(opts.jobs)?;
         let bar = if opts.progress {
             let b = indicatif::ProgressBar::with_draw_target(
                 Some(n as u64),

@@ -11,6 +11,7 @@ mod inspect;
 mod optimize;
 mod quantize;
 mod run;
+mod sensitivity;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ enum Command {
     Quantize(quantize::Args),
     Check(check::Args),
     Run(run::Args),
+    Sensitivity(sensitivity::Args),
 }
 
 /// Parses arguments, runs, prints errors, returns the exit code.
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Quantize(a) => quantize::run(a),
         Command::Check(a) => check::run(a),
         Command::Run(a) => run::run(a),
+        Command::Sensitivity(a) => sensitivity::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

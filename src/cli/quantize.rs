@@ -2,11 +2,13 @@
 
 use super::calibrate::{parse_dim, MethodArg};
 use anyhow::{bail, Context};
+use onnxq::calibrate::SampleSource;
 use onnxq::calibrate::{
     model_sha256, open_source, Calibrator, CollectOptions, Method, RangeOptions, RangeTable, Target,
 };
 use onnxq::exec::kernels::Arith;
 use onnxq::ir::Model;
+use onnxq::ir::NodeId;
 use onnxq::lower::{lower, LowerOptions, LowerReport, Target as LowerTarget};
 use onnxq::onnx::{save_model, SaveOptions};
 use onnxq::passes::{prepare, PassOptions};
@@ -14,8 +16,9 @@ use onnxq::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET}
 use onnxq::quantize::{
     plan_model, quantize, Format, Mode, QType, QuantizeConfig, QuantizeReport, Recipe,
 };
+use onnxq::tune::{self, Budget, Evaluator, MixedPrecision, SensitivityOptions};
 use onnxq::verify::{self, Verdict};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -78,10 +81,14 @@ pub enum WeightArg {
 /// the plan quantizes), insert QuantizeLinear/DequantizeLinear with int8
 /// per-channel weights and int32 biases, rewrite them into integer
 /// operators (QLinearConv, QLinearMatMul, int8 data movement; --format qdq
-/// stops before), and write the model. --mode dynamic quantizes MatMul/Gemm
-/// weights and quantizes activations at run time, without calibration.
-/// Prints what was quantized, what stayed float and why, and the size
-/// before and after.
+/// stops before), check parity against FP32 and write the model only if it
+/// passes. When the gate fails, the nodes whose quantization hurts most
+/// stay float, a growing group at a time, until it passes (automatic mixed
+/// precision; --no-auto, --max-float). Concat/Add whose inputs' ranges are
+/// orders of magnitude apart stay float. --mode dynamic quantizes
+/// MatMul/Gemm weights and quantizes activations at run time, without
+/// calibration. Prints what was quantized, what stayed float and why, and
+/// the size before and after.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The FP32 ONNX model.
@@ -156,6 +163,22 @@ pub struct Args {
     pub validate: Option<String>,
     #[command(flatten)]
     pub gate: super::check::GateArgs,
+    /// Do not search for nodes to keep in float when the parity gate fails
+    /// (automatic mixed precision is on by default: the most harmful nodes,
+    /// ranked by `onnxq sensitivity`'s measure, go float a growing group at
+    /// a time until the gate passes).
+    #[arg(long)]
+    pub no_auto: bool,
+    /// Most nodes automatic mixed precision may keep in float: a count (3)
+    /// or a percentage of the quantized compute nodes (10%) [default: 10%].
+    #[arg(long, value_name = "N|PCT")]
+    pub max_float: Option<String>,
+    /// A Concat or Add whose inputs' magnitudes differ more than this
+    /// factor stays float: one output scale would erase the smaller input
+    /// (boxes next to class scores in a detector head) [default: 100; inf
+    /// turns the guard off].
+    #[arg(long, value_name = "R")]
+    pub max_range_ratio: Option<f64>,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -225,6 +248,9 @@ impl Args {
             min_sqnr: self.gate.min_sqnr,
             min_cosine: self.gate.min_cosine,
             min_top1: self.gate.min_top1,
+            auto: self.no_auto.then_some(false),
+            max_float: self.max_float.clone(),
+            max_range_ratio: self.max_range_ratio,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -247,8 +273,21 @@ struct Report<'a> {
     calibration: &'a serde_json::Value,
     quantization: &'a QuantizeReport,
     lowering: Option<&'a LowerReport>,
+    /// Concat/Add kept float because their inputs' ranges are too far
+    /// apart.
+    range_guard: &'a [GuardedNode],
+    /// What automatic mixed precision did (absent when the first gate
+    /// passed, or with --no-auto).
+    mixed_precision: Option<&'a MixedPrecision>,
     parity: &'a Verdict,
     written: bool,
+}
+
+#[derive(serde::Serialize)]
+pub(super) struct GuardedNode {
+    node: String,
+    op: String,
+    reason: String,
 }
 
 /// How the activation ranges were obtained (for the summary).
@@ -256,6 +295,222 @@ struct CalibNote {
     table: Option<RangeTable>,
     source: String,
     secs: f64,
+}
+
+/// Activation ranges: from a table, or calibrated on samples — and
+/// calibrated again for tensors a later plan needs (the range guard's and
+/// the automatic mode's variants).
+pub(super) struct Ranges {
+    pub table: RangeTable,
+    pub source_note: String,
+    calib: Option<String>,
+    ropts: RangeOptions,
+    dims: BTreeMap<String, usize>,
+    jobs: usize,
+    fingerprint: String,
+    pub secs: f64,
+}
+
+impl Ranges {
+    /// The ranges `needed` (tensor names of the prepared `model`), from
+    /// `recipe.ranges` or by calibrating on `recipe.calib`.
+    pub fn new(
+        model: &Model,
+        needed: &BTreeSet<String>,
+        recipe: &Recipe,
+        cfg: &QuantizeConfig,
+        jobs: usize,
+        fingerprint: &str,
+    ) -> anyhow::Result<Self> {
+        let percentile = recipe.percentile.unwrap_or(99.999);
+        if !(50.0..=100.0).contains(&percentile) {
+            bail!("percentile {percentile} is outside 50..=100");
+        }
+        let ropts = RangeOptions {
+            method: recipe.method.unwrap_or(Method::Minmax),
+            percentile,
+            target: match cfg.activations {
+                QType::Uint8 => Target::Uint8,
+                QType::Int8 => Target::Int8,
+            },
+        };
+        let start = Instant::now();
+        let mut r = match (&recipe.ranges, &recipe.calib) {
+            (Some(path), _) => {
+                let path = PathBuf::from(path);
+                let t = RangeTable::load(&path)?;
+                t.check_model(&path, fingerprint)?;
+                Ranges {
+                    table: t,
+                    source_note: format!("table {}", path.display()),
+                    calib: None,
+                    ropts,
+                    dims: recipe.dims.clone(),
+                    jobs,
+                    fingerprint: fingerprint.to_string(),
+                    secs: 0.0,
+                }
+            }
+            (None, Some(src)) => {
+                if src.starts_with("random:") {
+                    eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
+                }
+                let mut r = Ranges {
+                    table: RangeTable {
+                        onnxq_version: onnxq::VERSION.to_string(),
+                        model_sha256: fingerprint.to_string(),
+                        samples_sha256: String::new(),
+                        samples: 0,
+                        method: ropts.method,
+                        percentile,
+                        target: ropts.target,
+                        tensors: BTreeMap::new(),
+                    },
+                    source_note: src.clone(),
+                    calib: Some(src.clone()),
+                    ropts,
+                    dims: recipe.dims.clone(),
+                    jobs,
+                    fingerprint: fingerprint.to_string(),
+                    secs: 0.0,
+                };
+                r.calibrate(model, needed)?;
+                r
+            }
+            (None, None) => {
+                bail!("quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)")
+            }
+        };
+        r.secs = start.elapsed().as_secs_f64();
+        Ok(r)
+    }
+
+    /// Calibrates the tensors of `wanted` the table lacks (nothing to do
+    /// for a table from `--ranges`: `onnxq calibrate` records every tensor).
+    pub fn ensure(&mut self, model: &Model, wanted: &BTreeSet<String>) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let missing: BTreeSet<String> = wanted
+            .iter()
+            .filter(|t| !self.table.tensors.contains_key(*t))
+            .cloned()
+            .collect();
+        if !missing.is_empty() && self.calib.is_some() {
+            self.calibrate(model, &missing)?;
+        }
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn calibrate(&mut self, model: &Model, wanted: &BTreeSet<String>) -> anyhow::Result<()> {
+        let Some(src) = &self.calib else {
+            return Ok(());
+        };
+        let calibrator = Calibrator::observing(model, Some(wanted))?;
+        let source = open_source(src, calibrator.inputs(), &self.dims)?;
+        let collected = calibrator.collect(
+            source.as_ref(),
+            &CollectOptions {
+                histograms: self.ropts.method.needs_histogram(),
+                per_channel: false,
+                jobs: self.jobs,
+                progress: std::io::stderr().is_terminal(),
+            },
+        )?;
+        let t = RangeTable::compute(&collected, &self.ropts, &self.fingerprint);
+        self.table.samples = t.samples;
+        self.table.samples_sha256 = t.samples_sha256;
+        self.table.tensors.extend(t.tensors);
+        Ok(())
+    }
+
+    /// `(lo, hi)` per tensor name.
+    pub fn map(&self) -> BTreeMap<String, (f32, f32)> {
+        self.table
+            .tensors
+            .iter()
+            .map(|(k, r)| (k.clone(), (r.lo, r.hi)))
+            .collect()
+    }
+
+    fn calibration_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": self.source_note,
+            "method": self.table.method.name(),
+            "percentile": self.table.percentile,
+            "samples": self.table.samples,
+            "samples_sha256": self.table.samples_sha256,
+            "model_sha256": self.fingerprint,
+        })
+    }
+}
+
+/// The range guard: keeps Concat/Add nodes whose inputs' ranges are too
+/// far apart in float (in `cfg.float_ids`), re-planning until no gap is
+/// left; returns the nodes it kept.
+pub(super) fn guard_ranges(
+    model: &Model,
+    cfg: &mut QuantizeConfig,
+    ranges: &mut Ranges,
+    max_ratio: f64,
+) -> anyhow::Result<Vec<GuardedNode>> {
+    let mut guarded = Vec::new();
+    if !(max_ratio.is_finite()) {
+        return Ok(guarded);
+    }
+    for _ in 0..8 {
+        let plan = plan_model(model, cfg)?;
+        ranges.ensure(model, &plan.needed_ranges(model))?;
+        let gaps = tune::range_gaps(model, &plan, &ranges.map(), max_ratio);
+        if gaps.is_empty() {
+            break;
+        }
+        for (id, reason) in gaps {
+            if let Some(n) = model.graph.node(id) {
+                guarded.push(GuardedNode {
+                    node: n.name.clone(),
+                    op: n.op_type.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            cfg.float_ids.insert(id, reason);
+        }
+    }
+    Ok(guarded)
+}
+
+/// One quantized model: the plan under `cfg`, Q/DQ insertion, lowering.
+struct Built {
+    model: Model,
+    report: QuantizeReport,
+    lowering: Option<LowerReport>,
+}
+
+fn build(
+    fp32: &Model,
+    cfg: &QuantizeConfig,
+    ranges: &BTreeMap<String, (f32, f32)>,
+    format: Format,
+    target: LowerTarget,
+) -> onnxq::Result<Built> {
+    let mut model = fp32.clone();
+    let plan = plan_model(&model, cfg)?;
+    let report = quantize(&mut model, &plan, ranges, cfg)?;
+    let lowering = match format {
+        Format::Qoperator => Some(lower(&mut model, &LowerOptions { target })?),
+        Format::Qdq => None,
+    };
+    Ok(Built {
+        model,
+        report,
+        lowering,
+    })
+}
+
+fn worst_sqnr(v: &Verdict) -> f64 {
+    v.outputs
+        .iter()
+        .map(|o| o.sqnr_db)
+        .fold(f64::INFINITY, f64::min)
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -276,10 +531,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if format == Format::Qdq && recipe.target.is_some() {
         eprintln!("warning: --target applies to the qoperator format; the QDQ output uses standard operators only");
     }
-    let cfg = QuantizeConfig::from_recipe(&recipe)?;
-    let percentile = recipe.percentile.unwrap_or(99.999);
-    if !(50.0..=100.0).contains(&percentile) {
-        bail!("percentile {percentile} is outside 50..=100");
+    let mut cfg = QuantizeConfig::from_recipe(&recipe)?;
+    let auto = recipe.auto.unwrap_or(true);
+    let budget = Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?;
+    let max_ratio = recipe.max_range_ratio.unwrap_or(100.0);
+    if max_ratio.is_nan() || max_ratio < 1.0 {
+        bail!("max-range-ratio {max_ratio} must be at least 1");
     }
 
     let loaded = onnxq::onnx::load_model(&args.model)?;
@@ -298,39 +555,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..Default::default()
     };
     prepare(&mut model, &opts).with_context(what)?;
-    let fp32 = model.clone();
+    let fp32 = model;
 
-    let (report, calibration, note) = match mode {
-        Mode::Static => {
-            static_quantize(&mut model, &recipe, &cfg, &args, &fingerprint, percentile)?
-        }
-        Mode::Dynamic => {
-            if recipe.calib.is_some() || recipe.ranges.is_some() {
-                eprintln!("warning: --mode dynamic computes activation ranges at run time; the calibration samples are not used");
-            }
-            let r = quantize_dynamic(&mut model, &cfg).with_context(what)?;
-            let note = CalibNote {
-                table: None,
-                source: String::new(),
-                secs: 0.0,
-            };
-            (r, serde_json::json!({"method": "dynamic"}), note)
-        }
-    };
-    let lowering = match (mode, format) {
-        (Mode::Static, Format::Qoperator) => {
-            Some(lower(&mut model, &LowerOptions { target }).with_context(what)?)
-        }
-        _ => None,
-    };
-    let format_name = match (mode, format) {
-        (Mode::Dynamic, _) => "dynamic",
-        (_, f) => f.name(),
-    };
-    let target_name = (format == Format::Qoperator).then_some(target.name());
-
-    // The parity gate: FP32 (tract) vs INT8 (our executor).
-    // The recipe already holds the flags laid over the file's values.
+    // The parity gate's samples and thresholds: FP32 (tract) vs INT8 (our
+    // executor). The recipe already holds the flags laid over the file's.
     let thresholds = args
         .gate
         .thresholds([recipe.min_sqnr, recipe.min_cosine, recipe.min_top1]);
@@ -351,19 +579,108 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "random:8:0".to_string()
         }
     };
-    let gate_start = Instant::now();
-    let source = open_source(&validation, &specs, &gate_dims)
-        .with_context(|| format!("validation samples {validation}"))?;
-    let verdict = verify::compare(
-        &fp32,
-        &model,
-        source.as_ref(),
-        args.gate.arith.into(),
-        thresholds,
-        true,
-    )
-    .with_context(|| "the parity check".to_string())?;
-    let gate_secs = gate_start.elapsed().as_secs_f64();
+    let open_validation = || {
+        open_source(&validation, &specs, &gate_dims)
+            .with_context(|| format!("validation samples {validation}"))
+    };
+    let gate = |m: &Model| -> anyhow::Result<Verdict> {
+        let source = open_validation()?;
+        verify::compare(
+            &fp32,
+            m,
+            source.as_ref(),
+            args.gate.arith.into(),
+            thresholds,
+            true,
+        )
+        .with_context(|| "the parity check".to_string())
+    };
+
+    let mut guarded = Vec::new();
+    let mut mixed = None;
+    let (built, verdict, calibration, note, gate_secs) = match mode {
+        Mode::Static => {
+            let plan = plan_model(&fp32, &cfg).with_context(what)?;
+            let mut ranges = Ranges::new(
+                &fp32,
+                &plan.needed_ranges(&fp32),
+                &recipe,
+                &cfg,
+                args.jobs,
+                &fingerprint,
+            )?;
+            guarded = guard_ranges(&fp32, &mut cfg, &mut ranges, max_ratio).with_context(what)?;
+            let mut built = build(&fp32, &cfg, &ranges.map(), format, target).with_context(what)?;
+            let gate_start = Instant::now();
+            let mut verdict = gate(&built.model)?;
+            let mut gate_secs = gate_start.elapsed().as_secs_f64();
+            if !verdict.passed && auto {
+                let start = Instant::now();
+                let (rec, last) = auto_mixed_precision(
+                    &fp32,
+                    &cfg,
+                    &mut ranges,
+                    (budget, thresholds, args.jobs),
+                    worst_sqnr(&verdict),
+                    &open_validation,
+                    |c, r| {
+                        let b = build(&fp32, c, r, format, target)?;
+                        let v = gate(&b.model)?;
+                        Ok((v.passed, worst_sqnr(&v), (b, v)))
+                    },
+                )?;
+                if let Some((b, v)) = last {
+                    built = b;
+                    verdict = v;
+                }
+                gate_secs += start.elapsed().as_secs_f64();
+                mixed = Some(rec);
+            }
+            let calibration = ranges.calibration_json();
+            let note = CalibNote {
+                secs: ranges.secs,
+                source: ranges.source_note.clone(),
+                table: Some(ranges.table),
+            };
+            (built, verdict, calibration, note, gate_secs)
+        }
+        Mode::Dynamic => {
+            if recipe.calib.is_some() || recipe.ranges.is_some() {
+                eprintln!("warning: --mode dynamic computes activation ranges at run time; the calibration samples are not used");
+            }
+            let mut model = fp32.clone();
+            let report = quantize_dynamic(&mut model, &cfg).with_context(what)?;
+            let note = CalibNote {
+                table: None,
+                source: String::new(),
+                secs: 0.0,
+            };
+            let gate_start = Instant::now();
+            let verdict = gate(&model)?;
+            let built = Built {
+                model,
+                report,
+                lowering: None,
+            };
+            (
+                built,
+                verdict,
+                serde_json::json!({"method": "dynamic"}),
+                note,
+                gate_start.elapsed().as_secs_f64(),
+            )
+        }
+    };
+    let Built {
+        mut model,
+        report,
+        lowering,
+    } = built;
+    let format_name = match (mode, format) {
+        (Mode::Dynamic, _) => "dynamic",
+        (_, f) => f.name(),
+    };
+    let target_name = (format == Format::Qoperator).then_some(target.name());
 
     model.set_metadata("onnxq.version", onnxq::VERSION);
     model.set_metadata("onnxq.format", format_name);
@@ -372,6 +689,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
     model.set_metadata("onnxq.calibration", &calibration.to_string());
+    if let Some(m) = &mixed {
+        model.set_metadata("onnxq.kept_float", &m.kept_float.join(","));
+    }
     let parity: serde_json::Map<String, serde_json::Value> = verdict
         .outputs
         .iter()
@@ -409,6 +729,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             calibration: &calibration,
             quantization: &report,
             lowering: lowering.as_ref(),
+            range_guard: &guarded,
+            mixed_precision: mixed.as_ref(),
             parity: &verdict,
             written: write,
         };
@@ -433,6 +755,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             (opset_before, opset_after)
         )
     );
+    for g in &guarded {
+        eprintln!("  kept float: {} ({}): {}", g.node, g.op, g.reason);
+    }
+    if let Some(m) = &mixed {
+        eprint!("{}", describe_mixed(m));
+    }
     eprint!(
         "  parity (int8 executor vs FP32 on {} samples of {validation}, {:.2} s): {}\n{}",
         verdict.samples,
@@ -455,81 +783,102 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     Ok(super::EXIT_OK)
 }
 
-/// Static mode: plan, ranges (calibrated or from a table), Q/DQ insertion.
-fn static_quantize(
-    model: &mut Model,
-    recipe: &Recipe,
+/// The gate failed: rank the candidates by sensitivity (only that node
+/// quantized, fake-quantized in tract on the validation samples) and run
+/// [`tune::mixed_precision`] with `attempt` as the re-check.
+#[allow(clippy::type_complexity)]
+fn auto_mixed_precision<T>(
+    fp32: &Model,
     cfg: &QuantizeConfig,
-    args: &Args,
-    fingerprint: &str,
-    percentile: f64,
-) -> anyhow::Result<(QuantizeReport, serde_json::Value, CalibNote)> {
-    let what = || format!("{}", args.model.display());
-    let plan = plan_model(model, cfg).with_context(what)?;
-    let needed = plan.needed_ranges(model);
-
-    // Ranges: from a table, or by calibrating the tensors the plan needs.
-    let start = Instant::now();
-    let (table, source_note) = match (&recipe.ranges, &recipe.calib) {
-        (Some(path), _) => {
-            let path = PathBuf::from(path);
-            let t = RangeTable::load(&path)?;
-            t.check_model(&path, fingerprint)?;
-            (t, format!("table {}", path.display()))
-        }
-        (None, Some(src)) => {
-            let calibrator = Calibrator::observing(model, Some(&needed))?;
-            let source = open_source(src, calibrator.inputs(), &recipe.dims)?;
-            if src.starts_with("random:") {
-                eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
-            }
-            let ropts = RangeOptions {
-                method: recipe.method.unwrap_or(Method::Minmax),
-                percentile,
-                target: match cfg.activations {
-                    QType::Uint8 => Target::Uint8,
-                    QType::Int8 => Target::Int8,
-                },
-            };
-            let collected = calibrator.collect(
-                source.as_ref(),
-                &CollectOptions {
-                    histograms: ropts.method.needs_histogram(),
-                    per_channel: false,
-                    jobs: args.jobs,
-                    progress: std::io::stderr().is_terminal(),
-                },
-            )?;
-            (
-                RangeTable::compute(&collected, &ropts, fingerprint),
-                src.clone(),
-            )
-        }
-        (None, None) => {
-            bail!("quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)")
-        }
-    };
-    let calib_secs = start.elapsed().as_secs_f64();
-    let ranges: BTreeMap<String, (f32, f32)> = table
-        .tensors
+    ranges: &mut Ranges,
+    (budget, thresholds, jobs): (Budget, verify::Thresholds, usize),
+    start_sqnr: f64,
+    open_validation: &dyn Fn() -> anyhow::Result<Box<dyn SampleSource>>,
+    mut attempt: impl FnMut(
+        &QuantizeConfig,
+        &BTreeMap<String, (f32, f32)>,
+    ) -> anyhow::Result<(bool, f64, T)>,
+) -> anyhow::Result<(MixedPrecision, Option<T>)> {
+    ranges.ensure(fp32, &tune::search_needed(fp32, cfg)?)?;
+    let map = ranges.map();
+    let source = open_validation()?;
+    let eval = Evaluator::new(fp32, source.as_ref(), thresholds)?;
+    let sens = tune::sensitivity(
+        fp32,
+        cfg,
+        &map,
+        &eval,
+        SensitivityOptions {
+            only: true,
+            all_but: false,
+            jobs,
+        },
+    )?;
+    let ranking: Vec<(NodeId, String, String)> = sens
+        .ids
         .iter()
-        .map(|(k, r)| (k.clone(), (r.lo, r.hi)))
+        .zip(&sens.nodes)
+        .enumerate()
+        .map(|(i, (&id, n))| {
+            let alone = n.only.as_ref().map_or(f64::NAN, |s| s.worst_sqnr_db);
+            (
+                id,
+                n.node.clone(),
+                format!(
+                    "sensitivity rank {}: quantized alone, the worst output drops to {alone:.1} dB",
+                    i + 1
+                ),
+            )
+        })
         .collect();
-    let report = quantize(model, &plan, &ranges, cfg).with_context(what)?;
-    let calibration = serde_json::json!({
-        "source": source_note,
-        "method": table.method.name(),
-        "percentile": table.percentile,
-        "samples": table.samples,
-        "samples_sha256": table.samples_sha256,
-        "model_sha256": fingerprint,
+    let n = budget.nodes(ranking.len());
+    let mut err = None;
+    let out = tune::mixed_precision(&ranking, n, start_sqnr, |float| {
+        let mut c = cfg.clone();
+        for (id, why) in float {
+            c.float_ids.entry(*id).or_insert_with(|| why.clone());
+        }
+        match attempt(&c, &map) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let msg = super::one_line(&e);
+                err = Some(e);
+                Err(onnxq::Error::Invalid(msg))
+            }
+        }
     });
-    let note = CalibNote {
-        table: Some(table),
-        source: source_note,
-        secs: calib_secs,
-    };
-    Ok((report, calibration, note))
+    match (out, err) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(e)) => Err(e.context("automatic mixed precision")),
+        (Err(e), None) => Err(anyhow::Error::new(e).context("automatic mixed precision")),
+    }
+}
+
+/// The summary lines of the automatic mode.
+fn describe_mixed(m: &MixedPrecision) -> String {
+    let mut s = format!(
+        "  automatic mixed precision: gate failed at {:.1} dB; kept {} of {} candidate node(s) float (budget {})\n",
+        m.start_sqnr_db,
+        m.kept_float.len(),
+        m.candidates,
+        m.budget
+    );
+    for (i, st) in m.steps.iter().enumerate() {
+        s += &format!(
+            "    step {}: float {} → worst output {:.1} dB ({:+.1} dB){}\n",
+            i + 1,
+            st.kept_float.join(", "),
+            st.worst_sqnr_db,
+            st.gain_db,
+            if st.passed { ", gate passed" } else { "" }
+        );
+    }
+    if m.steps.is_empty() {
+        s += "    no step: the budget allows no node (--max-float)\n";
+    } else if !m.passed {
+        s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
+    }
+    s
 }
 
 fn by_op(m: &BTreeMap<String, usize>) -> String {

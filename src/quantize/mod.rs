@@ -53,6 +53,10 @@ pub struct QuantizeConfig {
     pub exclude: Vec<String>,
     pub nodes: BTreeMap<String, NodeOverride>,
     pub tensors: BTreeMap<String, TensorOverride>,
+    /// Nodes the library keeps in float (automatic mixed precision, the
+    /// range-gap guard, sensitivity variants), each with the reason the
+    /// report gives.
+    pub float_ids: BTreeMap<NodeId, String>,
 }
 
 impl Default for QuantizeConfig {
@@ -69,6 +73,7 @@ impl Default for QuantizeConfig {
             exclude: Vec::new(),
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
+            float_ids: BTreeMap::new(),
         }
     }
 }
@@ -231,7 +236,7 @@ pub fn plan_model(model: &Model, cfg: &QuantizeConfig) -> Result<Plan> {
     };
     let float_nodes: HashSet<NodeId> = g
         .nodes()
-        .filter(|(id, n)| excluded.contains(id) || !selected(n))
+        .filter(|(id, n)| excluded.contains(id) || cfg.float_ids.contains_key(id) || !selected(n))
         .map(|(id, _)| id)
         .collect();
     let mut plan = Plan::default();
@@ -239,6 +244,8 @@ pub fn plan_model(model: &Model, cfg: &QuantizeConfig) -> Result<Plan> {
         let Some(node) = g.node(id) else { continue };
         let decision = if excluded.contains(&id) {
             Decision::float("excluded")
+        } else if let Some(reason) = cfg.float_ids.get(&id) {
+            Decision::float(reason.clone())
         } else if !node.is_onnx() {
             Decision::float(format!("domain '{}' has no handlers", node.domain))
         } else if node.has_subgraphs() {

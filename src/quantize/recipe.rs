@@ -15,6 +15,9 @@
 //! reduce-range: false               # 7-bit weights (onnxruntime, x86 without VNNI)
 //! op-types: [default, Add]           # "default" = the default op set
 //! exclude: ["head/*"]                # node names or globs
+//! auto: true                         # keep harmful nodes float when the gate fails
+//! max-float: 10%                     # …at most this many (count or % of candidates)
+//! max-range-ratio: 100               # Concat/Add inputs this far apart stay float
 //! nodes:
 //!   conv1: {per-channel: false}
 //!   fc_out: {keep-float: true}
@@ -212,6 +215,17 @@ pub struct Recipe {
     /// Gate: minimum top-1 agreement of class-score outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_top1: Option<f64>,
+    /// Automatic mixed precision when the gate fails (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<bool>,
+    /// Most nodes automatic mixed precision may keep float: a count or a
+    /// percentage of the candidates ("10%", the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_float: Option<String>,
+    /// Concat/Add inputs whose magnitudes differ more than this stay float
+    /// (default 100; `.inf` turns the guard off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_range_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -262,7 +276,10 @@ impl Recipe {
             validate,
             min_sqnr,
             min_cosine,
-            min_top1
+            min_top1,
+            auto,
+            max_float,
+            max_range_ratio
         );
         for e in top.exclude {
             if !self.exclude.contains(&e) {

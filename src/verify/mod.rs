@@ -84,7 +84,7 @@ pub struct Verdict {
 
 /// Streaming sums for one pair of tensors.
 #[derive(Clone, Debug, Default)]
-struct Accum {
+pub(crate) struct Accum {
     n: u64,
     ref2: f64,
     test2: f64,
@@ -99,7 +99,11 @@ struct Accum {
 }
 
 impl Accum {
-    fn add(&mut self, a: &[f32], b: &[f32], dims: &[usize]) {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub(crate) fn add(&mut self, a: &[f32], b: &[f32], dims: &[usize]) {
         for (&x, &y) in a.iter().zip(b) {
             let (x, y) = (x as f64, y as f64);
             let e = (x - y).abs();
@@ -141,6 +145,44 @@ impl Accum {
             return 1.0;
         }
         self.dot / (self.ref2.sqrt() * self.test2.sqrt()).max(1e-300)
+    }
+
+    /// The metrics of output `name` over everything added, with the
+    /// thresholds it misses.
+    pub(crate) fn output_metrics(&self, name: &str, thresholds: &Thresholds) -> OutputMetrics {
+        let a = self;
+        let mut m = OutputMetrics {
+            name: name.to_string(),
+            elements: a.n,
+            max_abs_error: a.max_abs,
+            mean_abs_error: a.sum_abs / a.n.max(1) as f64,
+            cosine: a.cosine(),
+            sqnr_db: a.sqnr(),
+            top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
+            top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
+            failures: Vec::new(),
+        };
+        // NaN metrics fail: `meets` is false for them.
+        let meets = |v: f64, min: f64| v >= min;
+        if !meets(m.sqnr_db, thresholds.min_sqnr_db) {
+            m.failures.push(format!(
+                "SQNR {:.1} dB < {}",
+                m.sqnr_db, thresholds.min_sqnr_db
+            ));
+        }
+        if !meets(m.cosine, thresholds.min_cosine) {
+            m.failures.push(format!(
+                "cosine {:.4} < {}",
+                m.cosine, thresholds.min_cosine
+            ));
+        }
+        if let Some(t1) = m.top1_agreement.filter(|&t| !meets(t, thresholds.min_top1)) {
+            m.failures.push(format!(
+                "top-1 agreement {:.3} < {}",
+                t1, thresholds.min_top1
+            ));
+        }
+        m
     }
 }
 
@@ -302,44 +344,12 @@ pub fn compare(
             layers[k].add(&r.to_f32_vec()?, &deq, &[]);
         }
     }
-    let mut outputs = Vec::new();
-    for (name, a) in out_names.iter().zip(&outs) {
-        if a.n == 0 {
-            continue;
-        }
-        let mut m = OutputMetrics {
-            name: name.clone(),
-            elements: a.n,
-            max_abs_error: a.max_abs,
-            mean_abs_error: a.sum_abs / a.n as f64,
-            cosine: a.cosine(),
-            sqnr_db: a.sqnr(),
-            top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
-            top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
-            failures: Vec::new(),
-        };
-        // NaN metrics fail: `meets` is false for them.
-        let meets = |v: f64, min: f64| v >= min;
-        if !meets(m.sqnr_db, thresholds.min_sqnr_db) {
-            m.failures.push(format!(
-                "SQNR {:.1} dB < {}",
-                m.sqnr_db, thresholds.min_sqnr_db
-            ));
-        }
-        if !meets(m.cosine, thresholds.min_cosine) {
-            m.failures.push(format!(
-                "cosine {:.4} < {}",
-                m.cosine, thresholds.min_cosine
-            ));
-        }
-        if let Some(t1) = m.top1_agreement.filter(|&t| !meets(t, thresholds.min_top1)) {
-            m.failures.push(format!(
-                "top-1 agreement {:.3} < {}",
-                t1, thresholds.min_top1
-            ));
-        }
-        outputs.push(m);
-    }
+    let outputs: Vec<OutputMetrics> = out_names
+        .iter()
+        .zip(&outs)
+        .filter(|(_, a)| a.n > 0)
+        .map(|(name, a)| a.output_metrics(name, &thresholds))
+        .collect();
     let mut layer_metrics: Vec<LayerMetrics> = pairs
         .iter()
         .zip(&layers)

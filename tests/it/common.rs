@@ -134,3 +134,17 @@ pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)>
         })
         .collect()
 }
+
+/// A JSON file, parsed.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A recipe (written into `dir`) that forces a far too narrow range on the
+/// digits CNN's first conv output (`bn1`, the BatchNormalization folded
+/// into conv1): a deliberately broken layer.
+pub fn broken_conv1_recipe(dir: &Path) -> PathBuf {
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, "tensors:\n  bn1:\n    range: [0, 0.05]\n").unwrap();
+    p
+}

@@ -12,6 +12,9 @@
 //! - `quantize`: QDQ output (Q/DQ per op type, per-channel and bias
 //!   parameters against a direct computation), runs in tract close to FP32,
 //!   digits accuracy kept, deterministic bytes, recipes, errors.
+//! - `gate`: the parity gate in quantize, check, run.
+//! - `tune`: sensitivity ranking, automatic mixed precision, the
+//!   range-gap guard on a detector head.
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
 //!   protection.
 
@@ -24,3 +27,4 @@ mod malformed;
 mod optimize;
 mod quantize;
 mod roundtrip;
+mod tune;

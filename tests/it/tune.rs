@@ -1,0 +1,252 @@
+//! Accuracy search: `onnxq sensitivity`, automatic mixed precision inside
+//! `onnxq quantize`, and the range-gap guard on a detector head.
+
+use crate::common::{broken_conv1_recipe, json, onnxq, stderr, stdout, tempdir, testdata};
+use crate::quantize::quantize;
+use onnxq::calibrate::samples::read_npz;
+use std::path::Path;
+
+#[test]
+fn sensitivity_ranks_a_broken_layer_first() {
+    let dir = tempdir();
+    let recipe = broken_conv1_recipe(dir.path());
+    let rep = dir.path().join("s.json");
+    let svg = dir.path().join("s.svg");
+    let o = onnxq(&[
+        "sensitivity",
+        testdata("digits/cnn.onnx").to_str().unwrap(),
+        "--calib",
+        testdata("digits/cnn_calib").to_str().unwrap(),
+        "--validate",
+        testdata("digits/cnn_holdout.npz").to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(first.contains("conv1"), "{out}");
+    let r = json(&rep);
+    let nodes = r["sensitivity"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "conv1, conv2, fc");
+    assert_eq!(nodes[0]["node"], "conv1");
+    // Alone, the broken layer ruins the output; every other node alone
+    // keeps it above the gate; keeping conv1 float recovers the model.
+    let only = |n: &serde_json::Value| n["only"]["worst_sqnr_db"].as_f64().unwrap();
+    let all_but = |n: &serde_json::Value| n["all_but"]["worst_sqnr_db"].as_f64().unwrap();
+    assert!(only(&nodes[0]) < 5.0, "{}", only(&nodes[0]));
+    assert!(nodes[1..].iter().all(|n| only(n) > 30.0));
+    assert!(all_but(&nodes[0]) > 30.0);
+    assert!(nodes[1..].iter().all(|n| all_but(n) < 5.0));
+    assert_eq!(r["sensitivity"]["all"]["passes"], false);
+    // Class scores: top-1 agreement is reported with the SQNR.
+    assert!(
+        nodes[0]["only"]["outputs"][0]["top1_agreement"]
+            .as_f64()
+            .unwrap()
+            < 0.5
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    assert!(chart.contains("conv1 (Conv)") && chart.contains("gate 20 dB"));
+    // Ranked first in the chart too (rows are drawn in order).
+    assert!(chart.find("conv1 (Conv)") < chart.find("conv2 (Conv)"));
+}
+
+#[test]
+fn auto_mode_keeps_exactly_the_broken_layer_float_and_passes() {
+    let dir = tempdir();
+    let recipe = broken_conv1_recipe(dir.path());
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let (calib, holdout) = (
+        testdata("digits/cnn_calib"),
+        testdata("digits/cnn_holdout.npz"),
+    );
+    let args = [
+        "--calib",
+        calib.to_str().unwrap(),
+        "--validate",
+        holdout.to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--format",
+        "qoperator",
+    ];
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.exists());
+    let err = stderr(&o);
+    assert!(
+        err.contains("automatic mixed precision") && err.contains("float conv1"),
+        "{err}"
+    );
+    let r = json(&rep);
+    let m = &r["mixed_precision"];
+    assert_eq!(m["kept_float"], serde_json::json!(["conv1"]));
+    assert_eq!(m["passed"], true);
+    assert_eq!(m["steps"].as_array().unwrap().len(), 1);
+    assert!(m["steps"][0]["gain_db"].as_f64().unwrap() > 20.0);
+    assert!(m["start_sqnr_db"].as_f64().unwrap() < 5.0);
+    let floats = r["quantization"]["float_nodes"].as_array().unwrap();
+    let conv1 = floats.iter().find(|f| f["node"] == "conv1").unwrap();
+    assert!(conv1["reason"]
+        .as_str()
+        .unwrap()
+        .contains("automatic mixed precision"));
+    assert_eq!(
+        floats.iter().filter(|f| f["op"] == "Conv").count(),
+        1,
+        "only conv1 stays float"
+    );
+    assert_eq!(r["parity"]["passed"], true);
+    // The model records what was kept float.
+    let m = onnxq::onnx::load_model(&out).unwrap();
+    let kept = m
+        .proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key.as_deref() == Some("onnxq.kept_float"));
+    assert_eq!(kept.and_then(|p| p.value.as_deref()), Some("conv1"));
+
+    // --no-auto: the gate fails, exit 3, nothing written.
+    let out2 = dir.path().join("q2.onnx");
+    let mut no_auto = args.to_vec();
+    no_auto.push("--no-auto");
+    let o = quantize(&testdata("digits/cnn.onnx"), &out2, &no_auto);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!out2.exists());
+    assert!(json(&rep)["mixed_precision"].is_null());
+
+    // A budget of no node: one line says so, exit 3.
+    let mut none = args.to_vec();
+    none.extend(["--max-float", "0"]);
+    let o = quantize(&testdata("digits/cnn.onnx"), &out2, &none);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("budget allows no node"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out2.exists());
+}
+
+/// SQNR (dB) of the class-score logits (columns 4.. of `detections`, as
+/// logit(p)) of `test` against `reference`, over every sample file.
+fn score_logits_sqnr(reference: &Path, test: &Path) -> f64 {
+    let (mut sig, mut err) = (0.0f64, 0.0f64);
+    let mut files: Vec<_> = std::fs::read_dir(reference)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let r = read_npz(&reference.join(&f)).unwrap()["detections"]
+            .to_f32_vec()
+            .unwrap();
+        let t = read_npz(&test.join(&f)).unwrap()["detections"]
+            .to_f32_vec()
+            .unwrap();
+        for (row_r, row_t) in r.chunks(8).zip(t.chunks(8)) {
+            for (&p, &q) in row_r[4..].iter().zip(&row_t[4..]) {
+                let logit = |p: f32| (p as f64 / (1.0 - p as f64)).ln();
+                let (a, b) = (logit(p), logit(q));
+                sig += a * a;
+                err += if b.is_finite() {
+                    (a - b) * (a - b)
+                } else {
+                    a * a * 1e6
+                };
+            }
+        }
+    }
+    10.0 * (sig / err.max(1e-300)).log10()
+}
+
+#[test]
+fn detector_class_scores_survive_next_to_boxes() {
+    let dir = tempdir();
+    let model = testdata("detector/detector_opset13.onnx");
+    let holdout = testdata("detector/holdout.npz");
+    let fp = dir.path().join("fp32");
+    let o = onnxq(&[
+        "run",
+        model.to_str().unwrap(),
+        "--data",
+        holdout.to_str().unwrap(),
+        "-o",
+        fp.to_str().unwrap(),
+        "--engine",
+        "tract",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let logits_db = |extra: &[&str], name: &str| -> (f64, serde_json::Value) {
+        let q = dir.path().join(format!("{name}.onnx"));
+        let rep = dir.path().join(format!("{name}.json"));
+        let calib = testdata("detector/calib");
+        let mut args = vec![
+            "--calib",
+            calib.to_str().unwrap(),
+            "--validate",
+            holdout.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--format",
+            "qoperator",
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        let o = quantize(&model, &q, &args);
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(3)),
+            "{}",
+            stderr(&o)
+        );
+        let run = dir.path().join(name);
+        let o = onnxq(&[
+            "run",
+            q.to_str().unwrap(),
+            "--data",
+            holdout.to_str().unwrap(),
+            "-o",
+            run.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        (score_logits_sqnr(&fp, &run), json(&rep))
+    };
+    // The default command.
+    let (db, r) = logits_db(&[], "default");
+    assert!(db >= 30.0, "default: class-score logits {db:.1} dB");
+    assert_eq!(r["parity"]["passed"], true);
+    // Asked to quantize Concat: the guard keeps the boxes+scores concat float.
+    let (db, r) = logits_db(&["--op-types", "default,Concat"], "concat");
+    assert!(db >= 30.0, "with Concat: class-score logits {db:.1} dB");
+    let g = r["range_guard"].as_array().unwrap();
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0]["node"], "head.concat");
+    assert!(g[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("orders of magnitude"));
+    // Without the guard one scale covers boxes (~130) and scores (~1e-4):
+    // every score rounds to 0, and the gate cannot tell (the boxes carry
+    // the output's energy). This is what the guard prevents.
+    let (db, r) = logits_db(
+        &["--op-types", "default,Concat", "--max-range-ratio", "inf"],
+        "unguarded",
+    );
+    assert!(db < 10.0, "unguarded: class-score logits {db:.1} dB");
+    assert!(r["range_guard"].as_array().unwrap().is_empty());
+    assert_eq!(r["parity"]["passed"], true);
+}
