@@ -27,12 +27,19 @@ pub enum Method {
     Percentile,
     Entropy,
     Mse,
+    /// Per tensor, the one of MinMax / Percentile / MSE / Entropy whose
+    /// range gives the tensor's consumers the least output error
+    /// ([`super::choose`]). Where no choice was made, MinMax.
+    Auto,
 }
 
 impl Method {
     /// Whether the method needs histograms.
     pub fn needs_histogram(self) -> bool {
-        matches!(self, Method::Percentile | Method::Entropy | Method::Mse)
+        matches!(
+            self,
+            Method::Percentile | Method::Entropy | Method::Mse | Method::Auto
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -42,6 +49,7 @@ impl Method {
             Method::Percentile => "percentile",
             Method::Entropy => "entropy",
             Method::Mse => "mse",
+            Method::Auto => "auto",
         }
     }
 }
@@ -80,7 +88,7 @@ pub fn range(s: &TensorStats, opts: &RangeOptions) -> (f32, f32) {
         return (0.0, 0.0);
     }
     let (lo, hi) = match opts.method {
-        Method::Minmax => (s.min, s.max),
+        Method::Minmax | Method::Auto => (s.min, s.max),
         Method::AvgMinmax => (
             (s.sum_sample_min / s.samples as f64) as f32,
             (s.sum_sample_max / s.samples as f64) as f32,

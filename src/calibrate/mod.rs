@@ -12,6 +12,7 @@
 //! Memory: one sample's activations per worker plus fixed-size statistics
 //! per tensor (`stats`), independent of the number of samples.
 
+pub mod choose;
 pub mod methods;
 pub mod samples;
 pub mod stats;

@@ -29,6 +29,9 @@ pub struct TensorRange {
     pub channel_min: Vec<f32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_max: Vec<f32>,
+    /// With `method: auto`, the method chosen for this tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -70,6 +73,7 @@ impl RangeTable {
                         nonfinite: s.nonfinite,
                         channel_min: s.channel_min.clone(),
                         channel_max: s.channel_max.clone(),
+                        method: None,
                     },
                 )
             })
@@ -84,6 +88,29 @@ impl RangeTable {
             target: opts.target,
             tensors,
         }
+    }
+
+    /// Applies per-tensor choices (`method: auto`): each chosen tensor's
+    /// range and method.
+    pub fn apply_choices(&mut self, choices: &BTreeMap<String, super::choose::Choice>) {
+        for (name, c) in choices {
+            if let Some(t) = self.tensors.get_mut(name) {
+                t.lo = c.lo;
+                t.hi = c.hi;
+                t.method = Some(c.method);
+            }
+        }
+    }
+
+    /// How many tensors each chosen method got (`method: auto`).
+    pub fn chosen(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for t in self.tensors.values() {
+            if let Some(c) = t.method {
+                *m.entry(c.name()).or_insert(0) += 1;
+            }
+        }
+        m
     }
 
     /// Writes the table as JSON, atomically.

@@ -24,6 +24,10 @@ pub enum MethodArg {
     Entropy,
     /// The clipping range with the least quantization mean squared error.
     Mse,
+    /// Per tensor, whichever of minmax, percentile, mse and entropy gives
+    /// the tensor's consumers (the next Conv, MatMul, …) the least output
+    /// error on the samples (one more pass over them).
+    Auto,
 }
 
 impl From<MethodArg> for Method {
@@ -34,6 +38,7 @@ impl From<MethodArg> for Method {
             MethodArg::Percentile => Method::Percentile,
             MethodArg::Entropy => Method::Entropy,
             MethodArg::Mse => Method::Mse,
+            MethodArg::Auto => Method::Auto,
         }
     }
 }
@@ -124,8 +129,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             progress: std::io::stderr().is_terminal(),
         },
     )?;
+    let mut table = RangeTable::compute(&collected, &opts, &fingerprint);
+    if opts.method == Method::Auto {
+        let wanted = collected.stats.keys().cloned().collect();
+        let choices = onnxq::calibrate::choose::choose(
+            &model,
+            &collected,
+            &opts,
+            &wanted,
+            source.as_ref(),
+            args.jobs,
+        )?;
+        table.apply_choices(&choices);
+    }
     let secs = start.elapsed().as_secs_f64();
-    let table = RangeTable::compute(&collected, &opts, &fingerprint);
     table.save(&args.output)?;
     eprintln!(
         "wrote {}: {} tensors, {} samples in {:.2} s ({:.1} samples/s, {} plan{}), method {}",
@@ -138,5 +155,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         if collected.plans == 1 { "" } else { "s" },
         opts.method.name(),
     );
+    if opts.method == Method::Auto {
+        eprintln!(
+            "  chosen per tensor: {}",
+            super::quantize::by_op(
+                &table
+                    .chosen()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            )
+        );
+    }
     Ok(super::EXIT_OK)
 }

@@ -416,7 +416,18 @@ impl Ranges {
                 progress: std::io::stderr().is_terminal(),
             },
         )?;
-        let t = RangeTable::compute(&collected, &self.ropts, &self.fingerprint);
+        let mut t = RangeTable::compute(&collected, &self.ropts, &self.fingerprint);
+        if self.ropts.method == Method::Auto {
+            let choices = onnxq::calibrate::choose::choose(
+                model,
+                &collected,
+                &self.ropts,
+                wanted,
+                source.as_ref(),
+                self.jobs,
+            )?;
+            t.apply_choices(&choices);
+        }
         self.table.samples = t.samples;
         self.table.samples_sha256 = t.samples_sha256;
         self.table.tensors.extend(t.tensors);
@@ -881,7 +892,7 @@ fn describe_mixed(m: &MixedPrecision) -> String {
     s
 }
 
-fn by_op(m: &BTreeMap<String, usize>) -> String {
+pub(super) fn by_op(m: &BTreeMap<String, usize>) -> String {
     if m.is_empty() {
         return "none".into();
     }
@@ -951,10 +962,17 @@ fn summary(
         );
     }
     if let Some(table) = &calib.table {
-        let method = if table.method == Method::Percentile {
-            format!("percentile {}", table.percentile)
-        } else {
-            table.method.name().to_string()
+        let method = match table.method {
+            Method::Percentile => format!("percentile {}", table.percentile),
+            Method::Auto => {
+                let chosen: BTreeMap<String, usize> = table
+                    .chosen()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                format!("auto (chosen per tensor: {})", by_op(&chosen))
+            }
+            m => m.name().to_string(),
         };
         s += &format!(
             "  calibration: {method} on {} samples ({}) in {:.2} s\n",

@@ -135,7 +135,18 @@ pub fn framework() -> tract_onnx::Onnx {
 /// A concrete input: its name and the tensor to feed.
 pub type NamedTensor = (String, Tensor);
 
-/// An optimized tract plan for fixed input types and shapes.
+/// How much tract optimizes a plan before running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Decluttered and optimized: the fastest runs, the slowest build (tens
+    /// of seconds for graphs of thousands of nodes).
+    Optimized,
+    /// Typed only: builds in a fraction of the time, runs slower; for large
+    /// graphs run on a few samples (the range choice's augmented model).
+    Typed,
+}
+
+/// A tract plan for fixed input types and shapes.
 #[derive(Debug, Clone)]
 pub struct Runner {
     plan: Arc<TypedRunnableModel>,
@@ -144,12 +155,23 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Builds a plan for `model` with inputs of the given types and shapes,
-    /// exposing `outputs` (tensor names; `None`: the graph's outputs).
+    /// Builds an optimized plan for `model` with inputs of the given types
+    /// and shapes, exposing `outputs` (tensor names; `None`: the graph's
+    /// outputs).
     pub fn new(
         model: &ModelProto,
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
+    ) -> Result<Self> {
+        Self::with_level(model, inputs, outputs, Level::Optimized)
+    }
+
+    /// Like [`Runner::new`], at a chosen optimization level.
+    pub fn with_level(
+        model: &ModelProto,
+        inputs: &[(String, DataType, Vec<usize>)],
+        outputs: Option<&[String]>,
+        level: Level,
     ) -> Result<Self> {
         let bytes = model.encode_to_vec();
         let mut m = framework()
@@ -193,11 +215,17 @@ impl Runner {
                 })
                 .collect(),
         };
-        let plan = m
-            .into_optimized()
-            .map_err(|e| Error::tract("optimizing the model", e))?
-            .into_runnable()
-            .map_err(|e| Error::tract("building the plan", e))?;
+        let typed = m
+            .into_typed()
+            .map_err(|e| Error::tract("typing the model", e))?;
+        let plan = match level {
+            Level::Optimized => typed
+                .into_optimized()
+                .map_err(|e| Error::tract("optimizing the model", e))?,
+            Level::Typed => typed,
+        }
+        .into_runnable()
+        .map_err(|e| Error::tract("building the plan", e))?;
         Ok(Runner {
             plan,
             inputs: names,

@@ -6,7 +6,14 @@ use onnxq::calibrate::{model_sha256, RangeTable};
 use onnxq::ir::Tensor;
 use std::path::Path;
 
-const METHODS: &[&str] = &["minmax", "avg-minmax", "percentile", "entropy", "mse"];
+const METHODS: &[&str] = &[
+    "minmax",
+    "avg-minmax",
+    "percentile",
+    "entropy",
+    "mse",
+    "auto",
+];
 
 fn calibrate(model: &Path, calib: &str, extra: &[&str], out: &Path) -> std::process::Output {
     let mut args = vec![
