@@ -41,6 +41,12 @@ pub const CANDIDATES: [Method; 4] = [
     Method::Entropy,
 ];
 
+/// Input types and shapes of a sample (plans are cached by it).
+type Signature = Vec<(DataType, Vec<usize>)>;
+
+/// Candidate ranges of each tensor, by method.
+type Candidates = BTreeMap<String, Vec<(Method, (f32, f32))>>;
+
 /// What was chosen for one tensor.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Choice {
@@ -96,7 +102,7 @@ fn usable_consumer(g: &crate::ir::Graph, c: &Node) -> bool {
 /// Builds the augmented model and the probes.
 fn augment(
     model: &Model,
-    candidates: &BTreeMap<String, Vec<(Method, (f32, f32))>>,
+    candidates: &Candidates,
     qtype: QType,
     symmetric: bool,
 ) -> (Model, Vec<Probe>) {
@@ -212,7 +218,7 @@ pub fn choose(
         Target::Int8 => (QType::Int8, true),
     };
     // Candidate ranges per tensor.
-    let mut cands: BTreeMap<String, Vec<(Method, (f32, f32))>> = BTreeMap::new();
+    let mut cands: Candidates = BTreeMap::new();
     for (name, stats) in &collected.stats {
         if !wanted.contains(name) {
             continue;
@@ -249,7 +255,7 @@ pub fn choose(
             .map(|(i, n)| (n.as_str(), i))
             .collect();
         let proto = aug.to_proto()?;
-        let plans: std::sync::Mutex<HashMap<Vec<(DataType, Vec<usize>)>, Runner>> =
+        let plans: std::sync::Mutex<HashMap<Signature, Runner>> =
             std::sync::Mutex::new(HashMap::new());
         let (pool, _) = worker_pool(jobs)?;
         let sums: Vec<Result<Vec<f64>>> = pool.install(|| {
