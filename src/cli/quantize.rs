@@ -16,6 +16,7 @@ use onnxq::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET}
 use onnxq::quantize::{
     plan_model, quantize, Format, Mode, QType, QuantizeConfig, QuantizeReport, Recipe,
 };
+use onnxq::tune::bias::{correct_biases, Corrected};
 use onnxq::tune::{self, Budget, Evaluator, MixedPrecision, SensitivityOptions};
 use onnxq::verify::{self, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,6 +180,11 @@ pub struct Args {
     /// turns the guard off].
     #[arg(long, value_name = "R")]
     pub max_range_ratio: Option<f64>,
+    /// Bias correction: measure on the calibration samples the mean shift
+    /// that rounding the weights causes in each Conv/Gemm/MatMul output
+    /// channel, and take it out of the bias before quantizing it.
+    #[arg(long)]
+    pub bias_correction: bool,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -251,6 +257,7 @@ impl Args {
             auto: self.no_auto.then_some(false),
             max_float: self.max_float.clone(),
             max_range_ratio: self.max_range_ratio,
+            bias_correction: self.bias_correction.then_some(true),
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -279,6 +286,8 @@ struct Report<'a> {
     /// What automatic mixed precision did (absent when the first gate
     /// passed, or with --no-auto).
     mixed_precision: Option<&'a MixedPrecision>,
+    /// Layers whose bias took out their weights' mean rounding shift.
+    bias_correction: &'a [Corrected],
     parity: &'a Verdict,
     written: bool,
 }
@@ -609,6 +618,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
     let mut guarded = Vec::new();
     let mut mixed = None;
+    let mut corrected = Vec::new();
     let (built, verdict, calibration, note, gate_secs) = match mode {
         Mode::Static => {
             let plan = plan_model(&fp32, &cfg).with_context(what)?;
@@ -621,21 +631,36 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 &fingerprint,
             )?;
             guarded = guard_ranges(&fp32, &mut cfg, &mut ranges, max_ratio).with_context(what)?;
-            let mut built = build(&fp32, &cfg, &ranges.map(), format, target).with_context(what)?;
+            // The model the quantizer works on: the FP32 model, or a copy
+            // with corrected biases. Parity is always against `fp32`.
+            let base = if recipe.bias_correction.unwrap_or(false) {
+                let Some(src) = &recipe.calib else {
+                    bail!("bias correction measures on the calibration samples: give --calib SRC");
+                };
+                let source = open_source(src, &specs, &recipe.dims)
+                    .with_context(|| format!("calibration samples {src}"))?;
+                let (m, c) = correct_biases(&fp32, &cfg, &ranges.map(), source.as_ref(), args.jobs)
+                    .with_context(|| "bias correction".to_string())?;
+                corrected = c;
+                m
+            } else {
+                fp32.clone()
+            };
+            let mut built = build(&base, &cfg, &ranges.map(), format, target).with_context(what)?;
             let gate_start = Instant::now();
             let mut verdict = gate(&built.model)?;
             let mut gate_secs = gate_start.elapsed().as_secs_f64();
             if !verdict.passed && auto {
                 let start = Instant::now();
                 let (rec, last) = auto_mixed_precision(
-                    &fp32,
+                    (&fp32, &base),
                     &cfg,
                     &mut ranges,
                     (budget, thresholds, args.jobs),
                     worst_sqnr(&verdict),
                     &open_validation,
                     |c, r| {
-                        let b = build(&fp32, c, r, format, target)?;
+                        let b = build(&base, c, r, format, target)?;
                         let v = gate(&b.model)?;
                         Ok((v.passed, worst_sqnr(&v), (b, v)))
                     },
@@ -742,6 +767,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             lowering: lowering.as_ref(),
             range_guard: &guarded,
             mixed_precision: mixed.as_ref(),
+            bias_correction: &corrected,
             parity: &verdict,
             written: write,
         };
@@ -768,6 +794,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     );
     for g in &guarded {
         eprintln!("  kept float: {} ({}): {}", g.node, g.op, g.reason);
+    }
+    if !corrected.is_empty() {
+        let max = corrected.iter().map(|c| c.max_shift).fold(0.0, f32::max);
+        eprintln!(
+            "  bias correction: {} layer(s), largest mean shift removed {max:.3e}",
+            corrected.len()
+        );
     }
     if let Some(m) = &mixed {
         eprint!("{}", describe_mixed(m));
@@ -799,7 +832,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 /// [`tune::mixed_precision`] with `attempt` as the re-check.
 #[allow(clippy::type_complexity)]
 fn auto_mixed_precision<T>(
-    fp32: &Model,
+    (fp32, base): (&Model, &Model),
     cfg: &QuantizeConfig,
     ranges: &mut Ranges,
     (budget, thresholds, jobs): (Budget, verify::Thresholds, usize),
@@ -810,12 +843,12 @@ fn auto_mixed_precision<T>(
         &BTreeMap<String, (f32, f32)>,
     ) -> anyhow::Result<(bool, f64, T)>,
 ) -> anyhow::Result<(MixedPrecision, Option<T>)> {
-    ranges.ensure(fp32, &tune::search_needed(fp32, cfg)?)?;
+    ranges.ensure(base, &tune::search_needed(base, cfg)?)?;
     let map = ranges.map();
     let source = open_validation()?;
     let eval = Evaluator::new(fp32, source.as_ref(), thresholds)?;
     let sens = tune::sensitivity(
-        fp32,
+        base,
         cfg,
         &map,
         &eval,

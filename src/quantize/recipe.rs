@@ -18,6 +18,7 @@
 //! auto: true                         # keep harmful nodes float when the gate fails
 //! max-float: 10%                     # …at most this many (count or % of candidates)
 //! max-range-ratio: 100               # Concat/Add inputs this far apart stay float
+//! bias-correction: false             # take weight rounding's mean shift out of biases
 //! nodes:
 //!   conv1: {per-channel: false}
 //!   fc_out: {keep-float: true}
@@ -226,6 +227,10 @@ pub struct Recipe {
     /// (default 100; `.inf` turns the guard off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_range_ratio: Option<f64>,
+    /// Remove the mean output shift weight rounding causes from the biases
+    /// (measured on the calibration samples; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_correction: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -279,7 +284,8 @@ impl Recipe {
             min_top1,
             auto,
             max_float,
-            max_range_ratio
+            max_range_ratio,
+            bias_correction
         );
         for e in top.exclude {
             if !self.exclude.contains(&e) {

@@ -19,7 +19,10 @@
 //!   output scale would erase the small input.
 //! - [`search_needed`]: every tensor any of those variants needs a range
 //!   for, so calibration observes them all up front.
+//! - [`bias`]: bias correction (the mean output shift weight rounding
+//!   causes, measured on the calibration samples, taken out of the bias).
 
+pub mod bias;
 pub mod svg;
 
 use crate::calibrate::samples::{check_sample, Sample, SampleSource};

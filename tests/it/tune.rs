@@ -250,3 +250,58 @@ fn detector_class_scores_survive_next_to_boxes() {
     assert!(r["range_guard"].as_array().unwrap().is_empty());
     assert_eq!(r["parity"]["passed"], true);
 }
+
+#[test]
+fn bias_correction_moves_biases_and_gains_parity() {
+    let dir = tempdir();
+    let cases = [
+        (
+            "digits/cnn.onnx",
+            "digits/cnn_calib",
+            "digits/cnn_holdout.npz",
+            vec!["Conv", "Conv", "Gemm"],
+        ),
+        // MatMul + Add, as tf2onnx writes Dense: the Add's constant moves.
+        (
+            "digits/mlp_wide.onnx",
+            "digits/mlp_holdout.npz",
+            "digits/mlp_holdout.npz",
+            vec!["MatMul", "MatMul", "MatMul"],
+        ),
+    ];
+    for (model, calib, holdout, ops) in cases {
+        let sqnr = |extra: &[&str]| -> (f64, serde_json::Value) {
+            let out = dir.path().join("q.onnx");
+            let rep = dir.path().join("r.json");
+            let (c, h) = (testdata(calib), testdata(holdout));
+            let mut args = vec![
+                "--calib",
+                c.to_str().unwrap(),
+                "--validate",
+                h.to_str().unwrap(),
+                "--report",
+                rep.to_str().unwrap(),
+                "--format",
+                "qoperator",
+            ];
+            args.extend_from_slice(extra);
+            let o = quantize(&testdata(model), &out, &args);
+            assert_eq!(o.status.code(), Some(0), "{model}: {}", stderr(&o));
+            let r = json(&rep);
+            (r["parity"]["outputs"][0]["sqnr_db"].as_f64().unwrap(), r)
+        };
+        let (plain, r) = sqnr(&[]);
+        assert!(r["bias_correction"].as_array().unwrap().is_empty());
+        let (corrected, r) = sqnr(&["--bias-correction"]);
+        let layers = r["bias_correction"].as_array().unwrap();
+        let got: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
+        assert_eq!(got, ops, "{model}");
+        assert!(layers
+            .iter()
+            .all(|l| l["max_shift"].as_f64().unwrap() > 0.0));
+        assert!(
+            corrected > plain,
+            "{model}: {plain:.2} dB → {corrected:.2} dB"
+        );
+    }
+}

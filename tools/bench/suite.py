@@ -4,6 +4,7 @@
     cargo build --release
     .venv/bin/python tools/bench/suite.py [--onnxq target/release/onnxq] [--models resnet50,digits_cnn]
                                           [--repeats 3] [--repeat-budget 10] [--calib 8] [--holdout 8]
+                                          [--tools onnxq] [--variant 'auto=--method auto' ...]
 
 For every model of the suite, with the same calibration samples, it runs as
 separate processes:
@@ -366,7 +367,18 @@ def main():
     ap.add_argument("--calib", type=int, default=8, help="calibration samples of the untrained models")
     ap.add_argument("--holdout", type=int, default=8, help="held-out samples of the untrained models")
     ap.add_argument("--summary-of", help="print the ratio table of an earlier run's table.md and exit")
+    ap.add_argument("--tools", default="", help="comma-separated substrings: keep only the tools whose label has one (e.g. onnxq)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="also run onnxq QOperator with these extra flags, labelled 'onnxq LABEL' (repeatable), "
+                         "e.g. --variant 'auto=--method auto'")
     args = ap.parse_args()
+    tools = list(TOOLS)
+    for v in args.variant:
+        label, _, flags = v.partition("=")
+        tools.append((f"onnxq {label}", "onnxq", ["--format", "qoperator"] + flags.split()))
+    keep = [t for t in args.tools.split(",") if t]
+    if keep:
+        tools = [t for t in tools if any(k in t[0] for k in keep)]
     if args.summary_of:
         with open(args.summary_of) as f:
             print(summary(f.read()))
@@ -383,7 +395,7 @@ def main():
         fp_eval = evaluate(model, hold, want, labels)
         size = os.path.getsize(model) + sum(os.path.getsize(f) for f in glob.glob(os.path.join(os.path.dirname(model), "*.data")))
         rows.append((name, "FP32", {"seconds": 0, "peak_mib": 0, "rc": 0}, size, size, fp_eval, None))
-        for label, tool, targs in TOOLS:
+        for label, tool, targs in tools:
             out = os.path.join(args.work, f"{name}.{label.replace(' ', '_')}.onnx")
             report = out + ".json"
             runs = []
