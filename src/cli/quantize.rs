@@ -135,11 +135,14 @@ pub struct Args {
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// 7-bit weights. onnxruntime's u8×s8 kernels on x86 CPUs without VNNI
-    /// (most AVX2 machines) add two products in int16 and saturate on 8-bit
-    /// weights; with 7 bits they are exact, at ~6 dB of weight precision.
-    #[arg(long)]
-    pub reduce_range: bool,
+    /// 7-bit weights (true/false; the flag alone means true). onnxruntime's
+    /// u8×s8 kernels on x86 CPUs without VNNI (most AVX2 machines) add two
+    /// products in int16 and saturate on 8-bit weights; with 7 bits they
+    /// are exact, at ~6 dB of weight precision (which bias correction
+    /// mostly wins back) [default: true for uint8 activations with int8
+    /// weights, except --target tract].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub reduce_range: Option<bool>,
     /// Op types to quantize, comma-separated or repeated; `default` stands
     /// for the default set (Conv, ConvTranspose, MatMul, Gemm, data-movement
     /// ops, Relu, Clip). Opt-in: Add, Mul, AveragePool, GlobalAveragePool,
@@ -180,11 +183,13 @@ pub struct Args {
     /// turns the guard off].
     #[arg(long, value_name = "R")]
     pub max_range_ratio: Option<f64>,
-    /// Bias correction: measure on the calibration samples the mean shift
-    /// that rounding the weights causes in each Conv/Gemm/MatMul output
-    /// channel, and take it out of the bias before quantizing it.
-    #[arg(long)]
-    pub bias_correction: bool,
+    /// Bias correction (true/false; the flag alone means true): measure on
+    /// the calibration samples the mean shift that rounding the weights
+    /// causes in each Conv/Gemm/MatMul output channel, and take it out of
+    /// the bias before quantizing it [default: true when --calib samples
+    /// are given].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub bias_correction: Option<bool>,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -245,7 +250,7 @@ impl Args {
                 WeightArg::Uint8 => QType::Uint8,
             }),
             per_channel: self.per_tensor.then_some(false),
-            reduce_range: self.reduce_range.then_some(true),
+            reduce_range: self.reduce_range,
             op_types: (!self.op_types.is_empty()).then(|| self.op_types.clone()),
             exclude: self.exclude.clone(),
             dims: self.dims.iter().cloned().collect(),
@@ -257,7 +262,7 @@ impl Args {
             auto: self.no_auto.then_some(false),
             max_float: self.max_float.clone(),
             max_range_ratio: self.max_range_ratio,
-            bias_correction: self.bias_correction.then_some(true),
+            bias_correction: self.bias_correction,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -633,9 +638,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             guarded = guard_ranges(&fp32, &mut cfg, &mut ranges, max_ratio).with_context(what)?;
             // The model the quantizer works on: the FP32 model, or a copy
             // with corrected biases. Parity is always against `fp32`.
-            let base = if recipe.bias_correction.unwrap_or(false) {
+            let base = if recipe.bias_correction.unwrap_or(recipe.calib.is_some()) {
                 let Some(src) = &recipe.calib else {
-                    bail!("bias correction measures on the calibration samples: give --calib SRC");
+                    bail!("bias correction measures on the calibration samples: give --calib SRC (or --bias-correction false)");
                 };
                 let source = open_source(src, &specs, &recipe.dims)
                     .with_context(|| format!("calibration samples {src}"))?;
@@ -919,6 +924,8 @@ fn describe_mixed(m: &MixedPrecision) -> String {
     }
     if m.steps.is_empty() {
         s += "    no step: the budget allows no node (--max-float)\n";
+    } else if m.stopped_early {
+        s += "    stopped: the last step did not raise the worst output's SQNR, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
     } else if !m.passed {
         s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
     }
@@ -962,8 +969,8 @@ fn summary(
     );
     if let Some(l) = lowering {
         s += &format!(
-            "  tensors: {} activations, {} weights ({} per channel), {} int32 biases\n",
-            r.activations, r.weights, r.per_channel_weights, r.biases
+            "  tensors: {} activations, {} weights ({} per channel, {}-bit), {} int32 biases\n",
+            r.activations, r.weights, r.per_channel_weights, r.weight_bits, r.biases
         );
         s += &format!(
             "  integer ops: {}; {} QuantizeLinear, {} DequantizeLinear at float boundaries\n",
@@ -979,13 +986,13 @@ fn summary(
         }
     } else if calib.table.is_some() {
         s += &format!(
-            "  tensors: {} activations, {} weights ({} per channel), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
-            r.activations, r.weights, r.per_channel_weights, r.biases, r.quantize_linear, r.dequantize_linear
+            "  tensors: {} activations, {} weights ({} per channel, {}-bit), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
+            r.activations, r.weights, r.per_channel_weights, r.weight_bits, r.biases, r.quantize_linear, r.dequantize_linear
         );
     } else {
         s += &format!(
-            "  weights: {} int8 ({} per channel); activations quantized at run time\n",
-            r.weights, r.per_channel_weights
+            "  weights: {} int8 ({} per channel, {}-bit); activations quantized at run time\n",
+            r.weights, r.per_channel_weights, r.weight_bits
         );
     }
     if r.weight_scales_raised > 0 {

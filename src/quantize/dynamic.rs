@@ -94,7 +94,10 @@ fn target(g: &Graph, id: NodeId, node: &Node) -> std::result::Result<Target, Str
 
 /// Rewrites every eligible MatMul/Gemm of `model` (at opset ≥ 11).
 pub fn quantize_dynamic(model: &mut Model, cfg: &QuantizeConfig) -> Result<QuantizeReport> {
-    let mut report = QuantizeReport::default();
+    let mut report = QuantizeReport {
+        weight_bits: if cfg.reduce_range { 7 } else { 8 },
+        ..Default::default()
+    };
     let excluded = excluded_nodes(model, &cfg.exclude)?;
     let g = &mut model.graph;
     let mut targets = Vec::new();

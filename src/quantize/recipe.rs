@@ -12,13 +12,13 @@
 //! activations: uint8                 # uint8 (asymmetric) | int8 (symmetric)
 //! weights: int8                      # int8 | uint8 (symmetric)
 //! per-channel: true
-//! reduce-range: false               # 7-bit weights (onnxruntime, x86 without VNNI)
+//! reduce-range: true                # 7-bit weights (default with uint8 activations, int8 weights)
 //! op-types: [default, Add]           # "default" = the default op set
 //! exclude: ["head/*"]                # node names or globs
 //! auto: true                         # keep harmful nodes float when the gate fails
 //! max-float: 10%                     # …at most this many (count or % of candidates)
 //! max-range-ratio: 100               # Concat/Add inputs this far apart stay float
-//! bias-correction: false             # take weight rounding's mean shift out of biases
+//! bias-correction: true              # take weight rounding's mean shift out of biases
 //! nodes:
 //!   conv1: {per-channel: false}
 //!   fc_out: {keep-float: true}
@@ -189,7 +189,8 @@ pub struct Recipe {
     pub weights: Option<QType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_channel: Option<bool>,
-    /// 7-bit weights (for onnxruntime on x86 CPUs without VNNI).
+    /// 7-bit weights (for onnxruntime on x86 CPUs without VNNI; default
+    /// true for uint8 activations with int8 weights, except target tract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduce_range: Option<bool>,
     /// Op types to quantize; "default" stands for the default set.
@@ -228,7 +229,7 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_range_ratio: Option<f64>,
     /// Remove the mean output shift weight rounding causes from the biases
-    /// (measured on the calibration samples; default false).
+    /// (measured on the calibration samples; default true with calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias_correction: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

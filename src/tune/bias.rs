@@ -29,6 +29,9 @@ use crate::tract::{Level, Runner};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
+/// Input types and shapes of a sample (plans are cached by it).
+type Signature = Vec<(DataType, Vec<usize>)>;
+
 /// What the correction did to one layer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Corrected {
@@ -285,8 +288,7 @@ pub fn correct_biases(
         }
     }
     let proto = aug.to_proto()?;
-    let plans: std::sync::Mutex<HashMap<Vec<(DataType, Vec<usize>)>, Runner>> =
-        std::sync::Mutex::new(HashMap::new());
+    let plans: std::sync::Mutex<HashMap<Signature, Runner>> = std::sync::Mutex::new(HashMap::new());
     let (pool, _) = worker_pool(jobs)?;
     let per_sample: Vec<Result<Vec<Vec<f32>>>> = pool.install(|| {
         (0..source.len())

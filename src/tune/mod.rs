@@ -416,6 +416,9 @@ pub struct MixedPrecision {
     /// Every node kept float, in the order they were added.
     pub kept_float: Vec<String>,
     pub passed: bool,
+    /// Stopped before the budget because a step did not raise the worst
+    /// output's SQNR.
+    pub stopped_early: bool,
 }
 
 /// The automatic mixed-precision loop. `ranking`: candidates most harmful
@@ -424,7 +427,8 @@ pub struct MixedPrecision {
 /// worst SQNR. `attempt` builds and checks the model with a float set and
 /// returns (passed, worst SQNR, whatever the caller keeps). Groups grow
 /// 1, 1, 2, 4, …: the first steps are fine-grained, a long tail is not
-/// re-checked node by node. Returns the record and the last attempt's
+/// re-checked node by node. A step that does not raise the worst SQNR ends
+/// the search (the float set stays as tried, and the gate fails). Returns the record and the last attempt's
 /// value (`None` when the budget allowed no step).
 pub fn mixed_precision<T>(
     ranking: &[(NodeId, String, String)],
@@ -440,6 +444,7 @@ pub fn mixed_precision<T>(
         steps: Vec::new(),
         kept_float: Vec::new(),
         passed: false,
+        stopped_early: false,
     };
     let mut float: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut last = None;
@@ -468,12 +473,19 @@ pub fn mixed_precision<T>(
             gain_db: sqnr - prev,
             passed,
         });
-        prev = sqnr;
         last = Some(value);
         if passed {
             rec.passed = true;
             break;
         }
+        // A step that bought nothing: the failure is not in the nodes the
+        // ranking puts first (a top-1 near-tie, error spread over every
+        // layer); more float nodes would cost speed for nothing.
+        if sqnr <= prev {
+            rec.stopped_early = true;
+            break;
+        }
+        prev = sqnr;
     }
     Ok((rec, last))
 }
@@ -595,11 +607,20 @@ mod tests {
         assert_eq!(rec.kept_float, vec!["n0", "n1", "n2", "n3"]);
         assert!(rec.steps.iter().all(|s| s.gain_db > 0.0));
         // A budget of 3 stops after 1, 1, 1 and fails.
-        let (rec, last) =
-            mixed_precision(&ids, 3, 5.0, |f| Ok((f.len() >= 4, 0.0, f.len()))).unwrap();
+        let (rec, last) = mixed_precision(&ids, 3, 0.0, |f| {
+            Ok((f.len() >= 4, f.len() as f64, f.len()))
+        })
+        .unwrap();
         assert!(!rec.passed);
         assert_eq!(last, Some(3));
         assert_eq!(rec.kept_float.len(), 3);
+        // A step that buys nothing stops the search.
+        let (rec, last) = mixed_precision(&ids, 10, 5.0, |f| {
+            Ok((false, 5.0 - f.len() as f64, f.len()))
+        })
+        .unwrap();
+        assert!(rec.stopped_early && !rec.passed);
+        assert_eq!((rec.steps.len(), last), (1, Some(1)));
         // No budget: no step.
         let (rec, last) = mixed_precision(&ids, 0, 5.0, |f| Ok((true, 0.0, f.len()))).unwrap();
         assert!(rec.steps.is_empty() && last.is_none() && !rec.passed);
