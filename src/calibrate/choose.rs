@@ -24,13 +24,12 @@
 
 use super::methods::{range, Method, RangeOptions, Target};
 use super::samples::SampleSource;
-use super::{worker_pool, Collected};
+use super::{run_on_samples, Collected};
 use crate::error::Result;
 use crate::ir::node::attr;
 use crate::ir::{DataType, Model, Node, ValueId};
 use crate::quantize::params::{from_range, QParams, QType};
-use crate::tract::{Level, Runner};
-use rayon::prelude::*;
+use crate::tract::Level;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The methods `auto` chooses among, in order of preference on ties.
@@ -40,9 +39,6 @@ pub const CANDIDATES: [Method; 4] = [
     Method::Mse,
     Method::Entropy,
 ];
-
-/// Input types and shapes of a sample (plans are cached by it).
-type Signature = Vec<(DataType, Vec<usize>)>;
 
 /// Candidate ranges of each tensor, by method.
 type Candidates = BTreeMap<String, Vec<(Method, (f32, f32))>>;
@@ -255,44 +251,11 @@ pub fn choose(
             .map(|(i, n)| (n.as_str(), i))
             .collect();
         let proto = aug.to_proto()?;
-        let plans: std::sync::Mutex<HashMap<Signature, Runner>> =
-            std::sync::Mutex::new(HashMap::new());
-        let (pool, _) = worker_pool(jobs)?;
-        let sums: Vec<Result<Vec<f64>>> = pool.install(|| {
-            (0..source.len())
-                .into_par_iter()
-                .map(|i| {
-                    let sample = source.load(i)?;
-                    let sig: Vec<_> = sample
-                        .iter()
-                        .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
-                        .collect();
-                    let cached = plans.lock().ok().and_then(|p| p.get(&sig).cloned());
-                    let runner = match cached {
-                        Some(r) => r,
-                        None => {
-                            let s: Vec<_> = sample
-                                .iter()
-                                .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
-                                .collect();
-                            let r = Runner::with_level(&proto, &s, Some(&names), Level::Typed)?;
-                            if let Ok(mut p) = plans.lock() {
-                                p.insert(sig, r.clone());
-                            }
-                            r
-                        }
-                    };
-                    let out = runner.run(&sample)?;
-                    out.iter()
-                        .map(|t| Ok(t.to_f32_vec()?.iter().map(|&x| x as f64).sum::<f64>()))
-                        .collect()
-                })
-                .collect()
-        });
+        let outs = run_on_samples(&proto, &names, Level::Typed, source, jobs)?;
         let mut total = vec![0.0f64; names.len()];
-        for s in sums {
-            for (t, v) in total.iter_mut().zip(s?) {
-                *t += v;
+        for sample in outs {
+            for (t, v) in total.iter_mut().zip(sample) {
+                *t += v.iter().map(|&x| x as f64).sum::<f64>();
             }
         }
         for (p, e) in probes.iter().zip(errors.iter_mut()) {

@@ -84,6 +84,55 @@ pub fn worker_pool(jobs: usize) -> Result<(rayon::ThreadPool, usize)> {
     Ok((pool, jobs))
 }
 
+/// Runs `model` on every sample of `source` in parallel (`jobs` workers;
+/// one tract plan per distinct input signature, built at `level` and
+/// shared), returning `outputs` of each sample as f32 values, in sample
+/// order. For the passes that need one extra look at the data (range
+/// choice, bias correction).
+pub fn run_on_samples(
+    model: &crate::onnx::proto::ModelProto,
+    outputs: &[String],
+    level: crate::tract::Level,
+    source: &dyn SampleSource,
+    jobs: usize,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    type Signature = Vec<(DataType, Vec<usize>)>;
+    let plans: Mutex<HashMap<Signature, crate::tract::Runner>> = Mutex::new(HashMap::new());
+    let (pool, _) = worker_pool(jobs)?;
+    pool.install(|| {
+        (0..source.len())
+            .into_par_iter()
+            .map(|i| {
+                let sample = source.load(i)?;
+                let sig: Signature = sample
+                    .iter()
+                    .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
+                    .collect();
+                let cached = plans.lock().ok().and_then(|p| p.get(&sig).cloned());
+                let runner = match cached {
+                    Some(r) => r,
+                    None => {
+                        let s: Vec<_> = sample
+                            .iter()
+                            .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                            .collect();
+                        let r = crate::tract::Runner::with_level(model, &s, Some(outputs), level)?;
+                        if let Ok(mut p) = plans.lock() {
+                            p.insert(sig, r.clone());
+                        }
+                        r
+                    }
+                };
+                runner
+                    .run(&sample)?
+                    .iter()
+                    .map(|t| t.to_f32_vec())
+                    .collect()
+            })
+            .collect()
+    })
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -658,14 +658,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             if !verdict.passed && auto {
                 let start = Instant::now();
                 let (rec, last) = auto_mixed_precision(
-                    (&fp32, &base),
+                    &fp32,
                     &cfg,
                     &mut ranges,
                     (budget, thresholds, args.jobs),
                     worst_sqnr(&verdict),
                     &open_validation,
                     |c, r| {
-                        let b = build(&base, c, r, format, target)?;
+                        // Float layers get their own biases back.
+                        let m = tune::bias::restore(&base, &corrected, &c.float_ids);
+                        let b = build(&m, c, r, format, target)?;
                         let v = gate(&b.model)?;
                         Ok((v.passed, worst_sqnr(&v), (b, v)))
                     },
@@ -800,6 +802,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     for g in &guarded {
         eprintln!("  kept float: {} ({}): {}", g.node, g.op, g.reason);
     }
+    if mode == Mode::Static && recipe.bias_correction.is_none() && recipe.calib.is_none() {
+        eprintln!("  bias correction: off (it measures on calibration samples; a --ranges table has none)");
+    }
     if !corrected.is_empty() {
         let max = corrected.iter().map(|c| c.max_shift).fold(0.0, f32::max);
         eprintln!(
@@ -837,7 +842,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 /// [`tune::mixed_precision`] with `attempt` as the re-check.
 #[allow(clippy::type_complexity)]
 fn auto_mixed_precision<T>(
-    (fp32, base): (&Model, &Model),
+    fp32: &Model,
     cfg: &QuantizeConfig,
     ranges: &mut Ranges,
     (budget, thresholds, jobs): (Budget, verify::Thresholds, usize),
@@ -848,12 +853,14 @@ fn auto_mixed_precision<T>(
         &BTreeMap<String, (f32, f32)>,
     ) -> anyhow::Result<(bool, f64, T)>,
 ) -> anyhow::Result<(MixedPrecision, Option<T>)> {
-    ranges.ensure(base, &tune::search_needed(base, cfg)?)?;
+    // The ranking runs on the uncorrected model: in a variant most layers
+    // are float, and a float layer must compute with its own bias.
+    ranges.ensure(fp32, &tune::search_needed(fp32, cfg)?)?;
     let map = ranges.map();
     let source = open_validation()?;
     let eval = Evaluator::new(fp32, source.as_ref(), thresholds)?;
     let sens = tune::sensitivity(
-        base,
+        fp32,
         cfg,
         &map,
         &eval,

@@ -19,18 +19,14 @@
 //! corrected copy, which only the quantizer sees — parity is still checked
 //! against the original.
 
+use crate::calibrate::run_on_samples;
 use crate::calibrate::samples::SampleSource;
-use crate::calibrate::worker_pool;
 use crate::error::{Error, Result};
 use crate::ir::node::attr;
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
 use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
-use crate::tract::{Level, Runner};
-use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
-
-/// Input types and shapes of a sample (plans are cached by it).
-type Signature = Vec<(DataType, Vec<usize>)>;
+use crate::tract::Level;
+use std::collections::BTreeMap;
 
 /// What the correction did to one layer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -40,6 +36,14 @@ pub struct Corrected {
     /// Largest |shift| removed from a channel, and the mean |shift|.
     pub max_shift: f32,
     pub mean_shift: f32,
+    /// The layer, the bias value moved, and its value before (for
+    /// [`restore`]).
+    #[serde(skip)]
+    pub id: NodeId,
+    #[serde(skip)]
+    pub value: ValueId,
+    #[serde(skip)]
+    pub original: Tensor,
 }
 
 /// Where a layer's bias lives.
@@ -262,6 +266,21 @@ fn shift_probe(g: &mut Graph, opset: i64, k: usize, t: &Target) -> Option<String
     Some(g.value_name(m).to_string())
 }
 
+/// `corrected` (from [`correct_biases`]) with the biases of the layers in
+/// `float` put back as they were: a layer that stays float computes with
+/// its exact weights, so its bias must not carry the correction.
+pub fn restore(
+    corrected: &Model,
+    changes: &[Corrected],
+    float: &BTreeMap<NodeId, String>,
+) -> Model {
+    let mut m = corrected.clone();
+    for c in changes.iter().filter(|c| float.contains_key(&c.id)) {
+        m.graph.set_initializer(c.value, c.original.clone());
+    }
+    m
+}
+
 /// Measures and removes the mean output shift of every quantized
 /// Conv/ConvTranspose/Gemm/MatMul (with a bias it can move) on `source`.
 /// Returns the corrected model (for the quantizer only) and what changed.
@@ -288,43 +307,10 @@ pub fn correct_biases(
         }
     }
     let proto = aug.to_proto()?;
-    let plans: std::sync::Mutex<HashMap<Signature, Runner>> = std::sync::Mutex::new(HashMap::new());
-    let (pool, _) = worker_pool(jobs)?;
-    let per_sample: Vec<Result<Vec<Vec<f32>>>> = pool.install(|| {
-        (0..source.len())
-            .into_par_iter()
-            .map(|i| {
-                let sample = source.load(i)?;
-                let sig: Vec<_> = sample
-                    .iter()
-                    .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
-                    .collect();
-                let cached = plans.lock().ok().and_then(|p| p.get(&sig).cloned());
-                let runner = match cached {
-                    Some(r) => r,
-                    None => {
-                        let s: Vec<_> = sample
-                            .iter()
-                            .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
-                            .collect();
-                        let r = Runner::with_level(&proto, &s, Some(&names), Level::Typed)?;
-                        if let Ok(mut p) = plans.lock() {
-                            p.insert(sig, r.clone());
-                        }
-                        r
-                    }
-                };
-                runner
-                    .run(&sample)?
-                    .iter()
-                    .map(|t| t.to_f32_vec())
-                    .collect()
-            })
-            .collect()
-    });
+    let per_sample = run_on_samples(&proto, &names, Level::Typed, source, jobs)?;
     let mut sums: Vec<Vec<f64>> = kept.iter().map(|t| vec![0.0; t.channels]).collect();
     for s in per_sample {
-        for (acc, v) in sums.iter_mut().zip(s?) {
+        for (acc, v) in sums.iter_mut().zip(s) {
             if v.len() != acc.len() {
                 return Err(Error::Invalid(
                     "bias correction: a channel mean has the wrong length".into(),
@@ -367,7 +353,10 @@ pub fn correct_biases(
             }
             None => continue,
         };
-        let Some(b) = g.initializer(value).and_then(|b| b.to_f32_vec().ok()) else {
+        let Some(original) = g.initializer(value).cloned() else {
+            continue;
+        };
+        let Ok(b) = original.to_f32_vec() else {
             continue;
         };
         // A bias shared with another node is not ours to move.
@@ -382,6 +371,9 @@ pub fn correct_biases(
         g.set_initializer(value, Tensor::from_f32(dims, &new));
         let abs: Vec<f32> = shift.iter().map(|s| s.abs()).collect();
         report.push(Corrected {
+            id: t.id,
+            value,
+            original,
             node: node.name.clone(),
             op: node.op_type.clone(),
             max_shift: abs.iter().copied().fold(0.0, f32::max),
@@ -533,5 +525,23 @@ mod tests {
                 "channel {o}: {before} → {after}"
             );
         }
+        // A layer kept float gets its own bias back; others keep theirs.
+        let id = report[0].id;
+        let back = restore(&corrected, &report, &[(id, "float".to_string())].into());
+        let bg = &back.graph;
+        let b3 = bg
+            .initializer(bg.find_value("b").unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        assert_eq!(b3, b);
+        let same = restore(&corrected, &report, &BTreeMap::new());
+        let sg = &same.graph;
+        let b4 = sg
+            .initializer(sg.find_value("b").unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        assert_eq!(b4, b2);
     }
 }
