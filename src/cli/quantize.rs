@@ -732,7 +732,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
     model.set_metadata("onnxq.calibration", &calibration.to_string());
-    if let Some(m) = &mixed {
+    if let Some(m) = mixed.as_ref().filter(|m| !m.kept_float.is_empty()) {
         model.set_metadata("onnxq.kept_float", &m.kept_float.join(","));
     }
     let parity: serde_json::Map<String, serde_json::Value> = verdict
@@ -935,6 +935,16 @@ fn describe_mixed(m: &MixedPrecision) -> String {
         s += "    stopped: the last step did not raise the worst output's SQNR, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
     } else if !m.passed {
         s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
+    }
+    if !m.passed {
+        s += &if m.kept_float.is_empty() {
+            "    no step improved the model: every node stays quantized\n".to_string()
+        } else {
+            format!(
+                "    kept the best attempt: float {}\n",
+                m.kept_float.join(", ")
+            )
+        };
     }
     s
 }

@@ -413,7 +413,8 @@ pub struct MixedPrecision {
     /// The gate's worst output SQNR before the first step (dB).
     pub start_sqnr_db: f64,
     pub steps: Vec<Step>,
-    /// Every node kept float, in the order they were added.
+    /// The nodes float in the model handed back, in the order they were
+    /// added (empty when no step improved on the all-quantized model).
     pub kept_float: Vec<String>,
     pub passed: bool,
     /// Stopped before the budget because a step did not raise the worst
@@ -428,7 +429,9 @@ pub struct MixedPrecision {
 /// returns (passed, worst SQNR, whatever the caller keeps). Groups grow
 /// 1, 1, 2, 4, …: the first steps are fine-grained, a long tail is not
 /// re-checked node by node. A step that does not raise the worst SQNR ends
-/// the search (the float set stays as tried, and the gate fails). Returns the record and the last attempt's
+/// the search. Returns the record and the passing attempt's value; when
+/// none passes, the best attempt's if it beat `start_sqnr` (`kept_float`
+/// lists its float nodes), else `None` and an empty `kept_float`. Returns the record and the last attempt's
 /// value (`None` when the budget allowed no step).
 pub fn mixed_precision<T>(
     ranking: &[(NodeId, String, String)],
@@ -447,7 +450,9 @@ pub fn mixed_precision<T>(
         stopped_early: false,
     };
     let mut float: BTreeMap<NodeId, String> = BTreeMap::new();
-    let mut last = None;
+    // The best failing attempt so far: its SQNR, how many steps it took,
+    // its value. Only one that beats the start counts.
+    let mut best: Option<(f64, usize, T)> = None;
     let mut prev = start_sqnr;
     let mut taken = 0;
     let mut group = 1;
@@ -466,17 +471,23 @@ pub fn mixed_precision<T>(
         }
         taken = end;
         let (passed, sqnr, value) = attempt(&float)?;
-        rec.kept_float.extend(names.iter().cloned());
         rec.steps.push(Step {
             kept_float: names,
             worst_sqnr_db: sqnr,
             gain_db: sqnr - prev,
             passed,
         });
-        last = Some(value);
         if passed {
             rec.passed = true;
-            break;
+            rec.kept_float = rec
+                .steps
+                .iter()
+                .flat_map(|s| s.kept_float.clone())
+                .collect();
+            return Ok((rec, Some(value)));
+        }
+        if sqnr > best.as_ref().map_or(start_sqnr, |b| b.0) {
+            best = Some((sqnr, rec.steps.len(), value));
         }
         // A step that bought nothing: the failure is not in the nodes the
         // ranking puts first (a top-1 near-tie, error spread over every
@@ -487,7 +498,18 @@ pub fn mixed_precision<T>(
         }
         prev = sqnr;
     }
-    Ok((rec, last))
+    // The gate still fails: hand back the best attempt, or nothing (the
+    // caller keeps its all-quantized model) when no step improved on it.
+    Ok(match best {
+        Some((_, steps, value)) => {
+            rec.kept_float = rec.steps[..steps]
+                .iter()
+                .flat_map(|s| s.kept_float.clone())
+                .collect();
+            (rec, Some(value))
+        }
+        None => (rec, None),
+    })
 }
 
 /// The range of the values an activation carries (following shared
@@ -620,7 +642,17 @@ mod tests {
         })
         .unwrap();
         assert!(rec.stopped_early && !rec.passed);
-        assert_eq!((rec.steps.len(), last), (1, Some(1)));
+        assert_eq!((rec.steps.len(), last), (1, None));
+        assert!(rec.kept_float.is_empty());
+        // Failing at the budget: the best attempt comes back.
+        let (rec, last) = mixed_precision(&ids, 4, 5.0, |f| {
+            let sqnr = [0.0, 6.0, 9.0, 7.0][f.len().min(3)];
+            Ok((false, sqnr, f.len()))
+        })
+        .unwrap();
+        assert!(!rec.passed && rec.stopped_early);
+        assert_eq!(last, Some(2));
+        assert_eq!(rec.kept_float, vec!["n0", "n1"]);
         // No budget: no step.
         let (rec, last) = mixed_precision(&ids, 0, 5.0, |f| Ok((true, 0.0, f.len()))).unwrap();
         assert!(rec.steps.is_empty() && last.is_none() && !rec.passed);
