@@ -120,12 +120,15 @@ fn augment(
         if distinct.len() < 2 {
             continue;
         }
-        let consumers: Vec<(crate::ir::NodeId, Node)> = g
+        // The consumers in the original model: copies made for an earlier
+        // tensor may read this one too, and are not its consumers.
+        let orig = &model.graph;
+        let consumers: Vec<(crate::ir::NodeId, Node)> = orig
             .value(t)
             .consumers()
             .iter()
-            .filter_map(|&(c, _)| g.node(c).map(|n| (c, n.clone())))
-            .filter(|(_, n)| usable_consumer(g, n))
+            .filter_map(|&(c, _)| orig.node(c).map(|n| (c, n.clone())))
+            .filter(|(_, n)| usable_consumer(orig, n))
             .collect();
         let base = format!("__onnxq_choose/{k}");
         // Reference energies, once per consumer (or of T itself).
