@@ -133,7 +133,9 @@ def cases(tmp):
                 # Random images are far from what these models see: the
                 # parity gate may refuse (a 2-class head flips on noise), so
                 # --force writes the model and the numbers are reported.
-                out.append((m, ["--calib", calib, "--force"], feeds, "report-only"))
+                # --no-auto: no mixed-precision search on a gate that random
+                # inputs fail (this checks formats, not accuracy).
+                out.append((m, ["--calib", calib, "--force", "--no-auto"], feeds, "report-only"))
     return out
 
 
@@ -170,16 +172,18 @@ def check(onnxq, model, calib, feeds, labels, tmp, extra=()):
         f = sqnr(a, np.concatenate([np.ravel(o[k]) for o in fused]))
         parts.append(f"out{k} ref {r:.1f} dB, ort {f:.1f} dB")
         ok &= report_only or r >= floor
-        if "--reduce-range" in extra and trained:
+        # The default (7-bit weights) is exact in onnxruntime's kernels too;
+        # 8-bit weights saturate there on CPUs without VNNI (reported).
+        eight_bit = "--reduce-range" in extra
+        if not eight_bit and trained:
             ok &= f >= floor
     if trained:
         acc = lambda outs: np.mean([np.argmax(o[0]) == y for o, y in zip(outs, labels)]) * 100  # noqa: E731
         a0, a1, a2 = acc(fp), acc(ref), acc(fused)
         parts.append(f"accuracy {a0:.2f}% -> ref {a1:.2f}%, ort {a2:.2f}%")
-        # Default settings keep the accuracy (spec arithmetic); 7-bit
-        # weights are checked on SQNR above.
-        if "--reduce-range" not in extra:
-            ok &= a1 >= a0 - 0.5
+        # Spec arithmetic: the default (7-bit weights, bias correction)
+        # within one point, 8-bit weights within half a point.
+        ok &= a1 >= a0 - (0.5 if eight_bit else 1.0)
     with open(rep) as fh:
         r = json.load(fh)["quantization"]
     parts.append(f"{sum(r['quantized'].values())} nodes int8, {sum(r['float'].values())} float")
@@ -266,21 +270,21 @@ def check_lowering(onnxq, model, calib, feeds, tmp):
 
 
 def check_dynamic(onnxq, model, feeds, labels, tmp):
-    """Dynamic mode in onnxruntime: default int8 weights (reported: on x86
-    without VNNI onnxruntime's u8 x s8 kernel saturates int16 pair sums, as
-    its own per-channel quantize_dynamic does) and --reduce-range (checked:
-    exact on every CPU)."""
+    """Dynamic mode in onnxruntime: 8-bit weights (reported: on x86 without
+    VNNI onnxruntime's u8 x s8 kernel saturates int16 pair sums, as its own
+    per-channel quantize_dynamic does) and the default 7-bit weights
+    (checked: exact on every CPU)."""
     fp = run_all(session(model, False), feeds)
     ok, parts = True, []
-    for variant in ([], ["--reduce-range"]):
+    for variant in (["--reduce-range", "false"], []):
         q = os.path.join(tmp, "dyn.onnx")
         m = quantize_to(onnxq, model, q, ["--mode", "dynamic", *variant])
         onnx.checker.check_model(m, full_check=True)
         n = sum(1 for x in m.graph.node if x.op_type == "MatMulInteger")
         dq = run_all(session(q, True), feeds)
-        checked = bool(variant)
+        checked = not variant
         ok &= n > 0
-        tag = " ".join(variant) or "default"
+        tag = " ".join(variant) or "default (7-bit)"
         for k in range(len(fp[0])):
             if np.asarray(fp[0][k]).dtype.kind != "f":
                 continue
@@ -310,7 +314,7 @@ def main():
         for model, calib, feeds, labels in cases(tmp):
             variants = [()]
             if labels is not None and not isinstance(labels, str):
-                variants.append(("--reduce-range",))
+                variants.append(("--reduce-range", "false"))
             for extra in variants:
                 name = os.path.relpath(model, ROOT) if model.startswith(ROOT) else os.path.basename(model)
                 tag = f"{name} {' '.join(extra)}".strip()
