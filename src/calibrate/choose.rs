@@ -316,28 +316,12 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibrate::samples::InMemory;
     use crate::calibrate::{Calibrator, CollectOptions, Sample};
     use crate::ir::Tensor;
     use crate::passes::testutil::{model, node};
 
     /// Samples held in memory.
-    struct Mem(Vec<Sample>);
-
-    impl SampleSource for Mem {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn name(&self, i: usize) -> String {
-            format!("mem/{i}")
-        }
-        fn load(&self, i: usize) -> Result<Sample> {
-            Ok(self.0[i].clone())
-        }
-        fn describe(&self) -> String {
-            "mem".into()
-        }
-    }
-
     /// Deterministic heavy-tailed values: mostly within ±2, a few up to ±60.
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -385,7 +369,7 @@ mod tests {
         let samples: Vec<Sample> = (0..6)
             .map(|i| vec![("x".to_string(), Tensor::from_f32(vec![1, k], &values(k, i)))])
             .collect();
-        let src = Mem(samples.clone());
+        let src = InMemory(samples.clone());
         let cal = Calibrator::new(&m).unwrap();
         let collected = cal
             .collect(

@@ -378,6 +378,27 @@ impl SampleSource for NpzStack {
     }
 }
 
+/// Samples already in memory (library callers, tests), named `memory/I`.
+pub struct InMemory(pub Vec<Sample>);
+
+impl SampleSource for InMemory {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn name(&self, i: usize) -> String {
+        format!("memory/{i}")
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        self.0
+            .get(i)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("no sample {i} of {}", self.0.len())))
+    }
+    fn describe(&self) -> String {
+        format!("memory:{}", self.0.len())
+    }
+}
+
 /// Synthetic samples: uniform in [-1, 1) (floats), [0, 10) (integers),
 /// shaped from the model's inputs with symbolic dims resolved by `dims`.
 pub struct Random {

@@ -638,20 +638,21 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             guarded = guard_ranges(&fp32, &mut cfg, &mut ranges, max_ratio).with_context(what)?;
             // The model the quantizer works on: the FP32 model, or a copy
             // with corrected biases. Parity is always against `fp32`.
+            let map = ranges.map();
             let base = if recipe.bias_correction.unwrap_or(recipe.calib.is_some()) {
                 let Some(src) = &recipe.calib else {
                     bail!("bias correction measures on the calibration samples: give --calib SRC (or --bias-correction false)");
                 };
                 let source = open_source(src, &specs, &recipe.dims)
                     .with_context(|| format!("calibration samples {src}"))?;
-                let (m, c) = correct_biases(&fp32, &cfg, &ranges.map(), source.as_ref(), args.jobs)
+                let (m, c) = correct_biases(&fp32, &cfg, &map, source.as_ref(), args.jobs)
                     .with_context(|| "bias correction".to_string())?;
                 corrected = c;
                 m
             } else {
                 fp32.clone()
             };
-            let mut built = build(&base, &cfg, &ranges.map(), format, target).with_context(what)?;
+            let mut built = build(&base, &cfg, &map, format, target).with_context(what)?;
             let gate_start = Instant::now();
             let mut verdict = gate(&built.model)?;
             let mut gate_secs = gate_start.elapsed().as_secs_f64();
@@ -888,26 +889,14 @@ fn auto_mixed_precision<T>(
         })
         .collect();
     let n = budget.nodes(ranking.len());
-    let mut err = None;
-    let out = tune::mixed_precision(&ranking, n, start_sqnr, |float| {
+    tune::mixed_precision(&ranking, n, start_sqnr, |float| {
         let mut c = cfg.clone();
         for (id, why) in float {
             c.float_ids.entry(*id).or_insert_with(|| why.clone());
         }
-        match attempt(&c, &map) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let msg = super::one_line(&e);
-                err = Some(e);
-                Err(onnxq::Error::Invalid(msg))
-            }
-        }
-    });
-    match (out, err) {
-        (Ok(v), _) => Ok(v),
-        (Err(_), Some(e)) => Err(e.context("automatic mixed precision")),
-        (Err(e), None) => Err(anyhow::Error::new(e).context("automatic mixed precision")),
-    }
+        attempt(&c, &map)
+    })
+    .context("automatic mixed precision")
 }
 
 /// The summary lines of the automatic mode.

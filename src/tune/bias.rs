@@ -386,26 +386,10 @@ pub fn correct_biases(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibrate::samples::InMemory;
     use crate::calibrate::Sample;
     use crate::passes::testutil::{model, node};
     use crate::quantize::QuantizeConfig;
-
-    struct Mem(Vec<Sample>);
-
-    impl SampleSource for Mem {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn name(&self, i: usize) -> String {
-            format!("mem/{i}")
-        }
-        fn load(&self, i: usize) -> Result<Sample> {
-            Ok(self.0[i].clone())
-        }
-        fn describe(&self) -> String {
-            "mem".into()
-        }
-    }
 
     fn lcg(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         let mut s = seed;
@@ -491,7 +475,8 @@ mod tests {
             }
         }
         let wq: Vec<f32> = w.iter().zip(&dw).map(|(a, d)| a + d).collect();
-        let (corrected, report) = correct_biases(&fp32, &cfg, &ranges, &Mem(samples), 2).unwrap();
+        let (corrected, report) =
+            correct_biases(&fp32, &cfg, &ranges, &InMemory(samples), 2).unwrap();
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].node, "conv");
         let g = &corrected.graph;

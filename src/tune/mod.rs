@@ -433,12 +433,12 @@ pub struct MixedPrecision {
 /// none passes, the best attempt's if it beat `start_sqnr` (`kept_float`
 /// lists its float nodes), else `None` and an empty `kept_float`. Returns the record and the last attempt's
 /// value (`None` when the budget allowed no step).
-pub fn mixed_precision<T>(
+pub fn mixed_precision<T, E>(
     ranking: &[(NodeId, String, String)],
     budget: usize,
     start_sqnr: f64,
-    mut attempt: impl FnMut(&BTreeMap<NodeId, String>) -> Result<(bool, f64, T)>,
-) -> Result<(MixedPrecision, Option<T>)> {
+    mut attempt: impl FnMut(&BTreeMap<NodeId, String>) -> std::result::Result<(bool, f64, T), E>,
+) -> std::result::Result<(MixedPrecision, Option<T>), E> {
     let budget = budget.min(ranking.len());
     let mut rec = MixedPrecision {
         budget,
@@ -619,7 +619,7 @@ mod tests {
             .collect();
         // Passes once 4 nodes are float: steps of 1, 1, 2.
         let (rec, last) = mixed_precision(&ids, 10, 5.0, |f| {
-            Ok((f.len() >= 4, 5.0 + f.len() as f64, f.len()))
+            Ok::<_, Error>((f.len() >= 4, 5.0 + f.len() as f64, f.len()))
         })
         .unwrap();
         assert!(rec.passed);
@@ -630,7 +630,7 @@ mod tests {
         assert!(rec.steps.iter().all(|s| s.gain_db > 0.0));
         // A budget of 3 stops after 1, 1, 1 and fails.
         let (rec, last) = mixed_precision(&ids, 3, 0.0, |f| {
-            Ok((f.len() >= 4, f.len() as f64, f.len()))
+            Ok::<_, Error>((f.len() >= 4, f.len() as f64, f.len()))
         })
         .unwrap();
         assert!(!rec.passed);
@@ -638,7 +638,7 @@ mod tests {
         assert_eq!(rec.kept_float.len(), 3);
         // A step that buys nothing stops the search.
         let (rec, last) = mixed_precision(&ids, 10, 5.0, |f| {
-            Ok((false, 5.0 - f.len() as f64, f.len()))
+            Ok::<_, Error>((false, 5.0 - f.len() as f64, f.len()))
         })
         .unwrap();
         assert!(rec.stopped_early && !rec.passed);
@@ -647,14 +647,15 @@ mod tests {
         // Failing at the budget: the best attempt comes back.
         let (rec, last) = mixed_precision(&ids, 4, 5.0, |f| {
             let sqnr = [0.0, 6.0, 9.0, 7.0][f.len().min(3)];
-            Ok((false, sqnr, f.len()))
+            Ok::<_, Error>((false, sqnr, f.len()))
         })
         .unwrap();
         assert!(!rec.passed && rec.stopped_early);
         assert_eq!(last, Some(2));
         assert_eq!(rec.kept_float, vec!["n0", "n1"]);
         // No budget: no step.
-        let (rec, last) = mixed_precision(&ids, 0, 5.0, |f| Ok((true, 0.0, f.len()))).unwrap();
+        let (rec, last) =
+            mixed_precision(&ids, 0, 5.0, |f| Ok::<_, Error>((true, 0.0, f.len()))).unwrap();
         assert!(rec.steps.is_empty() && last.is_none() && !rec.passed);
     }
 }

@@ -6,15 +6,6 @@ use onnxq::calibrate::{model_sha256, RangeTable};
 use onnxq::ir::Tensor;
 use std::path::Path;
 
-const METHODS: &[&str] = &[
-    "minmax",
-    "avg-minmax",
-    "percentile",
-    "entropy",
-    "mse",
-    "auto",
-];
-
 fn calibrate(model: &Path, calib: &str, extra: &[&str], out: &Path) -> std::process::Output {
     let mut args = vec![
         "calibrate",

@@ -148,3 +148,13 @@ pub fn broken_conv1_recipe(dir: &Path) -> PathBuf {
     std::fs::write(&p, "tensors:\n  bn1:\n    range: [0, 0.05]\n").unwrap();
     p
 }
+
+/// Every calibration method `--method` takes.
+pub const METHODS: &[&str] = &[
+    "minmax",
+    "avg-minmax",
+    "percentile",
+    "entropy",
+    "mse",
+    "auto",
+];

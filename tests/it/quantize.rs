@@ -507,14 +507,7 @@ fn variable_length_samples_work_with_every_method() {
     let dir = tempdir();
     let model = testdata("quirks/transformer_opset17.onnx");
     let calib = testdata("quirks/transformer_calib");
-    for method in [
-        "minmax",
-        "avg-minmax",
-        "percentile",
-        "entropy",
-        "mse",
-        "auto",
-    ] {
+    for &method in crate::common::METHODS {
         let out = dir.path().join("q.onnx");
         let o = quantize(
             &model,
