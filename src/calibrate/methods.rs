@@ -16,7 +16,7 @@
 //!   expected squared quantization error over the histogram: clipping error
 //!   for values outside the range, `step²/12` rounding error inside.
 
-use super::stats::{Side, TensorStats, BINS};
+use super::stats::{Side, TensorStats};
 
 /// A calibration method.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -115,18 +115,19 @@ fn quantile(s: &TensorStats, q: f64) -> f32 {
     let total = (s.neg.total() + s.pos.total()) as f64;
     let target = (q * total).ceil().max(1.0) as u64;
     let mut acc = 0u64;
-    // Negative side from the most negative bin up to 0.
+    // Negative side from the most negative bin up to 0 (an empty side has
+    // no counts).
     let w = s.neg.width();
-    for i in (0..BINS).rev() {
-        acc += s.neg.counts[i];
+    for (i, &c) in s.neg.counts.iter().enumerate().rev() {
+        acc += c;
         if acc >= target {
             // Upper edge (towards +inf) of this bin: -(i * w).
             return (-(i as f32) * w).max(s.min);
         }
     }
     let w = s.pos.width();
-    for i in 0..BINS {
-        acc += s.pos.counts[i];
+    for (i, &c) in s.pos.counts.iter().enumerate() {
+        acc += c;
         if acc >= target {
             return ((i + 1) as f32 * w).min(s.max);
         }
@@ -150,54 +151,78 @@ fn abs_hist(s: &TensorStats) -> Side {
 /// minimizing KL(P ‖ Q), P the histogram clipped at the threshold (outliers
 /// added to the last bin), Q its quantization to `levels` levels (TensorRT:
 /// 128, the levels of one side of symmetric int8).
+///
+/// With `p` the clipped histogram (sum `ps`, the total) and `q` its
+/// quantization (sum `qs`, the mass below the threshold),
+/// `KL = Σ (p/ps)·ln((p/ps)/(q/qs)) = (1/ps)·Σ p·(ln p − ln q) + ln(qs/ps)`,
+/// and within one group every non-empty bin has the same `q`, so a group
+/// contributes `Σ c·ln c − m·ln(m/z)` (mass `m`, `z` non-empty bins): with
+/// prefix sums of `c`, `c·ln c` and the non-empty count, a candidate costs
+/// one step per level, not per bin. Only the last bin, which also carries
+/// the clipped tail, is corrected separately.
 pub fn entropy_threshold(h: &Side, levels: usize) -> f32 {
     let levels = levels.max(2);
-    let counts: Vec<f64> = h.counts.iter().map(|&c| c as f64).collect();
     let width = h.width();
-    let last = counts.iter().rposition(|&c| c > 0.0).map_or(0, |i| i + 1);
+    let last = h.counts.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
     if last <= levels {
         return last as f32 * width;
     }
+    let counts: Vec<f64> = h.counts[..last].iter().map(|&c| c as f64).collect();
+    let xlnx = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+    // Prefix sums: mass, Σ c·ln c, non-empty bins.
+    let mut mass = vec![0f64; last + 1];
+    let mut clnc = vec![0f64; last + 1];
+    let mut nonzero = vec![0usize; last + 1];
+    for (k, &c) in counts.iter().enumerate() {
+        mass[k + 1] = mass[k] + c;
+        clnc[k + 1] = clnc[k] + xlnx(c);
+        nonzero[k + 1] = nonzero[k] + (c > 0.0) as usize;
+    }
+    let ps = mass[last];
     let mut best = (f64::INFINITY, last);
     // At most ~512 candidate thresholds (every bin for short histograms).
     let stride = ((last - levels) / 512).max(1);
     let candidates = (levels..=last).step_by(stride).chain(std::iter::once(last));
     for i in candidates {
-        let mut p: Vec<f64> = counts[..i].to_vec();
-        p[i - 1] += counts[i..].iter().sum::<f64>();
-        // Q: merge into levels groups, spread each group's mass evenly over
-        // its non-empty bins.
-        let mut q = vec![0f64; i];
-        let group = i as f64 / levels as f64;
-        for l in 0..levels {
-            let start = (l as f64 * group).floor() as usize;
-            let end = (((l + 1) as f64 * group).floor() as usize).min(i);
-            let end = if l == levels - 1 { i } else { end };
-            let mass: f64 = counts[start..end].iter().sum();
-            let nonzero = counts[start..end].iter().filter(|&&c| c > 0.0).count();
-            if nonzero > 0 {
-                for k in start..end {
-                    if counts[k] > 0.0 {
-                        q[k] = mass / nonzero as f64;
-                    }
-                }
-            }
-        }
-        let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
-        if ps == 0.0 || qs == 0.0 {
+        let qs = mass[i];
+        if qs == 0.0 {
             continue;
         }
-        let mut kl = 0.0;
-        for (a, b) in p.iter().zip(&q) {
-            if *a > 0.0 {
-                let (a, b) = (a / ps, b / qs);
-                kl += if b > 0.0 {
-                    a * (a / b).ln()
-                } else {
-                    a * (a / 1e-12).ln()
-                };
+        // Groups of the quantization: `levels` runs of bins, the last one
+        // ending at the threshold.
+        let group = i as f64 / levels as f64;
+        let bounds = |l: usize| {
+            let start = (l as f64 * group).floor() as usize;
+            let end = (((l + 1) as f64 * group).floor() as usize).min(i);
+            (start, if l == levels - 1 { i } else { end })
+        };
+        let mut sum = 0.0;
+        let mut last_q = 0.0;
+        for l in 0..levels {
+            let (start, end) = bounds(l);
+            let (m, z) = (mass[end] - mass[start], nonzero[end] - nonzero[start]);
+            if z == 0 {
+                continue;
+            }
+            let q = m / z as f64;
+            sum += (clnc[end] - clnc[start]) - m * q.ln();
+            if l == levels - 1 {
+                last_q = q;
             }
         }
+        // The last bin carries the clipped tail: p = c + tail. An empty
+        // last bin has q = 0, taken as 1e-12 of the normalized mass.
+        let tail = ps - qs;
+        if tail > 0.0 {
+            let c = counts[i - 1];
+            let p = c + tail;
+            sum += if c > 0.0 {
+                xlnx(p) - xlnx(c) - tail * last_q.ln()
+            } else {
+                xlnx(p) - p * (1e-12 * qs).ln()
+            };
+        }
+        let kl = sum / ps + (qs / ps).ln();
         if kl < best.0 {
             best = (kl, i);
         }
@@ -254,6 +279,7 @@ fn mse_range(s: &TensorStats, target: Target) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibrate::stats::BINS;
 
     fn stats(v: &[f32]) -> TensorStats {
         TensorStats::of_sample(v, &[v.len()], true, false)
@@ -303,6 +329,88 @@ mod tests {
             (lo + 49_000.0).abs() <= 64.0 && (hi - 49_000.0).abs() <= 64.0,
             "{lo} {hi}"
         );
+    }
+
+    /// The KL search written out bin by bin (the definition the prefix-sum
+    /// version rewrites).
+    fn entropy_direct(h: &Side, levels: usize) -> f32 {
+        let counts: Vec<f64> = h.counts.iter().map(|&c| c as f64).collect();
+        let width = h.width();
+        let last = counts.iter().rposition(|&c| c > 0.0).map_or(0, |i| i + 1);
+        if last <= levels {
+            return last as f32 * width;
+        }
+        let mut best = (f64::INFINITY, last);
+        let stride = ((last - levels) / 512).max(1);
+        for i in (levels..=last).step_by(stride).chain(std::iter::once(last)) {
+            let mut p: Vec<f64> = counts[..i].to_vec();
+            p[i - 1] += counts[i..].iter().sum::<f64>();
+            let mut q = vec![0f64; i];
+            let group = i as f64 / levels as f64;
+            for l in 0..levels {
+                let start = (l as f64 * group).floor() as usize;
+                let end = (((l + 1) as f64 * group).floor() as usize).min(i);
+                let end = if l == levels - 1 { i } else { end };
+                let mass: f64 = counts[start..end].iter().sum();
+                let nonzero = counts[start..end].iter().filter(|&&c| c > 0.0).count();
+                for k in start..end {
+                    if counts[k] > 0.0 {
+                        q[k] = mass / nonzero as f64;
+                    }
+                }
+            }
+            let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+            if qs == 0.0 {
+                continue;
+            }
+            let mut kl = 0.0;
+            for (a, b) in p.iter().zip(&q) {
+                if *a > 0.0 {
+                    let (a, b) = (a / ps, b / qs);
+                    kl += a * (a / if b > 0.0 { b } else { 1e-12 }).ln();
+                }
+            }
+            if kl < best.0 {
+                best = (kl, i);
+            }
+        }
+        best.1 as f32 * width
+    }
+
+    #[test]
+    fn entropy_prefix_sums_match_the_direct_search() {
+        // Histograms with gaps (empty last bins at some thresholds), long
+        // tails and a lone far outlier.
+        let mut seed = 7u64;
+        let mut rand = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for case in 0..12 {
+            let mut h = Side {
+                exp: Some(3),
+                counts: vec![0; BINS],
+            };
+            let spread = 100.0 + 150.0 * case as f64;
+            for _ in 0..20_000 {
+                let x = -rand().ln() * spread;
+                if case % 3 != 0 || (x as usize) % 7 != 3 {
+                    h.counts[(x as usize).min(BINS - 1)] += 1;
+                }
+            }
+            if case % 2 == 1 {
+                h.counts[BINS - 1 - case * 10] += 3;
+            }
+            for levels in [128, 256] {
+                assert_eq!(
+                    entropy_threshold(&h, levels),
+                    entropy_direct(&h, levels),
+                    "case {case}, {levels} levels"
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! The lifecycle: [`Calibrator::new`] picks the tensors to observe (graph
 //! inputs and every node output; non-float ones are skipped when seen) →
 //! [`Calibrator::collect`] runs samples in parallel (one tract plan per
-//! distinct set of input shapes, shared by all workers; samples in ordered
-//! chunks, merged in sample order, so results do not depend on `jobs`) →
+//! distinct set of input shapes, shared by all workers; samples in
+//! contiguous blocks sized by the sample count alone, each folded in sample
+//! order by one worker, blocks merged in order, so results do not depend on
+//! `jobs`) →
 //! [`RangeTable::compute`] turns statistics into ranges with a [`Method`].
 //!
 //! Memory: one sample's activations per worker plus fixed-size statistics
@@ -143,9 +145,16 @@ pub fn model_sha256(proto: &ModelProto) -> String {
     hex(&Sha256::digest(proto.encode_to_vec()))
 }
 
-/// One sample's statistics (per observed tensor, `None` if not float) and
-/// the digest of its content.
-type SampleStats = (Vec<Option<TensorStats>>, [u8; 32]);
+/// Merges later statistics into `acc`, slot by slot.
+fn merge_into(acc: &mut [Option<TensorStats>], later: Vec<Option<TensorStats>>) {
+    for (slot, s) in acc.iter_mut().zip(later) {
+        match (slot.as_mut(), s) {
+            (Some(m), Some(s)) => m.merge(&s),
+            (None, Some(s)) => *slot = Some(s),
+            _ => {}
+        }
+    }
+}
 
 /// Runs a model on samples and collects activation statistics.
 pub struct Calibrator {
@@ -230,14 +239,16 @@ impl Calibrator {
         Ok(runner)
     }
 
-    /// Runs one sample; statistics per tensor in `[inputs…, targets…]` order
-    /// (`None` for non-float tensors) and the sample's digest.
+    /// Runs one sample and adds its statistics into `acc` (per tensor in
+    /// `[inputs…, targets…]` order; non-float tensors stay `None`); returns
+    /// the sample's digest.
     fn run_one(
         &self,
         source: &dyn SampleSource,
         i: usize,
         opts: &CollectOptions,
-    ) -> Result<SampleStats> {
+        acc: &mut [Option<TensorStats>],
+    ) -> Result<[u8; 32]> {
         let name = source.name(i);
         let sample = source.load(i)?;
         check_sample(&name, &sample, &self.inputs)?;
@@ -257,29 +268,31 @@ impl Calibrator {
         let outputs = runner
             .run_tract(&sample)
             .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
-        let of = |v: &[f32], dims: &[usize]| {
-            TensorStats::of_sample(v, dims, opts.histograms, opts.per_channel)
+        let add = |slot: &mut Option<TensorStats>, v: &[f32], dims: &[usize]| {
+            slot.get_or_insert_default()
+                .add_sample(v, dims, opts.histograms, opts.per_channel)
         };
-        let observe = |t: &crate::ir::Tensor| {
-            t.dtype()
-                .is_float()
-                .then(|| t.to_f32_vec().map(|v| of(&v, t.dims())))
+        let add_tensor = |slot: &mut Option<TensorStats>, t: &crate::ir::Tensor| -> Result<()> {
+            if t.dtype().is_float() {
+                add(slot, &t.to_f32_vec()?, t.dims());
+            }
+            Ok(())
         };
-        let mut stats = Vec::with_capacity(self.inputs.len() + outputs.len());
-        for spec in &self.inputs {
-            let t = sample.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| t);
-            stats.push(t.and_then(observe).transpose()?);
+        let (input_slots, output_slots) = acc.split_at_mut(self.inputs.len());
+        for (spec, slot) in self.inputs.iter().zip(input_slots) {
+            if let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) {
+                add_tensor(slot, t)?;
+            }
         }
-        for t in &outputs {
+        for (t, slot) in outputs.iter().zip(output_slots) {
             // f32 outputs are read in place; other float types converted.
             let plain = t.try_as_plain_ram().ok();
-            let s = match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
-                Some(v) => Some(of(v, t.shape())),
-                None => observe(&crate::tract::from_tract(t)?).transpose()?,
-            };
-            stats.push(s);
+            match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
+                Some(v) => add(slot, v, t.shape()),
+                None => add_tensor(slot, &crate::tract::from_tract(t)?)?,
+            }
         }
-        Ok((stats, digest.finalize().into()))
+        Ok(digest.finalize().into())
     }
 
     /// Runs every sample of `source` and merges the statistics.
@@ -309,27 +322,35 @@ impl Calibrator {
             .map(|i| i.name.clone())
             .chain(self.targets.iter().cloned())
             .collect();
+        // Samples in contiguous blocks whose size depends only on `n`: a
+        // worker folds a block in sample order, blocks merge in block order,
+        // so the float sums (averaged MinMax) come out the same for any
+        // `jobs`, and the main thread merges once per block, not per sample.
+        // Memory: one block's statistics per block of a wave in flight.
+        let block = (n / 64).clamp(1, 16);
+        let blocks: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(block)
+            .map(|s| s..(s + block).min(n))
+            .collect();
+        type Block = (Vec<Option<TensorStats>>, Vec<[u8; 32]>);
+        let fold_block = |range: &std::ops::Range<usize>| -> Result<Block> {
+            let mut acc: Vec<Option<TensorStats>> = vec![None; names.len()];
+            let mut digests = Vec::with_capacity(range.len());
+            for i in range.clone() {
+                digests.push(self.run_one(source, i, opts, &mut acc)?);
+                bar.inc(1);
+            }
+            Ok((acc, digests))
+        };
         let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
         let mut digest = Sha256::new();
-        let chunk = (jobs * 2).max(1);
-        let indices: Vec<usize> = (0..n).collect();
-        for part in indices.chunks(chunk) {
-            let results: Vec<Result<SampleStats>> = pool.install(|| {
-                part.par_iter()
-                    .map(|&i| self.run_one(source, i, opts))
-                    .collect()
-            });
+        for wave in blocks.chunks(jobs * 4) {
+            let results: Vec<Result<Block>> =
+                pool.install(|| wave.par_iter().map(fold_block).collect());
             for r in results {
-                let (stats, d) = r?;
-                digest.update(d);
-                for (slot, s) in merged.iter_mut().zip(stats) {
-                    match (slot.as_mut(), s) {
-                        (Some(m), Some(s)) => m.merge(&s),
-                        (None, Some(s)) => *slot = Some(s),
-                        _ => {}
-                    }
-                }
-                bar.inc(1);
+                let (stats, digests) = r?;
+                digests.iter().for_each(|d| digest.update(d));
+                merge_into(&mut merged, stats);
             }
         }
         bar.finish_and_clear();

@@ -1,7 +1,8 @@
 //! Streaming statistics of one tensor across samples.
 //!
-//! Memory is fixed per tensor (two histograms of [`BINS`] counts, a few
-//! scalars, optional per-channel extremes), whatever the number of samples.
+//! Memory is fixed per tensor (two histograms of [`BINS`] counts, allocated
+//! only when histograms are asked for, a few scalars, optional per-channel
+//! extremes), whatever the number of samples.
 //!
 //! Histograms are exact and order-free: each side (negative values by
 //! magnitude, non-negative values) covers `[0, R)` with `R` a power of two
@@ -17,20 +18,13 @@
 pub const BINS: usize = 2048;
 
 /// One side of the histogram: counts of `|x|` in `[0, 2^exp)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Side {
     /// log2 of the covered range; `None` while empty.
     pub exp: Option<i32>,
+    /// `BINS` counts once `exp` is set; empty before (a MinMax-only
+    /// calibration never allocates them).
     pub counts: Vec<u64>,
-}
-
-impl Default for Side {
-    fn default() -> Self {
-        Side {
-            exp: None,
-            counts: vec![0; BINS],
-        }
-    }
 }
 
 /// The smallest `e` with `2^e > m` (m ≥ 0, finite).
@@ -66,6 +60,7 @@ impl Side {
     fn grow_to(&mut self, exp: i32) {
         let Some(cur) = self.exp else {
             self.exp = Some(exp);
+            self.counts = vec![0; BINS];
             return;
         };
         if exp <= cur {
@@ -110,22 +105,28 @@ impl Side {
     }
 }
 
-/// Minimum and maximum of finite values, eight lanes at a time (compiles
-/// to vector min/max; `f32::min` would not, being NaN-aware).
-fn min_max(v: &[f32]) -> (f32, f32) {
+/// Minimum and maximum of the finite values and whether every value is
+/// finite, eight lanes at a time (compiles to vector min/max; `f32::min`
+/// would not, being NaN-aware). `x * 0` is NaN exactly for NaN and ±inf, so
+/// one lane-wise sum of it flags a non-finite value without a branch.
+#[inline(always)]
+fn scan_body(v: &[f32]) -> (f32, f32, bool) {
     let mut lo = [f32::INFINITY; 8];
     let mut hi = [f32::NEG_INFINITY; 8];
+    let mut bad = [0f32; 8];
     let chunks = v.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
         for k in 0..8 {
             lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
             hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+            bad[k] += c[k] * 0.0;
         }
     }
     for &x in rest {
         lo[0] = if x < lo[0] { x } else { lo[0] };
         hi[0] = if x > hi[0] { x } else { hi[0] };
+        bad[0] += x * 0.0;
     }
     let lo = lo
         .iter()
@@ -133,7 +134,57 @@ fn min_max(v: &[f32]) -> (f32, f32) {
     let hi = hi
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    (lo, hi)
+    (lo, hi, bad.iter().sum::<f32>() == 0.0)
+}
+
+/// [`scan_body`] in AVX2: `vminps(x, lo)` is `x < lo ? x : lo` (NaN
+/// ignored), the same comparison, with two accumulators per statistic so
+/// the loop is not one long dependency chain.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_avx2(v: &[f32]) -> (f32, f32, bool) {
+    use std::arch::x86_64::*;
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    let mut lo = [_mm256_set1_ps(f32::INFINITY); 2];
+    let mut hi = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
+    let mut bad = [_mm256_setzero_ps(); 2];
+    let zero = _mm256_setzero_ps();
+    for c in chunks {
+        for (k, half) in c.chunks_exact(8).enumerate() {
+            // SAFETY: `half` holds 8 f32.
+            let x = unsafe { _mm256_loadu_ps(half.as_ptr()) };
+            lo[k] = _mm256_min_ps(x, lo[k]);
+            hi[k] = _mm256_max_ps(x, hi[k]);
+            bad[k] = _mm256_add_ps(bad[k], _mm256_mul_ps(x, zero));
+        }
+    }
+    let mut l = [0f32; 8];
+    let mut h = [0f32; 8];
+    let mut b = [0f32; 8];
+    // SAFETY: each array holds 8 f32.
+    unsafe {
+        _mm256_storeu_ps(l.as_mut_ptr(), _mm256_min_ps(lo[0], lo[1]));
+        _mm256_storeu_ps(h.as_mut_ptr(), _mm256_max_ps(hi[0], hi[1]));
+        _mm256_storeu_ps(b.as_mut_ptr(), _mm256_add_ps(bad[0], bad[1]));
+    }
+    let (rlo, rhi, rfinite) = scan_body(rest);
+    let lo = l.iter().fold(rlo, |a, &x| if x < a { x } else { a });
+    let hi = h.iter().fold(rhi, |a, &x| if x > a { x } else { a });
+    (lo, hi, rfinite && b.iter().sum::<f32>() == 0.0)
+}
+
+/// [`scan_body`] with 8-wide AVX2 vectors when the CPU has them.
+fn scan(v: &[f32]) -> (f32, f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above); the body is
+            // safe code.
+            return unsafe { scan_avx2(v) };
+        }
+    }
+    scan_body(v)
 }
 
 /// Bins finite values into the negative-magnitude and non-negative sides in
@@ -151,53 +202,127 @@ fn add_both(neg: &mut Side, pos: &mut Side, values: &[f32], neg_max: f32, pos_ma
             0.0
         },
     ];
-    // Branch-free: the sign picks the side (no mispredictions on data
-    // centred on zero).
-    let bin = |x: f32| {
-        let side = (x < 0.0) as usize;
-        // Exact: the inverses are powers of two; clamped in float first.
-        (side, (x.abs() * inv[side]).min((BINS - 1) as f32) as usize)
-    };
-    const WAYS: usize = 4;
-    if values.len() < 2 * WAYS * BINS {
-        // Small tensors: count in place (interleaving would cost more to set
-        // up than it saves).
-        for &x in values {
-            let (side, b) = bin(x);
-            if side == 0 {
-                pos.counts[b] += 1;
-            } else {
-                neg.counts[b] += 1;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above); the body is
+            // safe code.
+            unsafe { bin_avx2(neg, pos, values, inv) };
+            return;
+        }
+    }
+    bin_body(neg, pos, values, inv);
+}
+
+/// Bins per side as a float, the clamp of the bin index.
+const LAST_BIN: f32 = (BINS - 1) as f32;
+
+/// [`bin_body`] with the indices computed eight at a time: the sign bit
+/// picks the side (and its inverse width through `vblendvps`), `|x|·inv` is
+/// clamped to the last bin and truncated (`vcvttps2dq`: exact, the operand
+/// is finite and in `[0, BINS)`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bin_avx2(neg: &mut Side, pos: &mut Side, values: &[f32], inv: [f32; 2]) {
+    use std::arch::x86_64::*;
+    let (inv_pos, inv_neg) = (_mm256_set1_ps(inv[0]), _mm256_set1_ps(inv[1]));
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let last = _mm256_set1_ps(LAST_BIN);
+    let offset = _mm256_set1_epi32(BINS as i32);
+    count_bins(neg, pos, values, |block, idx| {
+        let chunks = block.chunks_exact(8);
+        let rest = chunks.remainder();
+        for (c, out) in chunks.zip(idx.chunks_exact_mut(8)) {
+            // SAFETY: `c` and `out` hold 8 lanes each.
+            unsafe {
+                let x = _mm256_loadu_ps(c.as_ptr());
+                // All ones for a negative value: selects BINS, the offset
+                // of the negative side.
+                let neg = _mm256_srai_epi32(_mm256_castps_si256(x), 31);
+                let w = _mm256_blendv_ps(inv_pos, inv_neg, x);
+                let m = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(x, abs_mask), w), last);
+                let b = _mm256_add_epi32(_mm256_cvttps_epi32(m), _mm256_and_si256(neg, offset));
+                _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, b);
             }
         }
-        return;
-    }
+        let done = block.len() - rest.len();
+        for (i, &x) in idx[done..].iter_mut().zip(rest) {
+            *i = bin_of(x, inv) as u32;
+        }
+    });
+}
+
+/// Bin of `x` in `[pos | neg]` (`2·BINS` counts): the side's bin index
+/// `|x| · inv` (exact: the inverses are powers of two), clamped in float
+/// first. Branch-free: the sign bit picks the side (no mispredictions on
+/// data centred on zero).
+#[inline(always)]
+fn bin_of(x: f32, inv: [f32; 2]) -> usize {
+    let side = (x.to_bits() >> 31) as usize;
+    side * BINS + (x.abs() * inv[side]).min(LAST_BIN) as usize
+}
+
+fn bin_body(neg: &mut Side, pos: &mut Side, values: &[f32], inv: [f32; 2]) {
+    count_bins(neg, pos, values, |block, idx| {
+        for (i, &x) in idx.iter_mut().zip(block) {
+            *i = bin_of(x, inv) as u32;
+        }
+    });
+}
+
+/// Counts `values` into the two sides, a block at a time: `index` writes
+/// the block's bin indices (into `[pos | neg]`), then they are counted.
+#[inline(always)]
+fn count_bins(
+    neg: &mut Side,
+    pos: &mut Side,
+    values: &[f32],
+    mut index: impl FnMut(&[f32], &mut [u32]),
+) {
+    const BLOCK: usize = 256;
+    const WAYS: usize = 4;
+    let mut idx = [0u32; BLOCK];
     // Large tensors: four interleaved u32 sub-histograms break the
-    // dependency between increments of the same (popular) bin.
-    let mut counts = vec![0u32; WAYS * 2 * BINS];
-    let chunks = values.chunks_exact(WAYS);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (w, &x) in c.iter().enumerate() {
-            let (side, b) = bin(x);
-            counts[(w * 2 + side) * BINS + b] += 1;
+    // dependency between increments of the same (popular) bin; small ones
+    // count in place (zeroing and folding the sub-histograms would cost
+    // more than it saves).
+    let interleave = values.len() >= 2 * WAYS * BINS;
+    let mut ways = if interleave {
+        vec![0u32; WAYS * 2 * BINS]
+    } else {
+        Vec::new()
+    };
+    let mut sides: [&mut [u64]; 2] = [&mut pos.counts, &mut neg.counts];
+    for block in values.chunks(BLOCK) {
+        let idx = &mut idx[..block.len()];
+        index(block, idx);
+        if interleave {
+            let quads = idx.chunks_exact(WAYS);
+            let rest = quads.remainder();
+            for q in quads {
+                for (w, &b) in q.iter().enumerate() {
+                    ways[w * 2 * BINS + b as usize] += 1;
+                }
+            }
+            for &b in rest {
+                ways[b as usize] += 1;
+            }
+        } else {
+            for &b in idx.iter() {
+                let b = b as usize;
+                // A negative value only arrives when the negative side has
+                // a range, hence counts.
+                sides[b / BINS][b % BINS] += 1;
+            }
         }
     }
-    for &x in rest {
-        let (side, b) = bin(x);
-        counts[side * BINS + b] += 1;
-    }
-    for w in 0..WAYS {
-        let base = w * 2 * BINS;
-        for (dst, src) in pos.counts.iter_mut().zip(&counts[base..base + BINS]) {
-            *dst += *src as u64;
-        }
-        for (dst, src) in neg
-            .counts
-            .iter_mut()
-            .zip(&counts[base + BINS..base + 2 * BINS])
-        {
-            *dst += *src as u64;
+    if interleave {
+        for w in ways.chunks_exact(2 * BINS) {
+            for (side, counts) in sides.iter_mut().zip(w.chunks_exact(BINS)) {
+                for (dst, src) in side.iter_mut().zip(counts) {
+                    *dst += *src as u64;
+                }
+            }
         }
     }
 }
@@ -227,51 +352,93 @@ pub struct TensorStats {
 impl TensorStats {
     /// Statistics of one sample's values (`dims` for per-channel extremes).
     pub fn of_sample(values: &[f32], dims: &[usize], histogram: bool, per_channel: bool) -> Self {
-        let mut s = TensorStats {
-            samples: 1,
-            ..Default::default()
-        };
+        let mut s = TensorStats::default();
+        s.add_sample(values, dims, histogram, per_channel);
+        s
+    }
+
+    /// Adds one (later) sample's values in place: the same result as
+    /// merging [`TensorStats::of_sample`] of it, without building one (the
+    /// histogram bins at the larger of the two ranges directly, which gives
+    /// exactly the counts of binning finer and merging).
+    pub fn add_sample(
+        &mut self,
+        values: &[f32],
+        dims: &[usize],
+        histogram: bool,
+        per_channel: bool,
+    ) {
         // Fast path for the usual all-finite tensor; filter otherwise.
+        let (mut min, mut max, all_finite) = scan(values);
         let filtered: Vec<f32>;
-        let finite: &[f32] = if values.iter().all(|v| v.is_finite()) {
+        let finite: &[f32] = if all_finite {
             values
         } else {
             filtered = values.iter().copied().filter(|v| v.is_finite()).collect();
+            (min, max, _) = scan(&filtered);
             &filtered
         };
-        s.nonfinite = (values.len() - finite.len()) as u64;
-        s.count = finite.len() as u64;
-        let (min, max) = min_max(finite);
-        (s.min, s.max) = if finite.is_empty() {
+        let (min, max) = if finite.is_empty() {
             (0.0, 0.0)
         } else {
             (min, max)
         };
-        s.sum_sample_min = s.min as f64;
-        s.sum_sample_max = s.max as f64;
+        if self.samples == 0 {
+            (self.min, self.max) = (min, max);
+        } else {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+        self.samples += 1;
+        self.nonfinite += (values.len() - finite.len()) as u64;
+        self.count += finite.len() as u64;
+        self.sum_sample_min += min as f64;
+        self.sum_sample_max += max as f64;
         if histogram && !finite.is_empty() {
             add_both(
-                &mut s.neg,
-                &mut s.pos,
+                &mut self.neg,
+                &mut self.pos,
                 finite,
-                (-s.min).max(0.0),
-                s.max.max(0.0),
+                (-min).max(0.0),
+                max.max(0.0),
             );
         }
-        if per_channel && dims.len() >= 2 {
-            let c = dims[1];
-            let inner: usize = dims[2..].iter().product();
-            s.channel_min = vec![f32::INFINITY; c];
-            s.channel_max = vec![f32::NEG_INFINITY; c];
-            for (i, &v) in values.iter().enumerate() {
-                if v.is_finite() {
-                    let ch = (i / inner.max(1)) % c;
-                    s.channel_min[ch] = s.channel_min[ch].min(v);
-                    s.channel_max[ch] = s.channel_max[ch].max(v);
-                }
-            }
+        if per_channel {
+            self.add_channels(values, dims);
         }
-        s
+    }
+
+    /// Per-channel (axis 1) extremes of one sample, merged into ours.
+    fn add_channels(&mut self, values: &[f32], dims: &[usize]) {
+        let c = if dims.len() >= 2 { dims[1] } else { 0 };
+        let first = self.samples == 1;
+        if c == 0 || (!first && self.channel_min.len() != c) {
+            // Channel counts differ between samples: per-channel stats are
+            // meaningless.
+            self.channel_min.clear();
+            self.channel_max.clear();
+            return;
+        }
+        if first {
+            self.channel_min = vec![f32::INFINITY; c];
+            self.channel_max = vec![f32::NEG_INFINITY; c];
+        }
+        let inner: usize = dims[2..].iter().product();
+        // Runs of `inner` values share a channel; `scan` ignores NaN and the
+        // filter below drops ±inf.
+        for (run, chunk) in values.chunks(inner.max(1)).enumerate() {
+            let ch = run % c;
+            let (lo, hi, finite) = scan(chunk);
+            let (lo, hi) = if finite {
+                (lo, hi)
+            } else {
+                let f: Vec<f32> = chunk.iter().copied().filter(|v| v.is_finite()).collect();
+                let (lo, hi, _) = scan(&f);
+                (lo, hi)
+            };
+            self.channel_min[ch] = self.channel_min[ch].min(lo);
+            self.channel_max[ch] = self.channel_max[ch].max(hi);
+        }
     }
 
     /// Adds `other` (later samples) into `self`.
@@ -344,6 +511,68 @@ mod tests {
         assert_eq!(whole.pos, parts.pos);
         assert_eq!(whole.neg, parts.neg);
         assert_eq!(whole.pos.total() + whole.neg.total(), 40_000);
+    }
+
+    #[test]
+    fn vector_and_portable_binning_agree() {
+        // Exact bin edges, both signs, zeros, the clamp at the top, lengths
+        // around the vector width and the interleaving threshold.
+        let mut v: Vec<f32> = (0..40_003)
+            .map(|i| ((i as f32) * 0.37).sin() * 7.9 * if i % 5 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        v.extend((0..2048).map(|i| i as f32 / 256.0));
+        v.extend([0.0, -0.0, 7.999, -8.0, 1e-30, -1e-30]);
+        for len in [7, 8, 9, 255, 257, 16_383, 16_384, v.len()] {
+            let part = &v[..len];
+            let (lo, hi, _) = scan(part);
+            let fresh = || {
+                let (mut neg, mut pos) = (Side::default(), Side::default());
+                neg.grow_to(range_exp((-lo).max(0.0)));
+                pos.grow_to(range_exp(hi.max(0.0)));
+                let inv = [BINS as f32 / pos.range(), BINS as f32 / neg.range()];
+                (neg, pos, inv)
+            };
+            let (mut n1, mut p1, inv) = fresh();
+            bin_body(&mut n1, &mut p1, part, inv);
+            // Reference: one value at a time.
+            let (mut n2, mut p2, _) = fresh();
+            for &x in part {
+                let b = bin_of(x, inv);
+                if b < BINS {
+                    p2.counts[b] += 1;
+                } else {
+                    n2.counts[b - BINS] += 1;
+                }
+            }
+            assert_eq!((&n1, &p1), (&n2, &p2), "portable, {len} values");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let (mut n3, mut p3, _) = fresh();
+                // SAFETY: AVX2 checked just above.
+                unsafe { bin_avx2(&mut n3, &mut p3, part, inv) };
+                assert_eq!((&n3, &p3), (&n2, &p2), "AVX2, {len} values");
+            }
+            let (slo, shi, finite) = scan_body(part);
+            assert_eq!((slo, shi, finite), scan(part), "scan, {len} values");
+        }
+    }
+
+    #[test]
+    fn adding_in_place_equals_merging_per_sample_statistics() {
+        let samples: Vec<Vec<f32>> = (0..5)
+            .map(|k| {
+                (0..3000 + 997 * k)
+                    .map(|i| ((i * (k + 3)) as f32 * 0.01).cos() * (k as f32 + 0.5).powi(3))
+                    .collect()
+            })
+            .collect();
+        let mut merged = TensorStats::default();
+        let mut added = TensorStats::default();
+        for s in &samples {
+            merged.merge(&TensorStats::of_sample(s, &[1, 3, s.len() / 3], true, true));
+            added.add_sample(s, &[1, 3, s.len() / 3], true, true);
+        }
+        assert_eq!(merged, added);
     }
 
     #[test]
