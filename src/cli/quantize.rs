@@ -11,6 +11,7 @@ use onnxq::ir::Model;
 use onnxq::ir::NodeId;
 use onnxq::lower::{lower, LowerOptions, LowerReport, Target as LowerTarget};
 use onnxq::onnx::{save_model, SaveOptions};
+use onnxq::passes::equalize::Equalized;
 use onnxq::passes::{prepare, PassOptions};
 use onnxq::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
 use onnxq::quantize::{
@@ -190,6 +191,16 @@ pub struct Args {
     /// are given].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub bias_correction: Option<bool>,
+    /// Cross-layer equalization (true/false; the flag alone means true):
+    /// before calibrating, rescale the channels between Conv → [Relu |
+    /// LeakyRelu] → Conv pairs (and Gemm/MatMul pairs) so both layers'
+    /// per-channel weight ranges match (MobileNet-style depthwise-separable
+    /// blocks above all); the FP32 function is unchanged and the parity
+    /// gate still compares with the model as given [default: true in
+    /// static mode with --calib; false with --ranges, whose table was made
+    /// without it].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub equalize: Option<bool>,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -263,6 +274,7 @@ impl Args {
             max_float: self.max_float.clone(),
             max_range_ratio: self.max_range_ratio,
             bias_correction: self.bias_correction,
+            equalize: self.equalize,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -293,6 +305,8 @@ struct Report<'a> {
     mixed_precision: Option<&'a MixedPrecision>,
     /// Layers whose bias took out their weights' mean rounding shift.
     bias_correction: &'a [Corrected],
+    /// What cross-layer equalization did (absent unless asked for).
+    equalization: Option<&'a Equalized>,
     parity: &'a Verdict,
     written: bool,
 }
@@ -580,7 +594,27 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..Default::default()
     };
     prepare(&mut model, &opts).with_context(what)?;
+    // Cross-layer equalization: the working model is rescaled, the gate
+    // still compares with the prepared model as given.
+    // On by default when calibrating here (README "Choosing the defaults":
+    // better or equal on 10 of 11 suite models); a --ranges table was made
+    // without it.
+    let equalize = match (recipe.equalize, &recipe.ranges) {
+        (Some(true), Some(_)) if mode == Mode::Static => bail!("--equalize rescales activations, so a --ranges table made without it does not fit: calibrate with --calib SRC instead (or --equalize false)"),
+        (Some(e), _) => e,
+        (None, ranges) => mode == Mode::Static && ranges.is_none(),
+    };
+    let reference = equalize.then(|| model.clone());
+    let equalized = if equalize {
+        let r = onnxq::passes::equalize::equalize(&mut model).with_context(what)?;
+        onnxq::passes::run_pass(&onnxq::passes::cleanup::RemoveDeadNodes, &mut model, &opts)
+            .with_context(what)?;
+        Some(r)
+    } else {
+        None
+    };
     let fp32 = model;
+    let reference = reference.as_ref().unwrap_or(&fp32);
 
     // The parity gate's samples and thresholds: FP32 (tract) vs INT8 (our
     // executor). The recipe already holds the flags laid over the file's.
@@ -611,7 +645,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let gate = |m: &Model| -> anyhow::Result<Verdict> {
         let source = open_validation()?;
         verify::compare(
-            &fp32,
+            reference,
             m,
             source.as_ref(),
             args.gate.arith.into(),
@@ -776,6 +810,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             range_guard: &guarded,
             mixed_precision: mixed.as_ref(),
             bias_correction: &corrected,
+            equalization: equalized.as_ref(),
             parity: &verdict,
             written: write,
         };
@@ -806,11 +841,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if mode == Mode::Static && recipe.bias_correction.is_none() && recipe.calib.is_none() {
         eprintln!("  bias correction: off (it measures on calibration samples; a --ranges table has none)");
     }
+    if mode == Mode::Static && recipe.equalize.is_none() && recipe.ranges.is_some() {
+        eprintln!("  cross-layer equalization: off (the --ranges table was calibrated without it)");
+    }
     if !corrected.is_empty() {
         let max = corrected.iter().map(|c| c.max_shift).fold(0.0, f32::max);
         eprintln!(
             "  bias correction: {} layer(s), largest mean shift removed {max:.3e}",
             corrected.len()
+        );
+    }
+    if let Some(e) = &equalized {
+        eprintln!(
+            "  cross-layer equalization: {} layer pair(s) in {} round(s); widest channel weight spread {:.1}x -> {:.1}x",
+            e.pairs, e.rounds, e.worst_spread_before, e.worst_spread_after
         );
     }
     if let Some(m) = &mixed {

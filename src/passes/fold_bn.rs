@@ -38,7 +38,7 @@ fn float_const(g: &Graph, v: Option<ValueId>) -> Option<(Vec<f32>, Vec<usize>)> 
 }
 
 /// `x` feeds only `consumer` (no other node, not a graph output, no subgraph).
-fn single_use(g: &Graph, x: ValueId, consumer: NodeId) -> bool {
+pub(crate) fn single_use(g: &Graph, x: ValueId, consumer: NodeId) -> bool {
     let v = g.value(x);
     !v.consumers().is_empty()
         && v.consumers().iter().all(|&(c, _)| c == consumer)

@@ -19,6 +19,7 @@
 //! max-float: 10%                     # …at most this many (count or % of candidates)
 //! max-range-ratio: 100               # Concat/Add inputs this far apart stay float
 //! bias-correction: true              # take weight rounding's mean shift out of biases
+//! equalize: true                     # cross-layer equalization of layer pairs first
 //! nodes:
 //!   conv1: {per-channel: false}
 //!   fc_out: {keep-float: true}
@@ -232,6 +233,10 @@ pub struct Recipe {
     /// (measured on the calibration samples; default true with calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias_correction: Option<bool>,
+    /// Cross-layer equalization of layer pairs (Conv → [Relu] → Conv,
+    /// Gemm/MatMul alike) before calibration (default true with calib).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equalize: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -286,7 +291,8 @@ impl Recipe {
             auto,
             max_float,
             max_range_ratio,
-            bias_correction
+            bias_correction,
+            equalize
         );
         for e in top.exclude {
             if !self.exclude.contains(&e) {

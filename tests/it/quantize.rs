@@ -105,14 +105,15 @@ fn cnn_gets_qdq_around_every_conv_and_gemm() {
     assert_eq!(meta["onnxq.version"], onnxq::VERSION);
     assert!(meta["onnxq.recipe"].contains("cnn_calib"), "{meta:?}");
     assert!(meta["onnxq.calibration"].contains("minmax"), "{meta:?}");
-    // Readable names.
+    // Readable names: the weight after BatchNorm folding and cross-layer
+    // equalization, named after its layer.
     assert!(m
         .graph
         .nodes()
-        .any(|(_, n)| n.name == "conv1.weight_folded/DequantizeLinear"));
+        .any(|(_, n)| n.name == "conv1.weight_equalized/DequantizeLinear"));
     assert!(m
         .graph
-        .find_value("conv1.weight_folded/quantized")
+        .find_value("conv1.weight_equalized/quantized")
         .is_some());
     assert!(m
         .graph
@@ -131,7 +132,8 @@ fn cnn_gets_qdq_around_every_conv_and_gemm() {
 fn per_channel_weight_and_bias_parameters_match_a_direct_computation() {
     let dir = tempdir();
     let out = dir.path().join("q.onnx");
-    // 8-bit weights and the biases as given: the arithmetic under test.
+    // 8-bit weights, the weights and biases as given: the arithmetic
+    // under test.
     let o = quantize(
         &testdata("digits/cnn.onnx"),
         &out,
@@ -141,6 +143,8 @@ fn per_channel_weight_and_bias_parameters_match_a_direct_computation() {
             "--reduce-range",
             "false",
             "--bias-correction",
+            "false",
+            "--equalize",
             "false",
         ],
     );
@@ -590,7 +594,8 @@ fn a_calibration_table_is_reused_and_checked() {
     assert!(o.status.success(), "{}", stderr(&o));
     let a = dir.path().join("a.onnx");
     let b = dir.path().join("b.onnx");
-    // Bias correction measures on samples, which a table does not carry.
+    // Bias correction measures on samples, which a table does not carry;
+    // equalization changes the activations the table was made for.
     assert!(quantize(
         &model,
         &a,
@@ -598,6 +603,8 @@ fn a_calibration_table_is_reused_and_checked() {
             "--calib",
             calib.to_str().unwrap(),
             "--bias-correction",
+            "false",
+            "--equalize",
             "false"
         ]
     )
@@ -727,11 +734,11 @@ fn the_recipe_sets_options_and_overrides() {
     assert!(o.status.success(), "{}", stderr(&o));
     let m = load(&out);
     assert_eq!(
-        init(&m, "conv1.weight_folded/scale").len(),
+        init(&m, "conv1.weight_equalized/scale").len(),
         1,
         "conv1 per tensor"
     );
-    assert_eq!(init(&m, "conv2.weight_folded/scale").len(), 16);
+    assert_eq!(init(&m, "conv2.weight_equalized/scale").len(), 16);
     assert_eq!(init(&m, "image/zero_point").dtype(), DataType::Int8);
     // int8 activations are symmetric: range [-40, 40] → 40/127.
     assert_eq!(f32s(init(&m, "logits/scale"))[0], 40.0 / 127.0);

@@ -306,3 +306,80 @@ fn bias_correction_moves_biases_and_gains_parity() {
         );
     }
 }
+
+#[test]
+fn equalization_balances_the_conv_pair_and_the_gate_checks_the_original() {
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let (c, h) = (
+        testdata("digits/cnn_calib"),
+        testdata("digits/cnn_holdout.npz"),
+    );
+    let args = [
+        "--calib",
+        c.to_str().unwrap(),
+        "--validate",
+        h.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--format",
+        "qdq",
+        "--equalize",
+    ];
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cross-layer equalization: 1 layer pair(s)"),
+        "{}",
+        stderr(&o)
+    );
+    let r = json(&rep);
+    assert_eq!(r["equalization"]["pairs"], 1);
+    let (before, after) = (
+        r["equalization"]["worst_spread_before"].as_f64().unwrap(),
+        r["equalization"]["worst_spread_after"].as_f64().unwrap(),
+    );
+    assert!(after < before, "{before} -> {after}");
+    assert!(r["parity"]["passed"].as_bool().unwrap());
+    // The gate compared with the model as given; `onnxq check` against
+    // the original file agrees.
+    let gate = r["parity"]["outputs"][0]["sqnr_db"].as_f64().unwrap();
+    assert!(gate > 30.0, "{gate}");
+    let rep2 = dir.path().join("check.json");
+    let o = onnxq(&[
+        "check",
+        out.to_str().unwrap(),
+        "--reference",
+        testdata("digits/cnn.onnx").to_str().unwrap(),
+        "--data",
+        h.to_str().unwrap(),
+        "--report",
+        rep2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let checked = json(&rep2)["outputs"][0]["sqnr_db"].as_f64().unwrap();
+    assert!((checked - gate).abs() < 0.01, "{checked} vs {gate}");
+
+    // A table calibrated without equalization does not fit the rescaled
+    // activations: refused, nothing written.
+    let ranges = dir.path().join("ranges.json");
+    let o = onnxq(&[
+        "calibrate",
+        testdata("digits/cnn.onnx").to_str().unwrap(),
+        "--calib",
+        c.to_str().unwrap(),
+        "-o",
+        ranges.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out2 = dir.path().join("q2.onnx");
+    let o = quantize(
+        &testdata("digits/cnn.onnx"),
+        &out2,
+        &["--ranges", ranges.to_str().unwrap(), "--equalize"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--equalize"), "{}", stderr(&o));
+    assert!(!out2.exists());
+}
