@@ -299,25 +299,78 @@ impl Requant {
     /// saturation are exact in f32 (small integers).
     #[inline(always)]
     fn ort_8bit(&self, acc: i64) -> i32 {
-        const LIM: f32 = 4_194_304.0;
-        const MAGIC: f32 = 12_582_912.0;
-        let x = ((acc as f32) * self.m32).clamp(-LIM, LIM);
-        let r = (x + MAGIC) - MAGIC;
-        (r + self.zp as f32).clamp(self.lo as f32, self.hi as f32) as i32
+        self.ort_8bit_f32(acc as f32)
     }
 
-    /// [`Requant::apply`] over a run of accumulators plus `bias`.
+    /// [`Requant::ort_8bit`] of an accumulator already in f32. The last
+    /// step reads the integer out of the float's bits (`v + 1.5·2^23` has
+    /// the integer `v` in its low mantissa bits, exact for |v| < 2^22):
+    /// no saturating float-to-int conversion, so it vectorizes.
+    #[inline(always)]
+    #[allow(clippy::manual_clamp)] // max/min on purpose: NaN handling, below
+    fn ort_8bit_f32(&self, acc: f32) -> i32 {
+        const LIM: f32 = 4_194_304.0;
+        const MAGIC: f32 = 12_582_912.0;
+        // max/min rather than clamp: a NaN product (a zero output scale)
+        // becomes -LIM instead of reaching the bit trick.
+        let x = (acc * self.m32).max(-LIM).min(LIM);
+        let r = (x + MAGIC) - MAGIC;
+        let v = (r + self.zp as f32).max(self.lo as f32).min(self.hi as f32);
+        ((v + MAGIC).to_bits() as i32) - (MAGIC.to_bits() as i32)
+    }
+
+    /// [`Requant::apply`] over a run of accumulators plus `bias`; returns
+    /// how many of them lie beyond ±2^24. Compiled with AVX2 when the CPU
+    /// has it (the 8-bit ort path then runs eight lanes at a time).
     #[inline]
-    pub fn apply_run(&self, bias: i64, acc: &[i64], out: &mut [i32]) {
+    pub fn apply_run(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above); the
+                // body is safe code.
+                return unsafe { self.apply_run_avx2(bias, acc, out) };
+            }
+        }
+        self.apply_run_body(bias, acc, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn apply_run_avx2(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
+        self.apply_run_body(bias, acc, out)
+    }
+
+    #[inline(always)]
+    fn apply_run_body(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
+        let beyond = acc
+            .iter()
+            .map(|&a| ((a + bias).abs() > F32_EXACT) as u64)
+            .sum();
         if self.arith == Arith::Ort && self.hi - self.lo <= 255 {
-            for (o, &a) in out.iter_mut().zip(acc) {
-                *o = self.ort_8bit(a + bias);
+            // Sums that fit i32 (all of them unless far beyond 2^24)
+            // convert to f32 from i32, which vectorizes; the value is the
+            // same as from i64.
+            // (A fold, not `all`: no early exit, so it vectorizes.)
+            let widest = acc
+                .iter()
+                .fold(0u64, |m, &a| m.max((a + bias).unsigned_abs()));
+            let fits = widest < i32::MAX as u64;
+            if fits {
+                for (o, &a) in out.iter_mut().zip(acc) {
+                    *o = self.ort_8bit_f32(((a + bias) as i32) as f32);
+                }
+            } else {
+                for (o, &a) in out.iter_mut().zip(acc) {
+                    *o = self.ort_8bit(a + bias);
+                }
             }
         } else {
             for (o, &a) in out.iter_mut().zip(acc) {
                 *o = self.apply(a + bias);
             }
         }
+        beyond
     }
 }
 
@@ -546,20 +599,25 @@ impl Requantizer {
     /// A run of accumulators of one weight channel, plus `bias`.
     #[inline]
     pub fn channel_run(&self, channel: usize, bias: i64, acc: &[i64], out: &mut [i32]) {
-        self.count(bias, acc);
         let c = if self.rq.len() == 1 { 0 } else { channel };
-        self.rq[c].apply_run(bias, acc, out);
+        let n = self.rq[c].apply_run(bias, acc, out);
+        if n > 0 {
+            self.beyond.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// A run of accumulators whose weight channel is their column,
     /// starting at column `col0` (MatMul: per-column B scales).
     #[inline]
     pub fn column_run(&self, col0: usize, acc: &[i64], out: &mut [i32]) {
-        self.count(0, acc);
         if self.rq.len() == 1 {
-            self.rq[0].apply_run(0, acc, out);
+            let n = self.rq[0].apply_run(0, acc, out);
+            if n > 0 {
+                self.beyond.fetch_add(n, Ordering::Relaxed);
+            }
             return;
         }
+        self.count(0, acc);
         let rqs = &self.rq[col0..(col0 + acc.len()).min(self.rq.len())];
         let ort8 = rqs
             .first()
@@ -812,6 +870,8 @@ pub fn conv_map<T: Copy + Default + Send>(
         }
     };
     let bias_of = |mo: usize| bias.map_or(0, |b| b[mo] as i64);
+    // 2-D, one input channel per group, few enough taps for i32 sums.
+    let depthwise = cg == 1 && spatial.len() == 2 && ksz <= 33_000;
     // One output row: Σ_k w[mo, k] · cols[k, ·] (exact in i32 up to 33025
     // terms, i64 beyond), plus the bias.
     let row = |mo: usize, cols: &[i16], orow: &mut [T]| {
@@ -845,8 +905,34 @@ pub fn conv_map<T: Copy + Default + Send>(
                 });
                 on[c0 * osz..(c0 + mg) * osz].copy_from_slice(&og);
             }
+        } else if depthwise {
+            // One input plane per group (depthwise, any channel
+            // multiplier): taps straight from the plane, no im2col.
+            on.par_chunks_mut(mg * osz)
+                .enumerate()
+                .for_each(|(gi, og)| {
+                    let x0 = (n * c + gi) * isz;
+                    let plane = &xc[x0..x0 + isz];
+                    let mut acc = vec![0i32; osz];
+                    let mut acc64 = vec![0i64; osz];
+                    for (mi, orow) in og.chunks_mut(osz).enumerate() {
+                        let mo = gi * mg + mi;
+                        acc.iter_mut().for_each(|a| *a = 0);
+                        depthwise_plane(
+                            plane,
+                            spatial,
+                            &w.wc[mo * ksz..(mo + 1) * ksz],
+                            g,
+                            &mut acc,
+                        );
+                        for (o, &a) in acc64.iter_mut().zip(&acc) {
+                            *o = a as i64;
+                        }
+                        f(mo, bias_of(mo), &acc64, orow);
+                    }
+                });
         } else {
-            // Narrow groups (depthwise): groups in parallel, row by row.
+            // Narrow groups: groups in parallel, row by row.
             on.par_chunks_mut(mg * osz)
                 .enumerate()
                 .for_each(|(gi, og)| {
@@ -858,6 +944,26 @@ pub fn conv_map<T: Copy + Default + Send>(
         }
     }
     Ok(out)
+}
+
+/// For kernel column `kx` of a 2-D convolution over rows `w` wide: the
+/// offset `off` with input column `xo·stride + off` for output column
+/// `xo`, and the output columns `lo..hi` whose input column lies in
+/// `[0, w)` (empty when `lo >= hi`).
+fn tap_columns(kx: usize, g: &ConvGeom, w: usize) -> (isize, usize, usize) {
+    let (sw, ow) = (g.strides[1], g.out[1]);
+    let off = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        (-off as usize).div_ceil(sw)
+    };
+    let hi = if (w as isize) - off <= 0 {
+        0
+    } else {
+        ((w as isize - off - 1) as usize / sw + 1).min(ow)
+    };
+    (off, lo, hi)
 }
 
 /// im2col of one image's group (`xg`: `cg` centred input planes),
@@ -884,19 +990,7 @@ fn im2col(xg: &[i16], spatial: &[usize], cg: usize, g: &ConvGeom) -> Vec<i16> {
             let (h, w) = (spatial[0], spatial[1]);
             let (oh, ow) = (g.out[0], g.out[1]);
             let (sh, sw) = (g.strides[0], g.strides[1]);
-            // Input column of output column xo: xo·sw + off.
-            let off = (kp[1] * g.dilations[1]) as isize - g.pads[1] as isize;
-            // Output columns whose input column lies in [0, w).
-            let lo = if off >= 0 {
-                0
-            } else {
-                (-off as usize).div_ceil(sw)
-            };
-            let hi = if (w as isize) - off <= 0 {
-                0
-            } else {
-                ((w as isize - off - 1) as usize / sw + 1).min(ow)
-            };
+            let (off, lo, hi) = tap_columns(kp[1], g, w);
             for y in 0..oh {
                 let iy = (y * sh + kp[0] * g.dilations[0]) as isize - g.pads[0] as isize;
                 if iy < 0 || iy >= h as isize || lo >= hi {
@@ -936,6 +1030,80 @@ fn im2col(xg: &[i16], spatial: &[usize], cg: usize, g: &ConvGeom) -> Vec<i16> {
         }
     });
     cols
+}
+
+/// One output plane of a 2-D convolution over one (centred) input plane:
+/// `acc[y·ow + x] += Σ_taps w[tap] · plane[iy, ix]`, taps outside the
+/// input being the centred pad value 0. Exact in i32 (|w|, |x| ≤ 255, the
+/// caller bounds the taps). With stride 1 the inner loop is a run of
+/// contiguous multiply-adds; compiled with AVX2 when the CPU has it.
+fn depthwise_plane(plane: &[i16], spatial: &[usize], w: &[i16], g: &ConvGeom, acc: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the body
+            // is safe code.
+            unsafe { depthwise_plane_avx2(plane, spatial, w, g, acc) };
+            return;
+        }
+    }
+    depthwise_plane_body(plane, spatial, w, g, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn depthwise_plane_avx2(
+    plane: &[i16],
+    spatial: &[usize],
+    w: &[i16],
+    g: &ConvGeom,
+    acc: &mut [i32],
+) {
+    depthwise_plane_body(plane, spatial, w, g, acc);
+}
+
+#[inline(always)]
+fn depthwise_plane_body(
+    plane: &[i16],
+    spatial: &[usize],
+    w: &[i16],
+    g: &ConvGeom,
+    acc: &mut [i32],
+) {
+    let (h, wd) = (spatial[0], spatial[1]);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let (sh, sw) = (g.strides[0], g.strides[1]);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let wv = w[ky * kw + kx] as i32;
+            if wv == 0 {
+                continue;
+            }
+            let (off, lo, hi) = tap_columns(kx, g, wd);
+            if lo >= hi {
+                continue;
+            }
+            let first = (lo * sw) as isize + off;
+            for y in 0..oh {
+                let iy = (y * sh + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let src = &plane[iy as usize * wd + first as usize..(iy as usize + 1) * wd];
+                let dst = &mut acc[y * ow + lo..y * ow + hi];
+                if sw == 1 {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += wv * s as i32;
+                    }
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                        *d += wv * s as i32;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The values of an 8-bit integer tensor minus `zp`, as `i16` (|v| ≤ 255).

@@ -185,6 +185,21 @@ fn qlinearconv_matches_tract_bit_for_bit() {
             (22, 3, 2),
             vec![attr::ints("pads", &[1, 1, 1, 1])],
         );
+        // Depthwise, channel multiplier 2, stride 1, dilation and
+        // uneven pads (the direct depthwise kernel), batch 2.
+        conv_case(
+            &mut rng,
+            xdt,
+            wdt,
+            true,
+            true,
+            (2, 3, 9, 10),
+            (6, 3, 3),
+            vec![
+                attr::ints("pads", &[2, 1, 0, 1]),
+                attr::ints("dilations", &[2, 1]),
+            ],
+        );
         // Depthwise with SAME_UPPER.
         let same = vec![
             attr::string("auto_pad", "SAME_UPPER"),

@@ -269,7 +269,8 @@ fn bias_add(g: &Graph, id: NodeId, n: usize) -> Result<Option<Bias>> {
     Ok(None)
 }
 
-/// `(Conv₁, Conv₂)` pairs, in graph order, whose channels can be rescaled.
+/// `(first, second)` layer pairs, in graph order, whose channels can be
+/// rescaled.
 fn pairs(g: &Graph, layers: &BTreeMap<NodeId, Layer>) -> Result<Vec<(NodeId, NodeId)>> {
     let mut out = Vec::new();
     for second in g.topo_order()? {
@@ -320,7 +321,7 @@ fn pairs(g: &Graph, layers: &BTreeMap<NodeId, Layer>) -> Result<Vec<(NodeId, Nod
 /// What [`equalize`] did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Equalized {
-    /// Conv pairs balanced.
+    /// Layer pairs balanced.
     pub pairs: usize,
     pub rounds: usize,
     /// Largest ratio between two channels' weight ranges where the layers
