@@ -16,8 +16,8 @@
 //!   AVX2 registers. The kernel is compiled for AVX2 and chosen by runtime
 //!   detection; the portable version computes the same integers.
 //! - Output tiles (row chunk × column chunk) run in parallel with rayon; an
-//!   epilogue ([`gemm_map`]) turns each tile row into outputs (bias,
-//!   requantization) while it is in cache.
+//!   epilogue ([`gemm_map`]) turns each task row (up to `NC` columns) into
+//!   outputs (bias, requantization) while it is in cache.
 //!
 //! Pure computation: reads its operands, returns the outputs.
 
@@ -157,9 +157,9 @@ pub fn gemm(a: &PackedA, b: &PackedB) -> Vec<i64> {
 }
 
 /// `C = A · B` through an epilogue: `f(row, col0, acc, out)` turns the
-/// accumulators `acc` of row `row`, columns `col0..col0 + acc.len()` (at
-/// most one panel) into the output values `out` (bias, requantization),
-/// while the tile is still in cache; the accumulators are never stored.
+/// accumulators `acc` of row `row`, columns `col0..col0 + acc.len()` (one
+/// task's columns, at most `NC`) into the output values `out` (bias,
+/// requantization), while the task's accumulators are still in cache.
 /// Returns the outputs row-major `[m, n]`.
 pub fn gemm_map<T: Copy + Default + Send>(
     a: &PackedA,
@@ -182,9 +182,11 @@ pub fn gemm_map<T: Copy + Default + Send>(
             let (c0, c1) = (cc * NC, ((cc + 1) * NC).min(n));
             let (rows, cols) = (r1 - r0, c1 - c0);
             let mut local = vec![T::default(); rows * cols];
+            // The task's accumulators (MC × NC i64, cache-resident), handed
+            // to the epilogue a whole task row at a time.
+            let mut sums = vec![0i64; rows * cols];
             let mut acc = [0i32; MR * NR];
             let mut wide = [0i64; MR * NR];
-            let mut run = [0i64; NR];
             for p in c0 / NR..c1.div_ceil(NR) {
                 let panel = &b.data[p * NR * kp..(p + 1) * NR * kp];
                 let width = NR.min(c1 - p * NR);
@@ -194,37 +196,34 @@ pub fn gemm_map<T: Copy + Default + Send>(
                     if kp <= KC {
                         acc.fill(0);
                         tile(ablk, panel, &mut acc);
-                        for r in 0..height {
-                            let row = blk * MR + r;
-                            for (w, &v) in run.iter_mut().zip(&acc[r * NR..(r + 1) * NR]) {
-                                *w = v as i64;
-                            }
-                            let dst = &mut local[(row - r0) * cols + p * NR - c0..][..width];
-                            f(row, p * NR, &run[..width], dst);
-                        }
-                        continue;
-                    }
-                    // Longer reductions: i32 blocks of at most KC terms,
-                    // summed in i64.
-                    wide.fill(0);
-                    for q0 in (0..kp / 2).step_by(KC / 2) {
-                        let q1 = (q0 + KC / 2).min(kp / 2);
-                        acc.fill(0);
-                        tile(
-                            &ablk[q0 * 2 * MR..q1 * 2 * MR],
-                            &panel[q0 * 2 * NR..q1 * 2 * NR],
-                            &mut acc,
-                        );
                         for (w, &v) in wide.iter_mut().zip(&acc) {
-                            *w += v as i64;
+                            *w = v as i64;
+                        }
+                    } else {
+                        // Longer reductions: i32 blocks of at most KC
+                        // terms, summed in i64.
+                        wide.fill(0);
+                        for q0 in (0..kp / 2).step_by(KC / 2) {
+                            let q1 = (q0 + KC / 2).min(kp / 2);
+                            acc.fill(0);
+                            tile(
+                                &ablk[q0 * 2 * MR..q1 * 2 * MR],
+                                &panel[q0 * 2 * NR..q1 * 2 * NR],
+                                &mut acc,
+                            );
+                            for (w, &v) in wide.iter_mut().zip(&acc) {
+                                *w += v as i64;
+                            }
                         }
                     }
                     for r in 0..height {
-                        let row = blk * MR + r;
-                        let dst = &mut local[(row - r0) * cols + p * NR - c0..][..width];
-                        f(row, p * NR, &wide[r * NR..r * NR + width], dst);
+                        let at = (blk * MR + r - r0) * cols + p * NR - c0;
+                        sums[at..at + width].copy_from_slice(&wide[r * NR..r * NR + width]);
                     }
                 }
+            }
+            for (i, (s, dst)) in sums.chunks(cols).zip(local.chunks_mut(cols)).enumerate() {
+                f(r0 + i, c0, s, dst);
             }
             (r0, c0, local)
         })

@@ -1106,6 +1106,21 @@ fn depthwise_plane_body(
     }
 }
 
+/// [`centred`] straight from a tensor's bytes (uint8/int8; other types go
+/// through [`Ints`]): one pass, no `i32` copy of the input.
+pub fn centred_tensor(t: &Tensor, zp: i32, what: &str) -> Result<Vec<i16>> {
+    match (t.dtype(), t.raw()) {
+        (DataType::Uint8, Some(b)) if b.len() == t.len() => {
+            Ok(b.par_iter().map(|&v| (v as i32 - zp) as i16).collect())
+        }
+        (DataType::Int8, Some(b)) if b.len() == t.len() => Ok(b
+            .par_iter()
+            .map(|&v| (v as i8 as i32 - zp) as i16)
+            .collect()),
+        _ => Ok(centred(&Ints::from_tensor(t, what)?, zp)),
+    }
+}
+
 /// The values of an 8-bit integer tensor minus `zp`, as `i16` (|v| ≤ 255).
 pub fn centred(x: &Ints, zp: i32) -> Vec<i16> {
     x.data.par_iter().map(|&v| (v - zp) as i16).collect()

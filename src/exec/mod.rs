@@ -401,7 +401,14 @@ impl Executor {
             "QLinearConv" | "ConvInteger" => {
                 let qlinear = n.op_type == "QLinearConv";
                 let (xi, wi, wzi) = if qlinear { (0, 3, 5) } else { (0, 1, 3) };
-                let x = Ints::from_tensor(need(xi)?, "x")?;
+                let xt = need(xi)?;
+                if kernels::qrange(xt.dtype()).is_none() {
+                    return Err(Error::tensor(
+                        "x",
+                        format!("expected uint8, int8 or int32, got {}", xt.dtype().name()),
+                    ));
+                }
+                let (x_dtype, x_dims) = (xt.dtype(), xt.dims().to_vec());
                 let wt = need(wi)?;
                 let m = wt.dims().first().copied().unwrap_or(0);
                 let zero_points = |s: usize| -> Result<Vec<i32>> {
@@ -412,7 +419,7 @@ impl Executor {
                 };
                 let (xp, wp) = if qlinear {
                     (
-                        params(1, 2, x.dtype)?.0.scalar("x_scale")?,
+                        params(1, 2, x_dtype)?.0.scalar("x_scale")?,
                         params(4, 5, wt.dtype())?.0.for_channels(m, "w_scale")?,
                     )
                 } else {
@@ -427,10 +434,10 @@ impl Executor {
                         },
                     )
                 };
-                if x.dims.len() < 3 || wt.dims().len() != x.dims.len() {
+                if x_dims.len() < 3 || wt.dims().len() != x_dims.len() {
                     return Err(Error::Invalid(format!(
                         "input {:?} and weight {:?} do not make a convolution",
-                        x.dims,
+                        x_dims,
                         wt.dims()
                     )));
                 }
@@ -441,7 +448,7 @@ impl Executor {
                 let group = n.get_int("group")?.unwrap_or(1).max(1) as usize;
                 let auto_pad = n.get_string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
                 let geom = kernels::conv_geom(
-                    &x.dims[2..],
+                    &x_dims[2..],
                     &kernel,
                     n.get_ints("strides")?,
                     n.get_ints("dilations")?,
@@ -465,16 +472,16 @@ impl Executor {
                 let Prepared::Conv(cw) = &*cw else {
                     return Err(Error::Invalid("prepared weights of another kind".into()));
                 };
-                let xc = kernels::centred(&x, xp.zero_point[0]);
+                let xc = kernels::centred_tensor(xt, xp.zero_point[0], "x")?;
                 let bias = bias.as_ref().map(|b| b.data.as_slice());
-                let mut dims = vec![x.dims[0], m];
+                let mut dims = vec![x_dims[0], m];
                 dims.extend(&geom.out);
                 if qlinear {
                     let (yp, ydt) = params(6, 7, DataType::Uint8)?;
                     let yp = yp.scalar("y_scale")?;
                     let rq = kernels::Requantizer::new(xp.scale[0], &wp, &yp, ydt, arith);
                     let data =
-                        kernels::conv_map(&xc, &x.dims, cw, bias, &geom, |c, b, acc, out| {
+                        kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |c, b, acc, out| {
                             rq.channel_run(c, b, acc, out)
                         })?;
                     stats.beyond_f32 += rq.beyond();
@@ -488,7 +495,7 @@ impl Executor {
                     // ConvInteger: int32 accumulators (wrapping beyond i32,
                     // as a 32-bit accumulator would).
                     let data =
-                        kernels::conv_map(&xc, &x.dims, cw, bias, &geom, |_, b, acc, out| {
+                        kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |_, b, acc, out| {
                             for (o, &a) in out.iter_mut().zip(acc) {
                                 *o = (a + b) as i32;
                             }
