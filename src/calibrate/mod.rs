@@ -12,7 +12,8 @@
 //! [`RangeTable::compute`] turns statistics into ranges with a [`Method`].
 //!
 //! Memory: one sample's activations per worker plus fixed-size statistics
-//! per tensor (`stats`), independent of the number of samples.
+//! per tensor (`stats`) for at most two blocks per worker, independent of
+//! the number of samples.
 
 pub mod choose;
 pub mod methods;
@@ -326,7 +327,8 @@ impl Calibrator {
         // worker folds a block in sample order, blocks merge in block order,
         // so the float sums (averaged MinMax) come out the same for any
         // `jobs`, and the main thread merges once per block, not per sample.
-        // Memory: one block's statistics per block of a wave in flight.
+        // Memory: a wave is two blocks per worker, so at most 2·jobs sets
+        // of statistics (each one per-tensor histogram pair) are alive.
         let block = (n / 64).clamp(1, 16);
         let blocks: Vec<std::ops::Range<usize>> = (0..n)
             .step_by(block)
@@ -344,7 +346,7 @@ impl Calibrator {
         };
         let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
         let mut digest = Sha256::new();
-        for wave in blocks.chunks(jobs * 4) {
+        for wave in blocks.chunks(jobs * 2) {
             let results: Vec<Result<Block>> =
                 pool.install(|| wave.par_iter().map(fold_block).collect());
             for r in results {

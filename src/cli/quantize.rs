@@ -305,7 +305,7 @@ struct Report<'a> {
     mixed_precision: Option<&'a MixedPrecision>,
     /// Layers whose bias took out their weights' mean rounding shift.
     bias_correction: &'a [Corrected],
-    /// What cross-layer equalization did (absent unless asked for).
+    /// What cross-layer equalization did (absent when it was off).
     equalization: Option<&'a Equalized>,
     parity: &'a Verdict,
     written: bool,
@@ -606,10 +606,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let reference = equalize.then(|| model.clone());
     let equalized = if equalize {
-        let r = onnxq::passes::equalize::equalize(&mut model).with_context(what)?;
-        onnxq::passes::run_pass(&onnxq::passes::cleanup::RemoveDeadNodes, &mut model, &opts)
-            .with_context(what)?;
-        Some(r)
+        Some(onnxq::passes::equalize::equalize(&mut model).with_context(what)?)
     } else {
         None
     };

@@ -20,8 +20,9 @@
 //! once. It touches only layer weights and biases (new initializers; a
 //! weight shared with another node is never changed in place) and the
 //! activation ranges calibration sees afterwards. Not part of
-//! [`PREPARE`](super::PREPARE): `onnxq quantize --equalize` runs it after
-//! preparation, before calibration.
+//! [`PREPARE`](super::PREPARE): `onnxq quantize` calls [`equalize`] after
+//! preparation, before calibration (`--equalize`, on by default with
+//! `--calib`).
 
 use super::fold_bn::single_use;
 use super::{Pass, PassOptions};
@@ -30,8 +31,6 @@ use crate::ir::graph::Graph;
 use crate::ir::tensor::{DataType, Tensor};
 use crate::ir::{Model, NodeId, ValueId};
 use std::collections::BTreeMap;
-
-pub struct CrossLayerEqualize;
 
 /// Activations that commute with a positive per-channel scale.
 const HOMOGENEOUS: &[&str] = &["Relu", "LeakyRelu"];
@@ -434,17 +433,12 @@ pub fn equalize(model: &mut Model) -> Result<Equalized> {
             }
         }
     }
+    // The replaced weights and biases are unread now.
+    if report.pairs > 0 {
+        super::cleanup::RemoveDeadNodes.run(model, &PassOptions::default())?;
+        model.graph.validate()?;
+    }
     Ok(report)
-}
-
-impl Pass for CrossLayerEqualize {
-    fn name(&self) -> &'static str {
-        "equalize-cross-layer"
-    }
-
-    fn run(&self, model: &mut Model, _opts: &PassOptions) -> Result<usize> {
-        Ok(equalize(model)?.pairs)
-    }
 }
 
 #[cfg(test)]

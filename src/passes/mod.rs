@@ -15,8 +15,8 @@
 //! 3. [`shapes::infer_shapes`]: types and shapes of every value, from tract,
 //!    written into `value_info`.
 //!
-//! Outside that order, on request: [`equalize::CrossLayerEqualize`]
-//! (`quantize --equalize`), run by [`run_pass`] after preparation.
+//! Outside that order: [`equalize::equalize`] (cross-layer equalization),
+//! which `quantize` runs after preparation (`--equalize`).
 //!
 //! Every pass is wrapped in error context ("pass 'fold-batchnorm': …") and
 //! followed by [`Graph::validate`](crate::ir::Graph::validate).
@@ -86,16 +86,6 @@ pub struct PassReport {
     pub shape_inference_skipped: Option<String>,
     pub opset_before: i64,
     pub opset_after: i64,
-}
-
-/// Runs one pass with the manager's error context and validation, then
-/// drops what it left unused (dead nodes, unread initializers).
-pub fn run_pass(pass: &dyn Pass, model: &mut Model, opts: &PassOptions) -> Result<usize> {
-    let n = run_one(pass, model, opts)?;
-    if n > 0 {
-        run_one(&cleanup::RemoveDeadNodes, model, opts)?;
-    }
-    Ok(n)
 }
 
 fn run_one(pass: &dyn Pass, model: &mut Model, opts: &PassOptions) -> Result<usize> {
