@@ -12,7 +12,8 @@
 //! at the larger range from the start would have. Merging per-sample
 //! statistics therefore gives the same result in any order and with any
 //! number of workers; the only float sums (for averaged MinMax) are added in
-//! sample order.
+//! an order fixed by the sample count alone (samples within a block, then
+//! blocks, see `Calibrator::collect`).
 
 /// Bins per histogram side.
 pub const BINS: usize = 2048;

@@ -47,13 +47,19 @@ pub fn qrange(dt: DataType) -> Option<(i32, i32)> {
 }
 
 impl Ints {
-    pub fn from_tensor(t: &Tensor, what: &str) -> Result<Self> {
-        if qrange(t.dtype()).is_none() {
-            return Err(Error::tensor(
+    /// Refuses a tensor that is not uint8, int8 or int32.
+    pub fn check_dtype(t: &Tensor, what: &str) -> Result<()> {
+        match qrange(t.dtype()) {
+            Some(_) => Ok(()),
+            None => Err(Error::tensor(
                 what,
                 format!("expected uint8, int8 or int32, got {}", t.dtype().name()),
-            ));
+            )),
         }
+    }
+
+    pub fn from_tensor(t: &Tensor, what: &str) -> Result<Self> {
+        Self::check_dtype(t, what)?;
         let data = match (t.dtype(), t.raw()) {
             (DataType::Uint8, Some(b)) if b.len() == t.len() => {
                 b.iter().map(|&v| v as i32).collect()

@@ -402,12 +402,7 @@ impl Executor {
                 let qlinear = n.op_type == "QLinearConv";
                 let (xi, wi, wzi) = if qlinear { (0, 3, 5) } else { (0, 1, 3) };
                 let xt = need(xi)?;
-                if kernels::qrange(xt.dtype()).is_none() {
-                    return Err(Error::tensor(
-                        "x",
-                        format!("expected uint8, int8 or int32, got {}", xt.dtype().name()),
-                    ));
-                }
+                Ints::check_dtype(xt, "x")?;
                 let (x_dtype, x_dims) = (xt.dtype(), xt.dims().to_vec());
                 let wt = need(wi)?;
                 let m = wt.dims().first().copied().unwrap_or(0);

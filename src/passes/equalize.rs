@@ -24,12 +24,12 @@
 //! preparation, before calibration (`--equalize`, on by default with
 //! `--calib`).
 
-use super::fold_bn::single_use;
+use super::fold_bn::{float_const, single_use};
 use super::{Pass, PassOptions};
 use crate::error::Result;
 use crate::ir::graph::Graph;
-use crate::ir::tensor::{DataType, Tensor};
-use crate::ir::{Model, NodeId, ValueId};
+use crate::ir::tensor::Tensor;
+use crate::ir::{Model, NodeId};
 use std::collections::BTreeMap;
 
 /// Activations that commute with a positive per-channel scale.
@@ -94,11 +94,9 @@ impl Layer {
         if !node.is_onnx() {
             return Ok(None);
         }
-        let Some(w) = constant(g, node.input(1)) else {
+        let Some((values, stored)) = float_const(g, node.input(1)) else {
             return Ok(None);
         };
-        let stored = w.dims().to_vec();
-        let values = w.to_f32_vec()?;
         let (w, dims, group, transposed) = match node.op_type.as_str() {
             "Conv" => {
                 let group = node.get_int("group")?.unwrap_or(1);
@@ -126,8 +124,7 @@ impl Layer {
         }
         // A bias must be one value per output channel (a scalar or a
         // broadcast matrix could not take a per-channel scale).
-        let per_channel = |t: &Tensor| {
-            let d = t.dims();
+        let per_channel = |d: &[usize]| {
             d.iter().product::<usize>() == cout
                 && d.iter().filter(|&&x| x != 1).count() <= 1
                 && (node.is("Conv") || d.last() == Some(&cout))
@@ -137,10 +134,8 @@ impl Layer {
         } else {
             match node.input(2) {
                 None => None,
-                Some(b) => match constant(g, Some(b)) {
-                    Some(t) if per_channel(t) => {
-                        Some((t.to_f32_vec()?, BiasAt::Input, t.dims().to_vec()))
-                    }
+                Some(b) => match float_const(g, Some(b)) {
+                    Some((v, d)) if per_channel(&d) => Some((v, BiasAt::Input, d)),
                     _ => return Ok(None),
                 },
             }
@@ -231,15 +226,6 @@ impl Layer {
     }
 }
 
-/// A float initializer (not a graph input, which a caller may override).
-fn constant(g: &Graph, v: Option<ValueId>) -> Option<&Tensor> {
-    let v = v?;
-    if g.is_graph_input(v) {
-        return None;
-    }
-    g.initializer(v).filter(|t| t.dtype() == DataType::Float)
-}
-
 /// The bias of a MatMul: the constant `[N]` (or `[1, N]`) input of an
 /// `Add` that alone consumes its output.
 fn bias_add(g: &Graph, id: NodeId, n: usize) -> Result<Option<Bias>> {
@@ -258,10 +244,9 @@ fn bias_add(g: &Graph, id: NodeId, n: usize) -> Result<Option<Bias>> {
         if a.input(1 - slot) != Some(y) {
             continue;
         }
-        if let Some(t) = constant(g, a.input(slot)) {
-            let d = t.dims();
+        if let Some((v, d)) = float_const(g, a.input(slot)) {
             if d.iter().product::<usize>() == n && d.last() == Some(&n) {
-                return Ok(Some((t.to_f32_vec()?, BiasAt::Add(*add, slot), d.to_vec())));
+                return Ok(Some((v, BiasAt::Add(*add, slot), d)));
             }
         }
     }

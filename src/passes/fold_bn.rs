@@ -25,7 +25,7 @@ pub struct FoldBatchNorm;
 pub struct FoldChannelAffine;
 
 /// A float constant input of a node: its values and shape.
-fn float_const(g: &Graph, v: Option<ValueId>) -> Option<(Vec<f32>, Vec<usize>)> {
+pub(crate) fn float_const(g: &Graph, v: Option<ValueId>) -> Option<(Vec<f32>, Vec<usize>)> {
     let v = v?;
     if g.is_graph_input(v) {
         return None;
