@@ -15,9 +15,14 @@
 //!   accumulators, two B vectors and one broadcast A pair fill 15 of the 16
 //!   AVX2 registers. The kernel is compiled for AVX2 and chosen by runtime
 //!   detection; the portable version computes the same integers.
+//! - A block of fewer than `MR` rows (a matrix-vector product, the last
+//!   block of a matrix) runs a kernel compiled for exactly its height, so
+//!   no lanes are spent on padding rows.
 //! - Output tiles (row chunk × column chunk) run in parallel with rayon; an
 //!   epilogue ([`gemm_map`]) turns each task row (up to `NC` columns) into
-//!   outputs (bias, requantization) while it is in cache.
+//!   outputs (bias, requantization) while it is in cache. Its accumulators
+//!   arrive as [`Sums::I32`] when the reduction fits one `i32` block (every
+//!   real layer), as [`Sums::I64`] beyond.
 //!
 //! Pure computation: reads its operands, returns the outputs.
 
@@ -151,9 +156,55 @@ fn interleave(r0: &[i16], r1: &[i16], out: &mut [i16]) {
     }
 }
 
+/// A run of exact accumulators handed to an epilogue: `i32` when the
+/// reduction is short enough that no sum can overflow it, `i64` beyond.
+#[derive(Clone, Copy, Debug)]
+pub enum Sums<'a> {
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+}
+
+impl Sums<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Sums::I32(v) => v.len(),
+            Sums::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes `sum + bias` into `out` as a 32-bit accumulator would hold
+    /// it (wrapping beyond i32), as many as both hold.
+    pub fn write_i32(&self, bias: i64, out: &mut [i32]) {
+        match self {
+            Sums::I32(v) => {
+                let b = bias as i32;
+                out.iter_mut()
+                    .zip(*v)
+                    .for_each(|(o, &a)| *o = a.wrapping_add(b));
+            }
+            Sums::I64(v) => out
+                .iter_mut()
+                .zip(*v)
+                .for_each(|(o, &a)| *o = a.wrapping_add(bias) as i32),
+        }
+    }
+
+    /// Writes the sums into `out` (as many as both hold).
+    pub fn write_i64(&self, out: &mut [i64]) {
+        match self {
+            Sums::I32(v) => out.iter_mut().zip(*v).for_each(|(o, &a)| *o = a as i64),
+            Sums::I64(v) => out.iter_mut().zip(*v).for_each(|(o, &a)| *o = a),
+        }
+    }
+}
+
 /// `C = A · B` as `i64`, row-major `[m, n]`.
 pub fn gemm(a: &PackedA, b: &PackedB) -> Vec<i64> {
-    gemm_map(a, b, |_, _, acc, out| out.copy_from_slice(acc))
+    gemm_map(a, b, |_, _, acc, out| acc.write_i64(out))
 }
 
 /// `C = A · B` through an epilogue: `f(row, col0, acc, out)` turns the
@@ -164,7 +215,7 @@ pub fn gemm(a: &PackedA, b: &PackedB) -> Vec<i64> {
 pub fn gemm_map<T: Copy + Default + Send>(
     a: &PackedA,
     b: &PackedB,
-    f: impl Fn(usize, usize, &[i64], &mut [T]) + Sync,
+    f: impl Fn(usize, usize, Sums, &mut [T]) + Sync,
 ) -> Vec<T> {
     let (m, n) = (a.m, b.n);
     let mut out = vec![T::default(); m * n];
@@ -182,48 +233,54 @@ pub fn gemm_map<T: Copy + Default + Send>(
             let (c0, c1) = (cc * NC, ((cc + 1) * NC).min(n));
             let (rows, cols) = (r1 - r0, c1 - c0);
             let mut local = vec![T::default(); rows * cols];
-            // The task's accumulators (MC × NC i64, cache-resident), handed
-            // to the epilogue a whole task row at a time.
-            let mut sums = vec![0i64; rows * cols];
+            // The task's accumulators (MC × NC, cache-resident), handed to
+            // the epilogue a whole task row at a time: i32 when one block
+            // covers the reduction, i64 sums of i32 blocks beyond.
+            let narrow = kp <= KC;
+            let mut sums32 = vec![0i32; if narrow { rows * cols } else { 0 }];
+            let mut sums64 = vec![0i64; if narrow { 0 } else { rows * cols }];
             let mut acc = [0i32; MR * NR];
-            let mut wide = [0i64; MR * NR];
             for p in c0 / NR..c1.div_ceil(NR) {
                 let panel = &b.data[p * NR * kp..(p + 1) * NR * kp];
                 let width = NR.min(c1 - p * NR);
                 for blk in r0 / MR..r1.div_ceil(MR) {
                     let ablk = &a.data[blk * MR * kp..(blk + 1) * MR * kp];
                     let height = MR.min(r1 - blk * MR);
-                    if kp <= KC {
-                        acc.fill(0);
-                        tile(ablk, panel, &mut acc);
-                        for (w, &v) in wide.iter_mut().zip(&acc) {
-                            *w = v as i64;
+                    let at = |r: usize| (blk * MR + r - r0) * cols + p * NR - c0;
+                    if narrow {
+                        tile(ablk, panel, height, &mut acc);
+                        for r in 0..height {
+                            sums32[at(r)..at(r) + width]
+                                .copy_from_slice(&acc[r * NR..r * NR + width]);
                         }
                     } else {
                         // Longer reductions: i32 blocks of at most KC
                         // terms, summed in i64.
-                        wide.fill(0);
                         for q0 in (0..kp / 2).step_by(KC / 2) {
                             let q1 = (q0 + KC / 2).min(kp / 2);
-                            acc.fill(0);
                             tile(
                                 &ablk[q0 * 2 * MR..q1 * 2 * MR],
                                 &panel[q0 * 2 * NR..q1 * 2 * NR],
+                                height,
                                 &mut acc,
                             );
-                            for (w, &v) in wide.iter_mut().zip(&acc) {
-                                *w += v as i64;
+                            for r in 0..height {
+                                let dst = &mut sums64[at(r)..at(r) + width];
+                                for (w, &v) in dst.iter_mut().zip(&acc[r * NR..]) {
+                                    *w += v as i64;
+                                }
                             }
                         }
                     }
-                    for r in 0..height {
-                        let at = (blk * MR + r - r0) * cols + p * NR - c0;
-                        sums[at..at + width].copy_from_slice(&wide[r * NR..r * NR + width]);
-                    }
                 }
             }
-            for (i, (s, dst)) in sums.chunks(cols).zip(local.chunks_mut(cols)).enumerate() {
-                f(r0 + i, c0, s, dst);
+            for (i, dst) in local.chunks_mut(cols).enumerate() {
+                let run = if narrow {
+                    Sums::I32(&sums32[i * cols..(i + 1) * cols])
+                } else {
+                    Sums::I64(&sums64[i * cols..(i + 1) * cols])
+                };
+                f(r0 + i, c0, run, dst);
             }
             (r0, c0, local)
         })
@@ -237,29 +294,42 @@ pub fn gemm_map<T: Copy + Default + Send>(
     out
 }
 
-/// One `MR × NR` tile over `pairs = b.len() / (2·NR)` reduction pairs.
-fn tile(a: &[i16], b: &[i16], acc: &mut [i32; MR * NR]) {
+/// The first `height` rows (at most `MR`) of one `MR × NR` tile over
+/// `pairs = b.len() / (2·NR)` reduction pairs, written (not added) to
+/// `acc`; rows from `height` on are left as they were.
+fn tile(a: &[i16], b: &[i16], height: usize, acc: &mut [i32; MR * NR]) {
     let pairs = b.len() / (2 * NR);
-    if a.len() < pairs * 2 * MR {
+    if a.len() < pairs * 2 * MR || height == 0 || height > MR {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above), and `a` holds
-            // `pairs · 2·MR`, `b` `pairs · 2·NR` values (checked above).
-            unsafe { tile_avx2(a, b, pairs, acc) };
+            // SAFETY (every arm): the CPU has AVX2 (checked just above),
+            // and `a` holds `pairs · 2·MR`, `b` `pairs · 2·NR` values
+            // (checked above).
+            unsafe {
+                match height {
+                    1 => tile_avx2::<1>(a, b, pairs, acc),
+                    2 => tile_avx2::<2>(a, b, pairs, acc),
+                    3 => tile_avx2::<3>(a, b, pairs, acc),
+                    4 => tile_avx2::<4>(a, b, pairs, acc),
+                    5 => tile_avx2::<5>(a, b, pairs, acc),
+                    _ => tile_avx2::<MR>(a, b, pairs, acc),
+                }
+            }
             return;
         }
     }
-    tile_portable(a, b, pairs, acc);
+    tile_portable(a, b, pairs, height, acc);
 }
 
-fn tile_portable(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
+fn tile_portable(a: &[i16], b: &[i16], pairs: usize, height: usize, acc: &mut [i32; MR * NR]) {
+    acc[..height * NR].fill(0);
     for q in 0..pairs {
         let bq = &b[q * 2 * NR..(q + 1) * 2 * NR];
         let aq = &a[q * 2 * MR..(q + 1) * 2 * MR];
-        for r in 0..MR {
+        for r in 0..height {
             let (a0, a1) = (aq[2 * r] as i32, aq[2 * r + 1] as i32);
             for j in 0..NR {
                 acc[r * NR + j] += a0 * bq[2 * j] as i32 + a1 * bq[2 * j + 1] as i32;
@@ -268,23 +338,23 @@ fn tile_portable(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
     }
 }
 
-/// AVX2 micro-kernel: per reduction pair, two 16-lane loads of B (8
-/// columns × 2 k each), one broadcast `(a[k], a[k+1])` per row, and
-/// `vpmaddwd` + `vpaddd` into `2·MR` accumulators.
+/// AVX2 micro-kernel for `H` rows: per reduction pair, two 16-lane loads
+/// of B (8 columns × 2 k each), one broadcast `(a[k], a[k+1])` per row,
+/// and `vpmaddwd` + `vpaddd` into `2·H` accumulators.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
+unsafe fn tile_avx2<const H: usize>(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
     use std::arch::x86_64::*;
     let mut c = [_mm256_setzero_si256(); 2 * MR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for q in 0..pairs {
         // SAFETY (whole block): q < pairs, and the caller checked that `a`
-        // and `b` hold `pairs` pairs of `MR` and `NR` lanes.
+        // and `b` hold `pairs` pairs of `MR` and `NR` lanes; H ≤ MR.
         unsafe {
             let b0 = _mm256_loadu_si256(bp.add(q * 2 * NR) as *const __m256i);
             let b1 = _mm256_loadu_si256(bp.add(q * 2 * NR + 16) as *const __m256i);
             let aq = ap.add(q * 2 * MR) as *const i32;
-            for r in 0..MR {
+            for r in 0..H {
                 let av = _mm256_set1_epi32(aq.add(r).read_unaligned());
                 c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(av, b0));
                 c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(av, b1));
@@ -292,8 +362,8 @@ unsafe fn tile_avx2(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]
         }
     }
     // Lanes of c[2r] are columns 0..8 of row r, c[2r+1] columns 8..16.
-    for (i, v) in c.iter().enumerate() {
-        // SAFETY: acc holds MR·NR = 8 · (2·MR) i32, chunk i is 8 lanes.
+    for (i, v) in c.iter().enumerate().take(2 * H) {
+        // SAFETY: acc holds MR·NR = 8 · (2·MR) i32, chunk i < 2·H is 8 lanes.
         unsafe { _mm256_storeu_si256(acc.as_mut_ptr().add(i * 8) as *mut __m256i, *v) };
     }
 }
@@ -330,6 +400,9 @@ mod tests {
             (5, 33, 17),
             (70, 9, 300),
             (9, 300, 33),
+            (1, 64, 40),
+            (2, 7, 16),
+            (77, 20, 5),
         ] {
             let a: Vec<i32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<i32> = (0..k * n).map(|_| rnd()).collect();
@@ -341,16 +414,20 @@ mod tests {
             // Portable kernel gives the same integers.
             let pa = PackedA::from_rows(m, k, &a, 0);
             let pb = PackedB::from_rows(k, n, &b, |_| 0);
-            let mut t1 = [0i32; MR * NR];
-            let mut t2 = [0i32; MR * NR];
             let pairs = pb.kp / 2;
-            tile(
-                &pa.data[..pairs * 2 * MR],
-                &pb.data[..pairs * 2 * NR],
-                &mut t1,
-            );
-            tile_portable(&pa.data, &pb.data, pairs, &mut t2);
-            assert_eq!(t1, t2);
+            for height in 1..=MR {
+                let mut t1 = [7i32; MR * NR];
+                let mut t2 = [7i32; MR * NR];
+                tile(
+                    &pa.data[..pairs * 2 * MR],
+                    &pb.data[..pairs * 2 * NR],
+                    height,
+                    &mut t1,
+                );
+                tile_portable(&pa.data, &pb.data, pairs, height, &mut t2);
+                assert_eq!(t1, t2, "height {height}");
+                assert!(t1[height * NR..].iter().all(|&v| v == 7));
+            }
             // Row interleaving packs the same panels as the general path.
             let b16: Vec<i16> = b.iter().map(|&v| v as i16).collect();
             assert_eq!(PackedB::from_i16_rows(k, n, &b16).data, pb.data);

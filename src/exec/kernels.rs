@@ -14,7 +14,7 @@
 //! `i16` (|a − a_zp|, |w − w_zp| ≤ 255, so a product is ≤ 65025 and a sum
 //! of up to 33025 terms cannot overflow); longer reductions use `i64`.
 
-use super::gemm::{gemm_map, PackedA, PackedB, MR};
+use super::gemm::{gemm_map, PackedA, PackedB, Sums, MR};
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Tensor};
 use rayon::prelude::*;
@@ -329,7 +329,7 @@ impl Requant {
     /// how many of them lie beyond ±2^24. Compiled with AVX2 when the CPU
     /// has it (the 8-bit ort path then runs eight lanes at a time).
     #[inline]
-    pub fn apply_run(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
+    pub fn apply_run<T: QOut>(&self, bias: i64, acc: Sums, out: &mut [T]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
@@ -343,40 +343,73 @@ impl Requant {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn apply_run_avx2(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
+    fn apply_run_avx2<T: QOut>(&self, bias: i64, acc: Sums, out: &mut [T]) -> u64 {
         self.apply_run_body(bias, acc, out)
     }
 
     #[inline(always)]
-    fn apply_run_body(&self, bias: i64, acc: &[i64], out: &mut [i32]) -> u64 {
-        let beyond = acc
-            .iter()
-            .map(|&a| ((a + bias).abs() > F32_EXACT) as u64)
-            .sum();
-        if self.arith == Arith::Ort && self.hi - self.lo <= 255 {
-            // Sums that fit i32 (all of them unless far beyond 2^24)
-            // convert to f32 from i32, which vectorizes; the value is the
-            // same as from i64.
-            // (A fold, not `all`: no early exit, so it vectorizes.)
-            let widest = acc
-                .iter()
-                .fold(0u64, |m, &a| m.max((a + bias).unsigned_abs()));
-            let fits = widest < i32::MAX as u64;
-            if fits {
-                for (o, &a) in out.iter_mut().zip(acc) {
-                    *o = self.ort_8bit_f32(((a + bias) as i32) as f32);
+    fn apply_run_body<T: QOut>(&self, bias: i64, acc: Sums, out: &mut [T]) -> u64 {
+        let ort8 = self.arith == Arith::Ort && self.hi - self.lo <= 255;
+        match acc {
+            Sums::I32(acc) => {
+                // One pass when no sum plus bias can leave i32 (every real
+                // layer): add, count, convert to f32 and requantize, eight
+                // lanes at a time. (A fold, not `all`: no early exit, so it
+                // vectorizes.)
+                let widest = acc.iter().fold(0u32, |m, &a| m.max(a.unsigned_abs()));
+                if ort8 && widest as u64 + bias.unsigned_abs() <= i32::MAX as u64 {
+                    let b = bias as i32;
+                    let mut beyond = 0u32;
+                    for (o, &a) in out.iter_mut().zip(acc) {
+                        let v = a + b;
+                        beyond += (v.unsigned_abs() > F32_EXACT as u32) as u32;
+                        *o = T::from_i32(self.ort_8bit_f32(v as f32));
+                    }
+                    return beyond as u64;
                 }
-            } else {
+                let mut beyond = 0;
                 for (o, &a) in out.iter_mut().zip(acc) {
-                    *o = self.ort_8bit(a + bias);
+                    let v = a as i64 + bias;
+                    beyond += (v.abs() > F32_EXACT) as u64;
+                    *o = T::from_i32(self.apply(v));
                 }
+                beyond
             }
-        } else {
-            for (o, &a) in out.iter_mut().zip(acc) {
-                *o = self.apply(a + bias);
+            Sums::I64(acc) => {
+                let mut beyond = 0;
+                for (o, &a) in out.iter_mut().zip(acc) {
+                    let v = a + bias;
+                    beyond += (v.abs() > F32_EXACT) as u64;
+                    *o = T::from_i32(if ort8 {
+                        self.ort_8bit(v)
+                    } else {
+                        self.apply(v)
+                    });
+                }
+                beyond
             }
         }
-        beyond
+    }
+}
+
+/// An output element of a requantizing kernel: `i32`, or the byte of an
+/// 8-bit type (an int8 value as its two's-complement byte), so 8-bit
+/// outputs are written once, straight into the tensor's bytes.
+pub trait QOut: Copy + Default + Send + Sync {
+    fn from_i32(v: i32) -> Self;
+}
+
+impl QOut for i32 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v
+    }
+}
+
+impl QOut for u8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as u8
     }
 }
 
@@ -499,7 +532,7 @@ impl MatB {
 /// with MatMul broadcasting; returns the accumulators and the output shape.
 /// 1-D operands are promoted as MatMul specifies.
 pub fn matmul_acc(a: &Ints, a_zp: i32, b: &MatB) -> Result<(Vec<i64>, Vec<usize>)> {
-    matmul_map(a, a_zp, b, |_, acc, out| out.copy_from_slice(acc))
+    matmul_map(a, a_zp, b, |_, acc, out| acc.write_i64(out))
 }
 
 /// [`matmul_acc`] with an epilogue: `f(col0, acc, out)` turns a run of
@@ -508,7 +541,7 @@ pub fn matmul_map<T: Copy + Default + Send>(
     a: &Ints,
     a_zp: i32,
     b: &MatB,
-    f: impl Fn(usize, &[i64], &mut [T]) + Sync,
+    f: impl Fn(usize, Sums, &mut [T]) + Sync,
 ) -> Result<(Vec<T>, Vec<usize>)> {
     let mut ad = a.dims.clone();
     let a1 = ad.len() == 1;
@@ -543,7 +576,7 @@ pub struct AccStats {
 }
 
 /// ONNX QLinearMatMul (opset 10/21): int32 accumulation, per-column `b`
-/// parameters allowed, requantized per [`Requant`].
+/// parameters allowed, requantized per [`Requant`]; returns the output tensor.
 #[allow(clippy::too_many_arguments)]
 pub fn qlinear_matmul(
     a: &Ints,
@@ -554,21 +587,31 @@ pub fn qlinear_matmul(
     out: DataType,
     arith: Arith,
     stats: &mut AccStats,
-) -> Result<Ints> {
+) -> Result<Tensor> {
     let a_p = a_p.clone().scalar("a_scale")?;
     let y_p = y_p.clone().scalar("y_scale")?;
     let n = b.cols();
     let b_p = b_p.clone().for_channels(n, "b_scale")?;
     let rq = Requantizer::new(a_p.scale[0], &b_p, &y_p, out, arith);
-    let (data, dims) = matmul_map(a, a_p.zero_point[0], b, |j, acc, o| {
-        rq.column_run(j, acc, o)
-    })?;
+    let y = if matches!(out, DataType::Uint8 | DataType::Int8) {
+        // 8-bit outputs written straight as the tensor's bytes.
+        let (data, dims) = matmul_map::<u8>(a, a_p.zero_point[0], b, |j, acc, o| {
+            rq.column_run(j, acc, o)
+        })?;
+        Tensor::from_raw(out, dims, data.into())?
+    } else {
+        let (data, dims) = matmul_map::<i32>(a, a_p.zero_point[0], b, |j, acc, o| {
+            rq.column_run(j, acc, o)
+        })?;
+        Ints {
+            dtype: out,
+            dims,
+            data,
+        }
+        .to_tensor()
+    };
     stats.beyond_f32 += rq.beyond();
-    Ok(Ints {
-        dtype: out,
-        dims,
-        data,
-    })
+    Ok(y)
 }
 
 /// The requantization of a kernel's accumulators, per weight channel
@@ -604,7 +647,7 @@ impl Requantizer {
 
     /// A run of accumulators of one weight channel, plus `bias`.
     #[inline]
-    pub fn channel_run(&self, channel: usize, bias: i64, acc: &[i64], out: &mut [i32]) {
+    pub fn channel_run<T: QOut>(&self, channel: usize, bias: i64, acc: Sums, out: &mut [T]) {
         let c = if self.rq.len() == 1 { 0 } else { channel };
         let n = self.rq[c].apply_run(bias, acc, out);
         if n > 0 {
@@ -615,31 +658,33 @@ impl Requantizer {
     /// A run of accumulators whose weight channel is their column,
     /// starting at column `col0` (MatMul: per-column B scales).
     #[inline]
-    pub fn column_run(&self, col0: usize, acc: &[i64], out: &mut [i32]) {
+    pub fn column_run<T: QOut>(&self, col0: usize, acc: Sums, out: &mut [T]) {
         if self.rq.len() == 1 {
-            let n = self.rq[0].apply_run(0, acc, out);
-            if n > 0 {
-                self.beyond.fetch_add(n, Ordering::Relaxed);
-            }
+            self.channel_run(0, 0, acc, out);
             return;
         }
-        self.count(0, acc);
-        let rqs = &self.rq[col0..(col0 + acc.len()).min(self.rq.len())];
+        let rqs = &self.rq[col0.min(self.rq.len())..(col0 + acc.len()).min(self.rq.len())];
         let ort8 = rqs
             .first()
             .is_some_and(|r| r.arith == Arith::Ort && r.hi - r.lo <= 255);
-        for ((o, &a), r) in out.iter_mut().zip(acc).zip(rqs) {
-            *o = if ort8 { r.ort_8bit(a) } else { r.apply(a) };
+        let one = |r: &Requant, a: i64| T::from_i32(if ort8 { r.ort_8bit(a) } else { r.apply(a) });
+        let mut beyond = 0;
+        match acc {
+            Sums::I32(v) => {
+                for ((o, &a), r) in out.iter_mut().zip(v).zip(rqs) {
+                    beyond += (a.unsigned_abs() > F32_EXACT as u32) as u64;
+                    *o = one(r, a as i64);
+                }
+            }
+            Sums::I64(v) => {
+                for ((o, &a), r) in out.iter_mut().zip(v).zip(rqs) {
+                    beyond += (a.abs() > F32_EXACT) as u64;
+                    *o = one(r, a);
+                }
+            }
         }
-    }
-
-    fn count(&self, bias: i64, acc: &[i64]) {
-        let n = acc
-            .iter()
-            .filter(|&&a| (a + bias).abs() > F32_EXACT)
-            .count();
-        if n > 0 {
-            self.beyond.fetch_add(n as u64, Ordering::Relaxed);
+        if beyond > 0 {
+            self.beyond.fetch_add(beyond, Ordering::Relaxed);
         }
     }
 
@@ -827,7 +872,7 @@ pub fn conv_map<T: Copy + Default + Send>(
     w: &ConvWeights,
     bias: Option<&[i32]>,
     g: &ConvGeom,
-    f: impl Fn(usize, i64, &[i64], &mut [T]) + Sync,
+    f: impl Fn(usize, i64, Sums, &mut [T]) + Sync,
 ) -> Result<Vec<T>> {
     let (nb, c) = (xdims[0], xdims[1]);
     let spatial = &xdims[2..];
@@ -882,21 +927,19 @@ pub fn conv_map<T: Copy + Default + Send>(
     // terms, i64 beyond), plus the bias.
     let row = |mo: usize, cols: &[i16], orow: &mut [T]| {
         let wrow = &w.wc[mo * kk..(mo + 1) * kk];
-        let mut acc64 = vec![0i64; osz];
         if kk <= 33_000 {
             let mut acc = vec![0i32; osz];
             row_i32(wrow, cols, &mut acc);
-            for (o, a) in acc64.iter_mut().zip(acc) {
-                *o = a as i64;
-            }
+            f(mo, bias_of(mo), Sums::I32(&acc), orow);
         } else {
+            let mut acc64 = vec![0i64; osz];
             for (k, &wv) in wrow.iter().enumerate() {
                 for (o, &cv) in acc64.iter_mut().zip(&cols[k * osz..(k + 1) * osz]) {
                     *o += wv as i64 * cv as i64;
                 }
             }
+            f(mo, bias_of(mo), Sums::I64(&acc64), orow);
         }
-        f(mo, bias_of(mo), &acc64, orow);
     };
     for (n, on) in out.chunks_mut(m * osz).enumerate() {
         if !w.packed.is_empty() {
@@ -918,23 +961,12 @@ pub fn conv_map<T: Copy + Default + Send>(
                 .enumerate()
                 .for_each(|(gi, og)| {
                     let x0 = (n * c + gi) * isz;
-                    let plane = &xc[x0..x0 + isz];
+                    let pad = PaddedPlane::new(&xc[x0..x0 + isz], spatial, g);
                     let mut acc = vec![0i32; osz];
-                    let mut acc64 = vec![0i64; osz];
                     for (mi, orow) in og.chunks_mut(osz).enumerate() {
                         let mo = gi * mg + mi;
-                        acc.iter_mut().for_each(|a| *a = 0);
-                        depthwise_plane(
-                            plane,
-                            spatial,
-                            &w.wc[mo * ksz..(mo + 1) * ksz],
-                            g,
-                            &mut acc,
-                        );
-                        for (o, &a) in acc64.iter_mut().zip(&acc) {
-                            *o = a as i64;
-                        }
-                        f(mo, bias_of(mo), &acc64, orow);
+                        depthwise_plane(&pad, &w.wc[mo * ksz..(mo + 1) * ksz], g, &mut acc);
+                        f(mo, bias_of(mo), Sums::I32(&acc), orow);
                     }
                 });
         } else {
@@ -1038,74 +1070,173 @@ fn im2col(xg: &[i16], spatial: &[usize], cg: usize, g: &ConvGeom) -> Vec<i16> {
     cols
 }
 
-/// One output plane of a 2-D convolution over one (centred) input plane:
-/// `acc[y·ow + x] += Σ_taps w[tap] · plane[iy, ix]`, taps outside the
-/// input being the centred pad value 0. Exact in i32 (|w|, |x| ≤ 255, the
-/// caller bounds the taps). With stride 1 the inner loop is a run of
-/// contiguous multiply-adds; compiled with AVX2 when the CPU has it.
-fn depthwise_plane(plane: &[i16], spatial: &[usize], w: &[i16], g: &ConvGeom, acc: &mut [i32]) {
+/// Output columns a depthwise register block computes at once.
+const DW_LANES: usize = 16;
+
+/// A centred 2-D input plane with its padding materialised as zeros (the
+/// centred pad value): rows `0..hp` are input rows `-pad_top..`, columns
+/// `0..wp` input columns `-pad_left..`, and each row has room for a last
+/// register block, so every tap of every output reads inside.
+struct PaddedPlane {
+    data: Vec<i16>,
+    wp: usize,
+}
+
+impl PaddedPlane {
+    fn new(plane: &[i16], spatial: &[usize], g: &ConvGeom) -> Self {
+        let (h, w) = (spatial[0], spatial[1]);
+        let extent = |d: usize| {
+            (g.out[d] - 1) * g.strides[d] + g.kernel[d].saturating_sub(1) * g.dilations[d] + 1
+        };
+        let hp = extent(0);
+        let wp = extent(1) + DW_LANES * g.strides[1];
+        let mut data = vec![0i16; hp * wp];
+        let (pt, pl) = (g.pads[0], g.pads[1]);
+        // Padded columns pl..pl + w hold the input row (clipped to wp).
+        let (c0, c1) = (pl.min(wp), (pl + w).min(wp));
+        for (py, row) in data.chunks_exact_mut(wp).enumerate() {
+            if py < pt || py - pt >= h || c0 >= c1 {
+                continue;
+            }
+            let src = &plane[(py - pt) * w..(py - pt + 1) * w];
+            row[c0..c1].copy_from_slice(&src[..c1 - c0]);
+        }
+        PaddedPlane { data, wp }
+    }
+}
+
+/// One output plane of a 2-D convolution over one padded input plane:
+/// `acc[y·ow + x] = Σ_taps w[tap] · x[y·sh + ky·dh, x·sw + kx·dw]`. Exact
+/// in i32 (|w|, |x| ≤ 255, the caller bounds the taps). Stride 1 on a CPU
+/// with AVX2 runs [`depthwise_s1_avx2`]; otherwise tap by tap over whole
+/// rows (compiled with AVX2 when the CPU has it).
+fn depthwise_plane(pad: &PaddedPlane, w: &[i16], g: &ConvGeom, acc: &mut [i32]) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    // (offset from the output's top-left input, weight) of non-zero taps.
+    let taps: Vec<(usize, i16)> = (0..kh * kw)
+        .filter(|&t| w[t] != 0)
+        .map(|t| {
+            (
+                (t / kw) * g.dilations[0] * pad.wp + (t % kw) * g.dilations[1],
+                w[t],
+            )
+        })
+        .collect();
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above); the body
-            // is safe code.
-            unsafe { depthwise_plane_avx2(plane, spatial, w, g, acc) };
+            let (oh, ow) = (g.out[0], g.out[1]);
+            // The furthest value a register block reads.
+            let reach = taps.iter().map(|t| t.0).max().unwrap_or(0)
+                + (oh - 1) * g.strides[0] * pad.wp
+                + (ow - 1)
+                + DW_LANES;
+            if g.strides[1] == 1 && reach <= pad.data.len() && acc.len() >= oh * ow {
+                // SAFETY: the CPU supports AVX2 (checked just above), and
+                // every load stays below `reach` ≤ the plane's length.
+                unsafe { depthwise_s1_avx2(pad, &taps, g, acc) };
+                return;
+            }
+            // SAFETY: as above; the body is safe code.
+            unsafe { depthwise_rows_avx2(pad, &taps, g, acc) };
             return;
         }
     }
-    depthwise_plane_body(plane, spatial, w, g, acc);
+    depthwise_rows(pad, &taps, g, acc);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn depthwise_plane_avx2(
-    plane: &[i16],
-    spatial: &[usize],
-    w: &[i16],
-    g: &ConvGeom,
-    acc: &mut [i32],
-) {
-    depthwise_plane_body(plane, spatial, w, g, acc);
+fn depthwise_rows_avx2(pad: &PaddedPlane, taps: &[(usize, i16)], g: &ConvGeom, acc: &mut [i32]) {
+    depthwise_rows(pad, taps, g, acc);
 }
 
+/// Tap by tap: each output row gains `w · (input row, every sw-th value)`.
 #[inline(always)]
-fn depthwise_plane_body(
-    plane: &[i16],
-    spatial: &[usize],
-    w: &[i16],
+fn depthwise_rows(pad: &PaddedPlane, taps: &[(usize, i16)], g: &ConvGeom, acc: &mut [i32]) {
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let (sh, sw) = (g.strides[0], g.strides[1]);
+    acc.fill(0);
+    for &(off, wv) in taps {
+        let wv = wv as i32;
+        for (y, row) in acc.chunks_exact_mut(ow).enumerate().take(oh) {
+            let src = &pad.data[y * sh * pad.wp + off..];
+            if sw == 1 {
+                for (d, &v) in row.iter_mut().zip(src) {
+                    *d += wv * v as i32;
+                }
+            } else {
+                for (d, &v) in row.iter_mut().zip(src.iter().step_by(sw)) {
+                    *d += wv * v as i32;
+                }
+            }
+        }
+    }
+}
+
+/// Stride-1 depthwise plane, [`DW_LANES`] output columns per register
+/// block, taps two at a time: the two taps' input runs are interleaved
+/// (`vpunpck{l,h}wd`) and multiplied by the broadcast weight pair
+/// (`vpmaddwd`: `x₀·w₀ + x₁·w₁` per 32-bit lane, exact, |·| ≤ 2·255²), so
+/// 16 outputs gain two taps in two multiply-adds. The unpacks leave
+/// columns 0–3 and 8–11 in one accumulator, 4–7 and 12–15 in the other;
+/// two lane permutes restore the order before the store.
+///
+/// # Safety
+/// The CPU must support AVX2; for every output row `y` and tap offset
+/// `off`, `y·sh·wp + off + (ow − 1) + DW_LANES` must not exceed the
+/// plane's length, and `acc` must hold `oh·ow` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_s1_avx2(
+    pad: &PaddedPlane,
+    taps: &[(usize, i16)],
     g: &ConvGeom,
     acc: &mut [i32],
 ) {
-    let (h, wd) = (spatial[0], spatial[1]);
-    let (oh, ow) = (g.out[0], g.out[1]);
-    let (sh, sw) = (g.strides[0], g.strides[1]);
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = w[ky * kw + kx] as i32;
-            if wv == 0 {
-                continue;
-            }
-            let (off, lo, hi) = tap_columns(kx, g, wd);
-            if lo >= hi {
-                continue;
-            }
-            let first = (lo * sw) as isize + off;
-            for y in 0..oh {
-                let iy = (y * sh + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
+    use std::arch::x86_64::*;
+    let (oh, ow, sh) = (g.out[0], g.out[1], g.strides[0]);
+    // Taps in pairs (an odd last one paired with a zero weight), each
+    // pair's weights packed into one 32-bit lane as vpmaddwd reads them.
+    let pairs: Vec<(usize, usize, i32)> = taps
+        .chunks(2)
+        .map(|p| {
+            let (o0, w0) = p[0];
+            let (o1, w1) = p.get(1).copied().unwrap_or((o0, 0));
+            (o0, o1, (w0 as u16 as u32 | (w1 as u16 as u32) << 16) as i32)
+        })
+        .collect();
+    let src = pad.data.as_ptr();
+    let mut block = [0i32; DW_LANES];
+    for y in 0..oh {
+        let base = y * sh * pad.wp;
+        for x0 in (0..ow).step_by(DW_LANES) {
+            // SAFETY (whole block): loads read DW_LANES values from
+            // base + off + x0 with x0 ≤ ow − 1, within the plane (the
+            // caller's bound); the stores write `block` or acc[y·ow + x0..]
+            // for DW_LANES values when they fit in the row.
+            unsafe {
+                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let at = src.add(base + x0);
+                for &(o0, o1, wpair) in &pairs {
+                    let v0 = _mm256_loadu_si256(at.add(o0) as *const __m256i);
+                    let v1 = _mm256_loadu_si256(at.add(o1) as *const __m256i);
+                    let w = _mm256_set1_epi32(wpair);
+                    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(v0, v1), w));
+                    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(v0, v1), w));
                 }
-                let src = &plane[iy as usize * wd + first as usize..(iy as usize + 1) * wd];
-                let dst = &mut acc[y * ow + lo..y * ow + hi];
-                if sw == 1 {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += wv * s as i32;
-                    }
+                let first = _mm256_permute2x128_si256(lo, hi, 0x20);
+                let second = _mm256_permute2x128_si256(lo, hi, 0x31);
+                let n = DW_LANES.min(ow - x0);
+                let dst = if n == DW_LANES {
+                    acc.as_mut_ptr().add(y * ow + x0)
                 } else {
-                    for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
-                        *d += wv * s as i32;
-                    }
+                    block.as_mut_ptr()
+                };
+                _mm256_storeu_si256(dst as *mut __m256i, first);
+                _mm256_storeu_si256(dst.add(8) as *mut __m256i, second);
+                if n < DW_LANES {
+                    acc[y * ow + x0..y * ow + x0 + n].copy_from_slice(&block[..n]);
                 }
             }
         }
@@ -1117,14 +1248,24 @@ fn depthwise_plane_body(
 pub fn centred_tensor(t: &Tensor, zp: i32, what: &str) -> Result<Vec<i16>> {
     match (t.dtype(), t.raw()) {
         (DataType::Uint8, Some(b)) if b.len() == t.len() => {
-            Ok(b.par_iter().map(|&v| (v as i32 - zp) as i16).collect())
+            Ok(centred_bytes(b, |v| (v as i32 - zp) as i16))
         }
-        (DataType::Int8, Some(b)) if b.len() == t.len() => Ok(b
-            .par_iter()
-            .map(|&v| (v as i8 as i32 - zp) as i16)
-            .collect()),
+        (DataType::Int8, Some(b)) if b.len() == t.len() => {
+            Ok(centred_bytes(b, |v| (v as i8 as i32 - zp) as i16))
+        }
         _ => Ok(centred(&Ints::from_tensor(t, what)?, zp)),
     }
+}
+
+/// `f` over bytes, in parallel chunks of plain loops (they vectorize; an
+/// element-wise parallel `collect` does not).
+fn centred_bytes(b: &[u8], f: impl Fn(u8) -> i16 + Sync) -> Vec<i16> {
+    const CHUNK: usize = 1 << 15;
+    let mut out = vec![0i16; b.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, &v)| *o = f(v)));
+    out
 }
 
 /// The values of an 8-bit integer tensor minus `zp`, as `i16` (|v| ≤ 255).

@@ -367,7 +367,9 @@ impl Executor {
                     return Err(Error::Invalid("prepared weights of another kind".into()));
                 };
                 let (yp, ydt) = params(6, 7, DataType::Uint8)?;
-                vec![kernels::qlinear_matmul(&a, &ap, mb, &bp, &yp, ydt, arith, stats)?.to_tensor()]
+                vec![kernels::qlinear_matmul(
+                    &a, &ap, mb, &bp, &yp, ydt, arith, stats,
+                )?]
             }
             "MatMulInteger" => {
                 let a = Ints::from_tensor(need(0)?, "A")?;
@@ -391,11 +393,10 @@ impl Executor {
                 let Prepared::Mat(mb) = &*mb else {
                     return Err(Error::Invalid("prepared weights of another kind".into()));
                 };
-                let (v, dims) = kernels::matmul_map(&a, az[0], mb, |_, acc, out| {
-                    for (o, &x) in out.iter_mut().zip(acc) {
-                        *o = x as i32;
-                    }
-                })?;
+                // int32 accumulators (wrapping beyond i32, as a 32-bit
+                // accumulator would).
+                let (v, dims) =
+                    kernels::matmul_map(&a, az[0], mb, |_, acc, out| acc.write_i32(0, out))?;
                 vec![Tensor::from_i32(dims, &v)]
             }
             "QLinearConv" | "ConvInteger" => {
@@ -475,25 +476,33 @@ impl Executor {
                     let (yp, ydt) = params(6, 7, DataType::Uint8)?;
                     let yp = yp.scalar("y_scale")?;
                     let rq = kernels::Requantizer::new(xp.scale[0], &wp, &yp, ydt, arith);
-                    let data =
-                        kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |c, b, acc, out| {
-                            rq.channel_run(c, b, acc, out)
-                        })?;
+                    let y = if matches!(ydt, DataType::Uint8 | DataType::Int8) {
+                        // 8-bit outputs written straight as the tensor's bytes.
+                        let data: Vec<u8> =
+                            kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |c, b, acc, out| {
+                                rq.channel_run(c, b, acc, out)
+                            })?;
+                        Tensor::from_raw(ydt, dims, data.into())?
+                    } else {
+                        let data: Vec<i32> =
+                            kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |c, b, acc, out| {
+                                rq.channel_run(c, b, acc, out)
+                            })?;
+                        Ints {
+                            dtype: ydt,
+                            dims,
+                            data,
+                        }
+                        .to_tensor()
+                    };
                     stats.beyond_f32 += rq.beyond();
-                    vec![Ints {
-                        dtype: ydt,
-                        dims,
-                        data,
-                    }
-                    .to_tensor()]
+                    vec![y]
                 } else {
                     // ConvInteger: int32 accumulators (wrapping beyond i32,
                     // as a 32-bit accumulator would).
                     let data =
                         kernels::conv_map(&xc, &x_dims, cw, bias, &geom, |_, b, acc, out| {
-                            for (o, &a) in out.iter_mut().zip(acc) {
-                                *o = (a + b) as i32;
-                            }
+                            acc.write_i32(b, out)
                         })?;
                     vec![Tensor::from_i32(dims, &data)]
                 }

@@ -200,6 +200,24 @@ fn qlinearconv_matches_tract_bit_for_bit() {
                 attr::ints("dilations", &[2, 1]),
             ],
         );
+        // Depthwise over rows wider than one register block (several
+        // blocks and a partial one), stride 1 and 2, pads wider than the
+        // kernel's reach on one side.
+        for stride in [1, 2] {
+            conv_case(
+                &mut rng,
+                xdt,
+                wdt,
+                true,
+                true,
+                (1, 4, 6, 41),
+                (4, 3, 4),
+                vec![
+                    attr::ints("pads", &[1, 4, 3, 1]),
+                    attr::ints("strides", &[1, stride]),
+                ],
+            );
+        }
         // Depthwise with SAME_UPPER.
         let same = vec![
             attr::string("auto_pad", "SAME_UPPER"),
