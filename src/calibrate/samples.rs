@@ -84,8 +84,22 @@ fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
             )))
         }
     };
-    // Read the elements through npyz (it handles byte order), then store
-    // them little-endian.
+    // Little-endian (or byte-sized) numbers are the tensor's raw bytes:
+    // one read of the whole payload.
+    let little = matches!(
+        ts.endianness(),
+        npyz::Endianness::Little | npyz::Endianness::Irrelevant
+    );
+    if little && dtype != DataType::Bool {
+        let len = dtype
+            .raw_len(n)
+            .ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
+        let mut raw = vec![0u8; len];
+        npy.into_inner().read_exact(&mut raw).map_err(bad)?;
+        return Tensor::from_raw(dtype, dims, Bytes::from(raw));
+    }
+    // Otherwise through npyz (it swaps byte order, checks booleans), then
+    // stored little-endian.
     macro_rules! read {
         ($t:ty) => {{
             let v: Vec<$t> = npy.into_vec().map_err(bad)?;
@@ -625,4 +639,54 @@ pub fn check_sample(name: &str, sample: &Sample, inputs: &[InputSpec]) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Little-endian payloads are read in one piece, big-endian ones
+    /// through npyz's byte swapping: both give the same tensor.
+    #[test]
+    fn npz_arrays_of_either_byte_order_read_the_same() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.npz");
+        let values: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let ints: Vec<i64> = (0..6).map(|i| i * 1_000_000_007 - 5).collect();
+        {
+            let file = std::fs::File::create(&path).expect("create");
+            let mut npz = npyz::npz::NpzWriter::new(file);
+            for (name, order) in [("big", ">f4"), ("little", "<f4")] {
+                let dtype = npyz::DType::Plain(order.parse().expect("type string"));
+                let mut w = npz
+                    .array::<f32>(name, Default::default())
+                    .expect("array")
+                    .dtype(dtype)
+                    .shape(&[37])
+                    .begin_nd()
+                    .expect("begin");
+                w.extend(values.iter().copied()).expect("values");
+                w.finish().expect("finish");
+            }
+            let mut w = npz
+                .array::<i64>("ints", Default::default())
+                .expect("array")
+                .dtype(npyz::DType::Plain(">i8".parse().expect("type string")))
+                .shape(&[2, 3])
+                .begin_nd()
+                .expect("begin");
+            w.extend(ints.iter().copied()).expect("values");
+            w.finish().expect("finish");
+            npz.zip_writer().finish().expect("zip");
+        }
+        let arrays = read_npz(&path).expect("reads");
+        for name in ["big", "little"] {
+            let t = &arrays[name];
+            assert_eq!(t.dtype(), DataType::Float);
+            assert_eq!(t.dims(), &[37]);
+            assert_eq!(t.to_f32_vec().expect("f32"), values, "{name}");
+        }
+        assert_eq!(arrays["ints"].dims(), &[2, 3]);
+        assert_eq!(arrays["ints"].to_i64_vec().expect("i64"), ints);
+    }
 }
