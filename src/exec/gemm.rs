@@ -70,7 +70,35 @@ impl PackedA {
 
     /// Packs a row-major `[m, k]` slice, centring each value by `zp`.
     pub fn from_rows(m: usize, k: usize, a: &[i32], zp: i32) -> Self {
-        Self::new(m, k, |r, kk| (a[r * k + kk] - zp) as i16)
+        Self::pack_rows(m, k, a, |v| (v - zp) as i16)
+    }
+
+    /// Packs a row-major `[m, k]` slice of already centred values.
+    pub fn from_i16_rows(m: usize, k: usize, a: &[i16]) -> Self {
+        Self::pack_rows(m, k, a, |v| v)
+    }
+
+    /// Each row's values `f(v)`, pair by pair, into its lane of the block.
+    fn pack_rows<V: Copy + Sync>(m: usize, k: usize, a: &[V], f: impl Fn(V) -> i16 + Sync) -> Self {
+        let kp = k.div_ceil(2) * 2;
+        let mut data = vec![0i16; m.div_ceil(MR) * MR * kp];
+        if kp == 0 || a.len() < m * k {
+            return PackedA { m, k, kp, data };
+        }
+        data.par_chunks_mut(MR * kp)
+            .enumerate()
+            .for_each(|(blk, d)| {
+                for r in 0..MR.min(m - blk * MR) {
+                    let row = &a[(blk * MR + r) * k..(blk * MR + r + 1) * k];
+                    for (lane, pair) in d.chunks_exact_mut(2 * MR).zip(row.chunks(2)) {
+                        lane[2 * r] = f(pair[0]);
+                        if let Some(&v) = pair.get(1) {
+                            lane[2 * r + 1] = f(v);
+                        }
+                    }
+                }
+            });
+        PackedA { m, k, kp, data }
     }
 }
 

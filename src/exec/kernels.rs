@@ -532,30 +532,39 @@ impl MatB {
 /// with MatMul broadcasting; returns the accumulators and the output shape.
 /// 1-D operands are promoted as MatMul specifies.
 pub fn matmul_acc(a: &Ints, a_zp: i32, b: &MatB) -> Result<(Vec<i64>, Vec<usize>)> {
-    matmul_map(a, a_zp, b, |_, acc, out| acc.write_i64(out))
+    matmul_map(&a.dims, &centred(a, a_zp), b, |_, acc, out| {
+        acc.write_i64(out)
+    })
 }
 
-/// [`matmul_acc`] with an epilogue: `f(col0, acc, out)` turns a run of
+/// [`matmul_acc`] of an A already centred by its zero point (`ac`, shape
+/// `a_dims`) with an epilogue: `f(col0, acc, out)` turns a run of
 /// accumulators of one row, from column `col0` on, into output values.
 pub fn matmul_map<T: Copy + Default + Send>(
-    a: &Ints,
-    a_zp: i32,
+    a_dims: &[usize],
+    ac: &[i16],
     b: &MatB,
     f: impl Fn(usize, Sums, &mut [T]) + Sync,
 ) -> Result<(Vec<T>, Vec<usize>)> {
-    let mut ad = a.dims.clone();
+    let mut ad = a_dims.to_vec();
     let a1 = ad.len() == 1;
     if a1 {
         ad.insert(0, 1);
     }
     let (batch, m, k, n) = matmul_shapes(&ad, &b.dims, "MatMul")?;
+    if ac.len() != ad.iter().product::<usize>() {
+        return Err(Error::tensor(
+            "A",
+            format!("{} values for shape {a_dims:?}", ac.len()),
+        ));
+    }
     let nb: usize = batch.iter().product();
     let (ab, bb) = (&ad[..ad.len() - 2], &b.dims[..b.dims.len() - 2]);
     let mut out = Vec::with_capacity(nb * m * n);
     for bi in 0..nb {
         let ia = batch_index(&batch, ab, bi) * m * k;
         let ib = batch_index(&batch, bb, bi);
-        let pa = PackedA::from_rows(m, k, &a.data[ia..ia + m * k], a_zp);
+        let pa = PackedA::from_i16_rows(m, k, &ac[ia..ia + m * k]);
         out.extend(gemm_map(&pa, &b.packed[ib], |_, j, acc, o| f(j, acc, o)));
     }
     let mut dims = batch;
@@ -579,7 +588,7 @@ pub struct AccStats {
 /// parameters allowed, requantized per [`Requant`]; returns the output tensor.
 #[allow(clippy::too_many_arguments)]
 pub fn qlinear_matmul(
-    a: &Ints,
+    a: &Tensor,
     a_p: &Params,
     b: &MatB,
     b_p: &Params,
@@ -593,16 +602,15 @@ pub fn qlinear_matmul(
     let n = b.cols();
     let b_p = b_p.clone().for_channels(n, "b_scale")?;
     let rq = Requantizer::new(a_p.scale[0], &b_p, &y_p, out, arith);
+    let ac = centred_tensor(a, a_p.zero_point[0], "a")?;
     let y = if matches!(out, DataType::Uint8 | DataType::Int8) {
         // 8-bit outputs written straight as the tensor's bytes.
-        let (data, dims) = matmul_map::<u8>(a, a_p.zero_point[0], b, |j, acc, o| {
-            rq.column_run(j, acc, o)
-        })?;
+        let (data, dims) =
+            matmul_map::<u8>(a.dims(), &ac, b, |j, acc, o| rq.column_run(j, acc, o))?;
         Tensor::from_raw(out, dims, data.into())?
     } else {
-        let (data, dims) = matmul_map::<i32>(a, a_p.zero_point[0], b, |j, acc, o| {
-            rq.column_run(j, acc, o)
-        })?;
+        let (data, dims) =
+            matmul_map::<i32>(a.dims(), &ac, b, |j, acc, o| rq.column_run(j, acc, o))?;
         Ints {
             dtype: out,
             dims,
@@ -1243,8 +1251,8 @@ unsafe fn depthwise_s1_avx2(
     }
 }
 
-/// [`centred`] straight from a tensor's bytes (uint8/int8; other types go
-/// through [`Ints`]): one pass, no `i32` copy of the input.
+/// [`centred`] straight from a tensor's bytes (uint8/int8 only: a centred
+/// value must fit i16): one pass, no `i32` copy of the input.
 pub fn centred_tensor(t: &Tensor, zp: i32, what: &str) -> Result<Vec<i16>> {
     match (t.dtype(), t.raw()) {
         (DataType::Uint8, Some(b)) if b.len() == t.len() => {
@@ -1253,7 +1261,11 @@ pub fn centred_tensor(t: &Tensor, zp: i32, what: &str) -> Result<Vec<i16>> {
         (DataType::Int8, Some(b)) if b.len() == t.len() => {
             Ok(centred_bytes(b, |v| (v as i8 as i32 - zp) as i16))
         }
-        _ => Ok(centred(&Ints::from_tensor(t, what)?, zp)),
+        (DataType::Uint8 | DataType::Int8, _) => Ok(centred(&Ints::from_tensor(t, what)?, zp)),
+        (other, _) => Err(Error::tensor(
+            what,
+            format!("expected uint8 or int8, got {}", other.name()),
+        )),
     }
 }
 

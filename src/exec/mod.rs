@@ -355,8 +355,9 @@ impl Executor {
                 )]
             }
             "QLinearMatMul" => {
-                let a = Ints::from_tensor(need(0)?, "a")?;
-                let (ap, _) = params(1, 2, a.dtype)?;
+                let a = need(0)?;
+                Ints::check_dtype(a, "a")?;
+                let (ap, _) = params(1, 2, a.dtype())?;
                 let b = need(3)?;
                 let (bp, _) = params(4, 5, b.dtype())?;
                 let mb = self.prepared(id, constant(3) && constant(5), || {
@@ -368,11 +369,12 @@ impl Executor {
                 };
                 let (yp, ydt) = params(6, 7, DataType::Uint8)?;
                 vec![kernels::qlinear_matmul(
-                    &a, &ap, mb, &bp, &yp, ydt, arith, stats,
+                    a, &ap, mb, &bp, &yp, ydt, arith, stats,
                 )?]
             }
             "MatMulInteger" => {
-                let a = Ints::from_tensor(need(0)?, "A")?;
+                let a = need(0)?;
+                Ints::check_dtype(a, "A")?;
                 let az = match get(2)? {
                     Some(t) => Ints::from_tensor(t, "a_zero_point")?.data,
                     None => vec![0],
@@ -395,8 +397,12 @@ impl Executor {
                 };
                 // int32 accumulators (wrapping beyond i32, as a 32-bit
                 // accumulator would).
-                let (v, dims) =
-                    kernels::matmul_map(&a, az[0], mb, |_, acc, out| acc.write_i32(0, out))?;
+                let (v, dims) = kernels::matmul_map(
+                    a.dims(),
+                    &kernels::centred_tensor(a, az[0], "A")?,
+                    mb,
+                    |_, acc, out| acc.write_i32(0, out),
+                )?;
                 vec![Tensor::from_i32(dims, &v)]
             }
             "QLinearConv" | "ConvInteger" => {
