@@ -29,7 +29,9 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum FormatArg {
     /// Integer operators (QLinearConv, QLinearMatMul, …) with int8 tensors
-    /// between them: what CPU runtimes execute directly (default).
+    /// between them: what CPU runtimes execute directly (default). A model
+    /// output its last op computes in float (an int8 GEMM with an int32
+    /// bias) stays float instead of being rounded to 8 bits.
     Qoperator,
     /// QuantizeLinear/DequantizeLinear pairs around float ops (what
     /// TensorRT and OpenVINO take).

@@ -11,10 +11,16 @@
 //!   zero point 0 (symmetric activations) runs on the int8 tensor directly
 //!   (Relu accepts int8 from opset 14): `max(q, 0)` in the integer domain is
 //!   Relu in the real domain.
+//! - `float_output`: `op → Q(p) → DQ(p) → model output` where the op
+//!   computes in float32 after lowering (a `MatMulInteger` + int32 bias
+//!   rescaled by `Mul`, or a node left in float): the pair only rounds the
+//!   model's output to 8 bits, so it goes and the op writes the output
+//!   (same name, float32 as before, one rounding fewer).
 
 use super::pattern::{self, dq_producing, q_node, sole_q};
 use super::Cx;
 use crate::error::Result;
+use crate::ir::types::dtype_of;
 use crate::ir::{DataType, NodeId};
 
 pub fn collapse(cx: &mut Cx, id: NodeId) -> Result<Option<&'static str>> {
@@ -69,4 +75,52 @@ pub fn absorb_clamp(cx: &mut Cx, id: NodeId) -> Result<Option<&'static str>> {
         return Ok(Some("Relu on int8"));
     }
     Ok(None)
+}
+
+pub fn float_output(cx: &mut Cx, id: NodeId) -> Result<Option<&'static str>> {
+    let g = &*cx.g;
+    let Some(out) = g.node(id).and_then(|n| n.output(0)) else {
+        return Ok(None);
+    };
+    if !g.is_graph_output(out) {
+        return Ok(None);
+    }
+    let Some(d) = dq_producing(g, out).filter(|d| d.p.scalar) else {
+        return Ok(None);
+    };
+    let Some(q) = g.producer_node(d.input).and_then(|(qid, _)| q_node(g, qid)) else {
+        return Ok(None);
+    };
+    let only = |v, reader: NodeId| {
+        pattern::replaceable(g, v) && matches!(g.value(v).consumers(), [(c, 0)] if *c == reader)
+    };
+    if !d.p.same_scalar(&q.p) || !only(d.input, id) || !only(q.input, q.node) {
+        return Ok(None);
+    }
+    let Some((pid, producer)) = g.producer_node(q.input) else {
+        return Ok(None);
+    };
+    let Some(slot) = producer.outputs.iter().position(|&o| o == Some(q.input)) else {
+        return Ok(None);
+    };
+    // Float32 for certain: declared so, or a Mul by a float32 constant
+    // (the rescale a lowering writes; Mul's operands share one type).
+    let float = dtype_of(g, q.input) == Some(DataType::Float)
+        || (producer.is("Mul")
+            && producer.inputs.iter().flatten().any(|&v| {
+                g.initializer(v)
+                    .is_some_and(|t| t.dtype() == DataType::Float)
+            }));
+    if !producer.is_onnx()
+        || producer.is("QuantizeLinear")
+        || producer.is("DequantizeLinear")
+        || pattern::between_qdq(g, producer)
+        || !float
+    {
+        return Ok(None);
+    }
+    cx.remove(q.node);
+    cx.remove(id);
+    cx.g.set_output(pid, slot, Some(out));
+    Ok(Some("model output left in float (Q/DQ pair dropped)"))
 }

@@ -12,7 +12,8 @@
 //! - [`movement`]: data-movement ops run on the int8 tensor, `Concat`
 //!   requantizes inputs whose parameters differ;
 //! - [`chain`]: `DequantizeLinear → QuantizeLinear` pairs with equal
-//!   parameters collapse, clamps the output saturation already does vanish;
+//!   parameters collapse, clamps the output saturation already does vanish,
+//!   a model output computed in float keeps its float value;
 //! - [`ort`]: com.microsoft `QLinearAdd`, `QLinearMul`, `QLinearConcat`,
 //!   `QLinearAveragePool`, `QLinearGlobalAveragePool`, `QLinearSigmoid`,
 //!   `QLinearLeakyRelu` (only with `--target ort`).
@@ -140,6 +141,7 @@ pub static REWRITES: &[Entry] = &[
     any("Relu", chain::absorb_clamp),
     any("Clip", chain::absorb_clamp),
     any("QuantizeLinear", chain::collapse),
+    any("DequantizeLinear", chain::float_output),
     ort("Add", ort::qlinear_binary),
     ort("Mul", ort::qlinear_binary),
     ort("AveragePool", ort::qlinear_unary),

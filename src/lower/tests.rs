@@ -275,8 +275,13 @@ fn attention_matmul_of_two_activations_becomes_qlinearmatmul() {
     assert_same_values(&m, &l, 0.05);
 }
 
-/// a [3,4] · Gemm(w [5,4] transB=1, per row) [+ bias] → Q → DQ.
+/// a [3,4] · Gemm(w [5,4] transB=1, per row) [+ bias] → Q → DQ → Identity.
 fn gemm_graph(bias: bool, trans_a: i64) -> Model {
+    gemm_graph_to(bias, trans_a, false)
+}
+
+/// [`gemm_graph`]; with `dq_is_output` the DQ writes the model output.
+fn gemm_graph_to(bias: bool, trans_a: i64, dq_is_output: bool) -> Model {
     let mut b = B::default();
     let xs = 0.02f32;
     let a = b.act("a", xs, 120);
@@ -293,9 +298,54 @@ fn gemm_graph(bias: bool, trans_a: i64) -> Model {
     let s = b.init("y/s", Tensor::from_f32(vec![], &[0.04]));
     let z = b.init("y/z", Tensor::from_u8(vec![], &[128]));
     let d = b.q_dq("g", &s, &z);
-    b.op("Identity", "out", &[&d], "y", vec![]);
     let shape: &[i64] = if trans_a == 1 { &[4, 3] } else { &[3, 4] };
+    if dq_is_output {
+        return b.build(13, &[("a", shape)], &[&d]);
+    }
+    b.op("Identity", "out", &[&d], "y", vec![]);
     b.build(13, &[("a", shape)], &["y"])
+}
+
+#[test]
+fn a_model_output_computed_in_float_is_not_rounded_to_8_bits() {
+    // MatMulInteger + int32 bias → Cast → Mul is float already: the Q/DQ
+    // pair that closed the output goes, the Mul writes the output itself.
+    let m = gemm_graph_to(true, 0, true);
+    let (l, r) = lowered(&m, Target::Onnx);
+    assert_eq!(
+        (count(&l, "QuantizeLinear"), count(&l, "DequantizeLinear")),
+        (1, 0),
+        "{:?}",
+        ops(&l)
+    );
+    assert_eq!(
+        r.rewrites["model output left in float (Q/DQ pair dropped)"],
+        1
+    );
+    let out = l.graph.find_value("g/d").unwrap();
+    assert!(l.graph.is_graph_output(out));
+    let (_, producer) = l.graph.producer_node(out).unwrap();
+    assert_eq!(producer.op_type, "Mul");
+    // Within half an output step (0.04) of the QDQ model, which rounds its
+    // output to that step (and saturates it at [-5.12, 5.08], where the
+    // float output goes on); and not always on it.
+    let x = inputs(&m, 3);
+    let (ya, yb) = (run(&m, &x), run(&l, &x));
+    let diffs: Vec<f32> = ya[0]
+        .iter()
+        .zip(&yb[0])
+        .filter(|(u, _)| **u > -5.1 && **u < 5.07)
+        .map(|(u, v)| (u - v).abs())
+        .collect();
+    assert!(diffs.len() >= 5, "{:?}", ya[0]);
+    assert!(diffs.iter().all(|&d| d <= 0.0201), "{diffs:?}");
+    assert!(diffs.iter().any(|&d| d > 1e-4), "{diffs:?}");
+    // An integer kernel's output (QLinearMatMul, no bias) keeps its pair.
+    let (l, _) = lowered(&gemm_graph_to(false, 0, true), Target::Onnx);
+    assert_eq!(count(&l, "DequantizeLinear"), 1, "{:?}", ops(&l));
+    // onnxruntime's QGemm writes uint8: its pair stays too.
+    let (l, _) = lowered(&m, Target::Ort);
+    assert_eq!(count(&l, "DequantizeLinear"), 1, "{:?}", ops(&l));
 }
 
 #[test]
