@@ -68,18 +68,9 @@ impl PackedA {
         PackedA { m, k, kp, data }
     }
 
-    /// Packs a row-major `[m, k]` slice, centring each value by `zp`.
-    pub fn from_rows(m: usize, k: usize, a: &[i32], zp: i32) -> Self {
-        Self::pack_rows(m, k, a, |v| (v - zp) as i16)
-    }
-
-    /// Packs a row-major `[m, k]` slice of already centred values.
+    /// Packs a row-major `[m, k]` slice of already centred values: each
+    /// row's values, pair by pair, into its lane of the block.
     pub fn from_i16_rows(m: usize, k: usize, a: &[i16]) -> Self {
-        Self::pack_rows(m, k, a, |v| v)
-    }
-
-    /// Each row's values `f(v)`, pair by pair, into its lane of the block.
-    fn pack_rows<V: Copy + Sync>(m: usize, k: usize, a: &[V], f: impl Fn(V) -> i16 + Sync) -> Self {
         let kp = k.div_ceil(2) * 2;
         let mut data = vec![0i16; m.div_ceil(MR) * MR * kp];
         if kp == 0 || a.len() < m * k {
@@ -91,9 +82,9 @@ impl PackedA {
                 for r in 0..MR.min(m - blk * MR) {
                     let row = &a[(blk * MR + r) * k..(blk * MR + r + 1) * k];
                     for (lane, pair) in d.chunks_exact_mut(2 * MR).zip(row.chunks(2)) {
-                        lane[2 * r] = f(pair[0]);
+                        lane[2 * r] = pair[0];
                         if let Some(&v) = pair.get(1) {
-                            lane[2 * r + 1] = f(v);
+                            lane[2 * r + 1] = v;
                         }
                     }
                 }
@@ -400,6 +391,10 @@ unsafe fn tile_avx2<const H: usize>(a: &[i16], b: &[i16], pairs: usize, acc: &mu
 mod tests {
     use super::*;
 
+    fn i16s(v: &[i32]) -> Vec<i16> {
+        v.iter().map(|&x| x as i16).collect()
+    }
+
     fn naive(a: &[i32], b: &[i32], m: usize, k: usize, n: usize) -> Vec<i64> {
         let mut c = vec![0i64; m * n];
         for i in 0..m {
@@ -435,12 +430,12 @@ mod tests {
             let a: Vec<i32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<i32> = (0..k * n).map(|_| rnd()).collect();
             let got = gemm(
-                &PackedA::from_rows(m, k, &a, 0),
+                &PackedA::from_i16_rows(m, k, &i16s(&a)),
                 &PackedB::from_rows(k, n, &b, |_| 0),
             );
             assert_eq!(got, naive(&a, &b, m, k, n), "{m}x{k}x{n}");
             // Portable kernel gives the same integers.
-            let pa = PackedA::from_rows(m, k, &a, 0);
+            let pa = PackedA::from_i16_rows(m, k, &i16s(&a));
             let pb = PackedB::from_rows(k, n, &b, |_| 0);
             let pairs = pb.kp / 2;
             for height in 1..=MR {
@@ -465,7 +460,7 @@ mod tests {
         let a = vec![-255; m * k];
         let b = vec![-255; k * n];
         let got = gemm(
-            &PackedA::from_rows(m, k, &a, 0),
+            &PackedA::from_i16_rows(m, k, &i16s(&a)),
             &PackedB::from_rows(k, n, &b, |_| 0),
         );
         assert!(got.iter().all(|&v| v == 65025 * 40_000));

@@ -158,81 +158,67 @@ fn qlinearconv_matches_tract_bit_for_bit() {
                 );
             }
         }
-        // Odd shapes, pads, strides, dilations, groups, batch 2.
-        let pads = vec![
-            attr::ints("pads", &[1, 2, 0, 1]),
-            attr::ints("strides", &[2, 1]),
-            attr::ints("dilations", &[1, 2]),
-        ];
-        conv_case(
-            &mut rng,
-            xdt,
-            wdt,
-            true,
-            true,
-            (2, 4, 9, 11),
-            (6, 3, 2),
-            pads,
-        );
-        // Wide groups (GEMM path: several MR-row blocks, partial panels).
-        conv_case(
-            &mut rng,
-            xdt,
-            wdt,
-            true,
-            true,
-            (1, 16, 13, 17),
-            (22, 3, 2),
-            vec![attr::ints("pads", &[1, 1, 1, 1])],
-        );
-        // Depthwise, channel multiplier 2, stride 1, dilation and
-        // uneven pads (the direct depthwise kernel), batch 2.
-        conv_case(
-            &mut rng,
-            xdt,
-            wdt,
-            true,
-            true,
-            (2, 3, 9, 10),
-            (6, 3, 3),
-            vec![
-                attr::ints("pads", &[2, 1, 0, 1]),
-                attr::ints("dilations", &[2, 1]),
-            ],
-        );
-        // Depthwise over rows wider than one register block (several
-        // blocks and a partial one), stride 1 and 2, pads wider than the
-        // kernel's reach on one side.
-        for stride in [1, 2] {
-            conv_case(
-                &mut rng,
-                xdt,
-                wdt,
-                true,
-                true,
+        // Per-channel weights with a bias, one case per kernel path:
+        // (input [n, c, h, w], (m, k, group), attributes).
+        let cases = [
+            // Odd shapes, pads, strides, dilations, groups, batch 2.
+            (
+                (2, 4, 9, 11),
+                (6, 3, 2),
+                vec![
+                    attr::ints("pads", &[1, 2, 0, 1]),
+                    attr::ints("strides", &[2, 1]),
+                    attr::ints("dilations", &[1, 2]),
+                ],
+            ),
+            // Wide groups (GEMM path: several MR-row blocks, partial panels).
+            (
+                (1, 16, 13, 17),
+                (22, 3, 2),
+                vec![attr::ints("pads", &[1, 1, 1, 1])],
+            ),
+            // Depthwise, channel multiplier 2, stride 1, dilation and
+            // uneven pads (the direct depthwise kernel), batch 2.
+            (
+                (2, 3, 9, 10),
+                (6, 3, 3),
+                vec![
+                    attr::ints("pads", &[2, 1, 0, 1]),
+                    attr::ints("dilations", &[2, 1]),
+                ],
+            ),
+            // Depthwise over rows wider than one register block (several
+            // blocks and a partial one), stride 1 and 2, pads wider than
+            // the kernel's reach on one side.
+            (
                 (1, 4, 6, 41),
                 (4, 3, 4),
                 vec![
                     attr::ints("pads", &[1, 4, 3, 1]),
-                    attr::ints("strides", &[1, stride]),
+                    attr::ints("strides", &[1, 1]),
                 ],
-            );
-        }
-        // Depthwise with SAME_UPPER.
-        let same = vec![
-            attr::string("auto_pad", "SAME_UPPER"),
-            attr::ints("strides", &[2, 2]),
+            ),
+            (
+                (1, 4, 6, 41),
+                (4, 3, 4),
+                vec![
+                    attr::ints("pads", &[1, 4, 3, 1]),
+                    attr::ints("strides", &[1, 2]),
+                ],
+            ),
+            // Depthwise with SAME_UPPER.
+            (
+                (1, 5, 8, 7),
+                (5, 3, 5),
+                vec![
+                    attr::string("auto_pad", "SAME_UPPER"),
+                    attr::ints("strides", &[2, 2]),
+                ],
+            ),
         ];
-        conv_case(
-            &mut rng,
-            xdt,
-            wdt,
-            true,
-            true,
-            (1, 5, 8, 7),
-            (5, 3, 5),
-            same,
-        );
+        for (x, w, attrs) in cases {
+            conv_case(&mut rng, xdt, wdt, true, true, x, w, attrs);
+        }
     }
 }
 
