@@ -163,6 +163,11 @@ pub struct Calibrator {
     inputs: Vec<InputSpec>,
     /// Node outputs observed through tract.
     targets: Vec<String>,
+    /// `Relu` outputs whose input is observed: `(output name, slot of the
+    /// input in [inputs…, targets…])`. Their statistics are derived from
+    /// the input's values (`TensorStats::add_relu_sample`), so tract does
+    /// not hand them over and they are neither scanned nor binned.
+    relu_of: Vec<(String, usize)>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
 }
 
@@ -180,23 +185,44 @@ impl Calibrator {
     pub fn observing(model: &Model, wanted: Option<&BTreeSet<String>>) -> Result<Self> {
         let g = &model.graph;
         let consts = crate::ir::analysis::constant_values(g, false);
+        let inputs = input_specs(g);
+        // Slot of every tensor observed through tract (or given as input).
+        let mut slot: HashMap<String, usize> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, i)| (i.name.clone(), k))
+            .collect();
         let mut targets = Vec::new();
+        let mut relu_of = Vec::new();
         for id in g.topo_order()? {
             let Some(node) = g.node(id) else { continue };
+            let relu_input = match (node.op_type.as_str(), node.inputs.as_slice()) {
+                ("Relu", [Some(x)]) if node.domain.is_empty() => {
+                    slot.get(g.value_name(*x)).copied()
+                }
+                _ => None,
+            };
             for v in node.outputs.iter().flatten() {
                 let dt = crate::ir::types::dtype_of(g, *v);
                 let float_or_unknown = dt.is_none_or(DataType::is_float);
                 let name = g.value_name(*v);
                 let is_wanted = wanted.is_none_or(|w| w.contains(name));
-                if !consts.contains(v) && float_or_unknown && is_wanted {
+                if consts.contains(v) || !float_or_unknown || !is_wanted {
+                    continue;
+                }
+                if let Some(x) = relu_input {
+                    relu_of.push((name.to_string(), x));
+                } else {
+                    slot.insert(name.to_string(), inputs.len() + targets.len());
                     targets.push(name.to_string());
                 }
             }
         }
         Ok(Calibrator {
             proto: model.to_proto()?,
-            inputs: input_specs(g),
+            inputs,
             targets,
+            relu_of,
             plans: Mutex::new(HashMap::new()),
         })
     }
@@ -269,28 +295,43 @@ impl Calibrator {
         let outputs = runner
             .run_tract(&sample)
             .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
-        let add = |slot: &mut Option<TensorStats>, v: &[f32], dims: &[usize]| {
+        let observed = self.inputs.len() + self.targets.len();
+        let (observed_slots, relu_slots) = acc.split_at_mut(observed);
+        // Statistics of tensor `k` of [inputs…, targets…], and of the Relu
+        // outputs derived from it.
+        let mut add = |k: usize, v: &[f32], dims: &[usize]| {
+            let Some(slot) = observed_slots.get_mut(k) else {
+                return;
+            };
             slot.get_or_insert_default()
-                .add_sample(v, dims, opts.histograms, opts.per_channel)
-        };
-        let add_tensor = |slot: &mut Option<TensorStats>, t: &crate::ir::Tensor| -> Result<()> {
-            if t.dtype().is_float() {
-                add(slot, &t.to_f32_vec()?, t.dims());
+                .add_sample(v, dims, opts.histograms, opts.per_channel);
+            for ((_, x), slot) in self.relu_of.iter().zip(relu_slots.iter_mut()) {
+                if *x == k {
+                    slot.get_or_insert_default()
+                        .add_relu_sample(v, dims, opts.per_channel);
+                }
             }
-            Ok(())
         };
-        let (input_slots, output_slots) = acc.split_at_mut(self.inputs.len());
-        for (spec, slot) in self.inputs.iter().zip(input_slots) {
+        for (k, spec) in self.inputs.iter().enumerate() {
             if let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) {
-                add_tensor(slot, t)?;
+                if t.dtype().is_float() {
+                    add(k, &t.to_f32_vec()?, t.dims());
+                }
             }
         }
-        for (t, slot) in outputs.iter().zip(output_slots) {
+        // With no targets, tract ran the model's own outputs: not observed.
+        for (k, t) in outputs.iter().take(self.targets.len()).enumerate() {
+            let k = self.inputs.len() + k;
             // f32 outputs are read in place; other float types converted.
             let plain = t.try_as_plain_ram().ok();
             match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
-                Some(v) => add(slot, v, t.shape()),
-                None => add_tensor(slot, &crate::tract::from_tract(t)?)?,
+                Some(v) => add(k, v, t.shape()),
+                None => {
+                    let t = crate::tract::from_tract(t)?;
+                    if t.dtype().is_float() {
+                        add(k, &t.to_f32_vec()?, t.dims());
+                    }
+                }
             }
         }
         Ok(digest.finalize().into())
@@ -322,6 +363,7 @@ impl Calibrator {
             .iter()
             .map(|i| i.name.clone())
             .chain(self.targets.iter().cloned())
+            .chain(self.relu_of.iter().map(|(n, _)| n.clone()))
             .collect();
         // Samples in contiguous blocks whose size depends only on `n`: a
         // worker folds a block in sample order, blocks merge in block order,
@@ -356,6 +398,15 @@ impl Calibrator {
             }
         }
         bar.finish_and_clear();
+        if opts.histograms {
+            let observed = self.inputs.len() + self.targets.len();
+            for (k, (_, x)) in self.relu_of.iter().enumerate() {
+                let input = merged[*x].clone();
+                if let (Some(y), Some(x)) = (merged[observed + k].as_mut(), input) {
+                    y.set_relu_histograms(&x);
+                }
+            }
+        }
         let plans = self.plans.lock().map(|p| p.len()).unwrap_or(0);
         Ok(Collected {
             stats: names

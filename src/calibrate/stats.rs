@@ -281,34 +281,19 @@ fn count_bins(
     mut index: impl FnMut(&[f32], &mut [u32]),
 ) {
     const BLOCK: usize = 256;
-    const WAYS: usize = 4;
+    const WAYS: usize = 2;
+    // Per-thread interleaved sub-histograms, kept zeroed between calls.
+    thread_local! {
+        static WAYS_BUF: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let mut idx = [0u32; BLOCK];
-    // Large tensors: four interleaved u32 sub-histograms break the
-    // dependency between increments of the same (popular) bin; small ones
-    // count in place (zeroing and folding the sub-histograms would cost
-    // more than it saves).
-    let interleave = values.len() >= 2 * WAYS * BINS;
-    let mut ways = if interleave {
-        vec![0u32; WAYS * 2 * BINS]
-    } else {
-        Vec::new()
-    };
     let mut sides: [&mut [u64]; 2] = [&mut pos.counts, &mut neg.counts];
-    for block in values.chunks(BLOCK) {
-        let idx = &mut idx[..block.len()];
-        index(block, idx);
-        if interleave {
-            let quads = idx.chunks_exact(WAYS);
-            let rest = quads.remainder();
-            for q in quads {
-                for (w, &b) in q.iter().enumerate() {
-                    ways[w * 2 * BINS + b as usize] += 1;
-                }
-            }
-            for &b in rest {
-                ways[b as usize] += 1;
-            }
-        } else {
+    // Small tensors count in place (folding the sub-histograms would cost
+    // more than it saves).
+    if values.len() < 2 * WAYS * BINS {
+        for block in values.chunks(BLOCK) {
+            let idx = &mut idx[..block.len()];
+            index(block, idx);
             for &b in idx.iter() {
                 let b = b as usize;
                 // A negative value only arrives when the negative side has
@@ -316,16 +301,43 @@ fn count_bins(
                 sides[b / BINS][b % BINS] += 1;
             }
         }
+        return;
     }
-    if interleave {
-        for w in ways.chunks_exact(2 * BINS) {
-            for (side, counts) in sides.iter_mut().zip(w.chunks_exact(BINS)) {
-                for (dst, src) in side.iter_mut().zip(counts) {
-                    *dst += *src as u64;
+    // Large ones: two interleaved u32 sub-histograms break the dependency
+    // between increments of the same (popular) bin; folded into the u64
+    // counts and zeroed again in one pass, at least every 2^32 values (so
+    // no u32 count can overflow).
+    let mut ways = WAYS_BUF.take();
+    if ways.len() != WAYS * 2 * BINS {
+        ways = vec![0u32; WAYS * 2 * BINS];
+    }
+    for piece in values.chunks(u32::MAX as usize) {
+        for block in piece.chunks(BLOCK) {
+            let idx = &mut idx[..block.len()];
+            index(block, idx);
+            let pairs = idx.chunks_exact(WAYS);
+            let rest = pairs.remainder();
+            for p in pairs {
+                for (w, &b) in p.iter().enumerate() {
+                    ways[w * 2 * BINS + b as usize] += 1;
                 }
+            }
+            for &b in rest {
+                ways[b as usize] += 1;
+            }
+        }
+        let (w0, w1) = ways.split_at_mut(2 * BINS);
+        for (side, (a, b)) in sides
+            .iter_mut()
+            .zip(w0.chunks_exact_mut(BINS).zip(w1.chunks_exact_mut(BINS)))
+        {
+            for ((dst, x), y) in side.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()) {
+                *dst += *x as u64 + *y as u64;
+                (*x, *y) = (0, 0);
             }
         }
     }
+    WAYS_BUF.set(ways);
 }
 
 /// Statistics of one tensor.
@@ -384,17 +396,7 @@ impl TensorStats {
         } else {
             (min, max)
         };
-        if self.samples == 0 {
-            (self.min, self.max) = (min, max);
-        } else {
-            self.min = self.min.min(min);
-            self.max = self.max.max(max);
-        }
-        self.samples += 1;
-        self.nonfinite += (values.len() - finite.len()) as u64;
-        self.count += finite.len() as u64;
-        self.sum_sample_min += min as f64;
-        self.sum_sample_max += max as f64;
+        self.add_extremes(min, max, finite.len(), values.len() - finite.len());
         if histogram && !finite.is_empty() {
             add_both(
                 &mut self.neg,
@@ -406,6 +408,54 @@ impl TensorStats {
         }
         if per_channel {
             self.add_channels(values, dims);
+        }
+    }
+
+    /// One sample's extremes and element counts (finite, non-finite).
+    fn add_extremes(&mut self, min: f32, max: f32, finite: usize, nonfinite: usize) {
+        if self.samples == 0 {
+            (self.min, self.max) = (min, max);
+        } else {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+        self.samples += 1;
+        self.nonfinite += nonfinite as u64;
+        self.count += finite as u64;
+        self.sum_sample_min += min as f64;
+        self.sum_sample_max += max as f64;
+    }
+
+    /// Adds one sample of `Relu(x)` given `x`, without its histogram (see
+    /// [`TensorStats::set_relu_histograms`]): when `x` is all finite, the
+    /// extremes are `x`'s clamped at 0 (one scan of `x`, no copy);
+    /// otherwise (and for per-channel extremes) `Relu(x)` is built (`−∞ → 0`,
+    /// NaN stays NaN) and added as a sample.
+    pub fn add_relu_sample(&mut self, x: &[f32], dims: &[usize], per_channel: bool) {
+        let (min, max, all_finite) = scan(x);
+        if all_finite && !x.is_empty() && !per_channel {
+            self.add_extremes(min.max(0.0), max.max(0.0), x.len(), 0);
+        } else {
+            let y: Vec<f32> = x
+                .iter()
+                .map(|&v| if v > 0.0 || v.is_nan() { v } else { 0.0 })
+                .collect();
+            self.add_sample(&y, dims, false, per_channel);
+        }
+    }
+
+    /// The histograms of `Relu(x)` from those of `x` (all samples added,
+    /// `self` built by [`TensorStats::add_relu_sample`]): exactly what
+    /// binning `Relu(x)` gives. `Relu` keeps every non-negative value, so
+    /// the non-negative side is `x`'s (same range, same bins), and every
+    /// other finite value of `Relu(x)` is a 0, counted in bin 0.
+    pub fn set_relu_histograms(&mut self, x: &TensorStats) {
+        self.neg = Side::default();
+        self.pos = x.pos.clone();
+        let zeros = self.count.saturating_sub(x.pos.total());
+        if zeros > 0 {
+            self.pos.grow_to(range_exp(0.0));
+            self.pos.counts[0] += zeros;
         }
     }
 
@@ -500,13 +550,16 @@ mod tests {
 
     #[test]
     fn large_and_small_tensor_paths_agree() {
-        // 40k values take the interleaved path; 10k-value pieces the in-place one.
+        // 40k values take the interleaved path (twice: its per-thread
+        // sub-histograms must come back zeroed); 5k-value pieces, below
+        // 2·WAYS·BINS, the in-place one.
         let v: Vec<f32> = (0..40_000)
             .map(|i| ((i as f32) * 0.013).sin() * (1.0 + i as f32 / 4000.0))
             .collect();
         let whole = TensorStats::of_sample(&v, &[v.len()], true, false);
+        assert_eq!(whole, TensorStats::of_sample(&v, &[v.len()], true, false));
         let mut parts = TensorStats::default();
-        for c in v.chunks(10_000) {
+        for c in v.chunks(5_000) {
             parts.merge(&TensorStats::of_sample(c, &[c.len()], true, false));
         }
         assert_eq!(whole.pos, parts.pos);
@@ -574,6 +627,52 @@ mod tests {
             added.add_sample(s, &[1, 3, s.len() / 3], true, true);
         }
         assert_eq!(merged, added);
+    }
+
+    #[test]
+    fn relu_statistics_derived_from_the_input_equal_binning_the_output() {
+        let mut seed = 11u64;
+        let mut rand = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f32 / (1u64 << 31) as f32
+        };
+        let relu = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| if x > 0.0 || x.is_nan() { x } else { 0.0 })
+                .collect()
+        };
+        // Growing ranges, an all-negative sample, non-finite values (−∞
+        // becomes a finite 0), and large and small tensors.
+        let samples: Vec<Vec<f32>> = vec![
+            (0..300).map(|_| rand() - 0.5).collect(),
+            (0..40_000).map(|_| (rand() - 0.6) * 8.0).collect(),
+            (0..50).map(|_| -rand()).collect(),
+            vec![
+                1.5,
+                f32::NEG_INFINITY,
+                -2.0,
+                f32::NAN,
+                0.25,
+                f32::INFINITY,
+                -0.0,
+            ],
+            (0..5000).map(|_| (rand() - 0.3) * 100.0).collect(),
+        ];
+        let (mut x, mut direct, mut derived) = (
+            TensorStats::default(),
+            TensorStats::default(),
+            TensorStats::default(),
+        );
+        for v in &samples {
+            let dims = [1, v.len()];
+            x.add_sample(v, &dims, true, false);
+            direct.add_sample(&relu(v), &dims, true, false);
+            derived.add_relu_sample(v, &dims, false);
+        }
+        derived.set_relu_histograms(&x);
+        assert_eq!(derived, direct);
     }
 
     #[test]
