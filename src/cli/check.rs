@@ -110,6 +110,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let specs = onnxq::ir::types::input_specs(&fp32.graph);
     let dims = args.dims.iter().cloned().collect();
     let source = open_source(data, &specs, &dims)?;
+    // A model onnxq equalized: the same balance on the reference gives the
+    // per-channel scales of the rescaled layers.
+    let rescaled = if q
+        .metadata()
+        .any(|(k, v)| k == "onnxq.equalized" && v == "true")
+    {
+        onnxq::passes::equalize::equalize(&mut fp32.clone())
+            .with_context(|| reference.display().to_string())?
+            .rescaled
+    } else {
+        Default::default()
+    };
     let verdict = verify::compare(
         &fp32,
         &q,
@@ -117,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         args.gate.arith.into(),
         thresholds,
         true,
+        &rescaled,
     )
     .with_context(|| args.model.display().to_string())?;
     if let Some(path) = &args.report {

@@ -614,6 +614,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let fp32 = model;
     let reference = reference.as_ref().unwrap_or(&fp32);
+    let rescaled = equalized
+        .as_ref()
+        .map(|e| e.rescaled.clone())
+        .unwrap_or_default();
 
     // The parity gate's samples and thresholds: FP32 (tract) vs INT8 (our
     // executor). The recipe already holds the flags laid over the file's.
@@ -650,6 +654,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             args.gate.arith.into(),
             thresholds,
             true,
+            &rescaled,
         )
         .with_context(|| "the parity check".to_string())
     };
@@ -768,6 +773,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     model.set_metadata("onnxq.calibration", &calibration.to_string());
     if let Some(m) = mixed.as_ref().filter(|m| !m.kept_float.is_empty()) {
         model.set_metadata("onnxq.kept_float", &m.kept_float.join(","));
+    }
+    if equalized.as_ref().is_some_and(|e| e.pairs > 0) {
+        // `onnxq check` redoes the (deterministic) balance on its FP32
+        // reference to compare the rescaled layers.
+        model.set_metadata("onnxq.equalized", "true");
     }
     let parity: serde_json::Map<String, serde_json::Value> = verdict
         .outputs

@@ -73,6 +73,8 @@ struct Layer {
     /// `None`: no bias (a scale leaves it zero).
     bias: Option<Bias>,
     changed: bool,
+    /// Product of the scales its outputs were divided by (empty: none).
+    out_scale: Vec<f32>,
 }
 
 /// `[r, c]` row-major → `[c, r]`.
@@ -148,6 +150,7 @@ impl Layer {
             conv: node.is("Conv"),
             bias,
             changed: false,
+            out_scale: Vec::new(),
         }))
     }
 
@@ -214,6 +217,11 @@ impl Layer {
         }
         if let Some((b, _, _)) = &mut self.bias {
             b.iter_mut().zip(s).for_each(|(x, s)| *x /= s);
+        }
+        if self.out_scale.is_empty() {
+            self.out_scale = s.to_vec();
+        } else {
+            self.out_scale.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
         }
         self.changed = true;
     }
@@ -302,6 +310,44 @@ fn pairs(g: &Graph, layers: &BTreeMap<NodeId, Layer>) -> Result<Vec<(NodeId, Nod
     Ok(out)
 }
 
+/// The activations carrying a rescaled layer's outputs: its output, then
+/// through its bias `Add` and homogeneous activations while each is the
+/// value's only reader.
+fn rescaled_activations(
+    g: &Graph,
+    layers: &BTreeMap<NodeId, Layer>,
+) -> BTreeMap<String, ChannelScale> {
+    let mut out = BTreeMap::new();
+    for (&id, l) in layers {
+        if l.out_scale.iter().all(|&s| s == 1.0) {
+            continue;
+        }
+        let scale = ChannelScale {
+            channel_axis_is_1: l.conv,
+            divisors: l.out_scale.clone(),
+        };
+        let bias_add = match l.bias {
+            Some((_, BiasAt::Add(add, _), _)) => Some(add),
+            _ => None,
+        };
+        let mut v = g.node(id).and_then(|n| n.output(0));
+        while let Some(x) = v {
+            out.insert(g.value_name(x).to_string(), scale.clone());
+            v = match g.value(x).consumers() {
+                [(c, 0 | 1)] if Some(*c) == bias_add && !g.is_graph_output(x) => {
+                    g.node(*c).and_then(|n| n.output(0))
+                }
+                [(c, 0)] if !g.is_graph_output(x) => g
+                    .node(*c)
+                    .filter(|n| n.is_onnx() && HOMOGENEOUS.contains(&n.op_type.as_str()))
+                    .and_then(|n| n.output(0)),
+                _ => None,
+            };
+        }
+    }
+    out
+}
+
 /// What [`equalize`] did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Equalized {
@@ -314,6 +360,40 @@ pub struct Equalized {
     /// must cover), before and after.
     pub worst_spread_before: f32,
     pub worst_spread_after: f32,
+    /// Activations the balance rescaled, by name: the equalized model
+    /// computes the original values divided per channel by these (what a
+    /// per-layer comparison with the original model must undo).
+    #[serde(skip)]
+    pub rescaled: BTreeMap<String, ChannelScale>,
+}
+
+/// Per-channel divisors of an activation (channels on axis 1 for a Conv's
+/// output, on the last axis for a Gemm / MatMul's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelScale {
+    pub channel_axis_is_1: bool,
+    pub divisors: Vec<f32>,
+}
+
+impl ChannelScale {
+    /// `values` (of shape `dims`) multiplied back to the original scale;
+    /// `None` when the channel count does not match.
+    pub fn undo(&self, values: &mut [f32], dims: &[usize]) -> Option<()> {
+        let c = self.divisors.len();
+        let (axis_len, inner) = if self.channel_axis_is_1 {
+            (*dims.get(1)?, dims.get(2..)?.iter().product::<usize>())
+        } else {
+            (*dims.last()?, 1)
+        };
+        if axis_len != c || c == 0 {
+            return None;
+        }
+        for (run, chunk) in values.chunks_mut(inner.max(1)).enumerate() {
+            let d = self.divisors[run % c];
+            chunk.iter_mut().for_each(|x| *x *= d);
+        }
+        Some(())
+    }
 }
 
 /// Max/min ratio of the live channel ranges `r`.
@@ -399,6 +479,7 @@ pub fn equalize(model: &mut Model) -> Result<Equalized> {
         }
     }
     report.worst_spread_after = worst_spread(&layers, &pairs);
+    report.rescaled = rescaled_activations(g, &layers);
     for (id, l) in layers.into_iter().filter(|(_, l)| l.changed) {
         let name = g.node(id).map(|n| n.name.clone()).unwrap_or_default();
         let (dims, values) = l.stored();

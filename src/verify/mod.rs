@@ -16,8 +16,9 @@ use crate::exec::kernels::Arith;
 use crate::exec::Executor;
 use crate::ir::types::input_specs;
 use crate::ir::{DataType, Model};
+use crate::passes::equalize::ChannelScale;
 use crate::tract::Runner;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Gate thresholds (every output must meet all that apply).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -264,7 +265,10 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<(String, String, String, String, f3
 }
 
 /// Compares `int8` with `fp32` on `samples` (checked against the FP32
-/// model's inputs). `per_layer`: also compare quantized intermediates.
+/// model's inputs). `per_layer`: also compare quantized intermediates;
+/// those named in `rescaled` (cross-layer equalization divided them per
+/// channel, [`crate::passes::equalize::Equalized::rescaled`]) are scaled
+/// back before they are compared with `fp32`'s.
 pub fn compare(
     fp32: &Model,
     int8: &Model,
@@ -272,6 +276,7 @@ pub fn compare(
     arith: Arith,
     thresholds: Thresholds,
     per_layer: bool,
+    rescaled: &BTreeMap<String, ChannelScale>,
 ) -> Result<Verdict> {
     if samples.is_empty() {
         return Err(Error::Invalid("no validation samples".into()));
@@ -336,11 +341,16 @@ pub fn compare(
             if r.dims() != t.dims() {
                 continue;
             }
-            let deq: Vec<f32> = t
+            let mut deq: Vec<f32> = t
                 .to_i64_vec()?
                 .iter()
                 .map(|&q| (q - z) as f32 * s)
                 .collect();
+            if let Some(scale) = rescaled.get(&pairs[k].1) {
+                if scale.undo(&mut deq, t.dims()).is_none() {
+                    continue;
+                }
+            }
             layers[k].add(&r.to_f32_vec()?, &deq, &[]);
         }
     }
