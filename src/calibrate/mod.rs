@@ -3,7 +3,9 @@
 //! quantization range comes from.
 //!
 //! The lifecycle: [`Calibrator::new`] picks the tensors to observe (graph
-//! inputs and every node output; non-float ones are skipped when seen) →
+//! inputs and every node output; non-float ones are skipped when seen; a
+//! `Relu` output whose input is observed is derived from the input's
+//! values, exactly, instead of being handed over by tract and binned) →
 //! [`Calibrator::collect`] runs samples in parallel (one tract plan per
 //! distinct set of input shapes, shared by all workers; samples in
 //! contiguous blocks sized by the sample count alone, each folded in sample

@@ -6,8 +6,9 @@
 Builds (seeded, in a temp dir) a conv net (8 convs, 3x64x64 input, batch 1)
 and a transformer encoder (2 blocks, d=64, 4 heads, sequence 48), writes N
 random-normal samples per model as .npz files, then runs each tool as a
-separate process per (model, method, N) and reports samples/s (whole
-process: load + calibrate + write) and peak RSS. onnxq runs with all cores
+separate process per (model, method, N), --rounds times each, alternating
+(default 5), and reports samples/s of the median run (whole process:
+load + calibrate + write) and the largest peak RSS. onnxq runs with all cores
 (--jobs 0); onnxruntime with its defaults. Prints a Markdown table.
 """
 import argparse
@@ -98,11 +99,22 @@ def measure(cmd):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs):
+    """The run of median time (any failure wins), with the largest peak memory."""
+    failed = [r for r in runs if r["rc"] != 0]
+    if failed:
+        return failed[0]
+    r = dict(sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2])
+    r["peak_mib"] = max(x["peak_mib"] for x in runs)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
     ap.add_argument("--samples", type=int, nargs="+", default=[32, 512])
     ap.add_argument("--methods", nargs="+", default=["minmax", "percentile", "entropy"])
+    ap.add_argument("--rounds", type=int, default=5, help="runs per cell and tool, alternating; the median is reported")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -117,10 +129,15 @@ def main():
                 for i in range(n):
                     np.savez(os.path.join(sdir, f"{i:05d}.npz"), **{k: srng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
                 for method in args.methods:
-                    q = measure([args.onnxq, "calibrate", mpath, "--calib", sdir, "--method", method, "-o", os.path.join(tmp, "r.json")])
-                    o = measure([sys.executable, os.path.join(HERE, "ort_calibrate.py"), mpath, sdir, method])
+                    qs, os_ = [], []
+                    # Alternating runs, so load from elsewhere on the
+                    # machine hits both tools alike; the median is reported.
+                    for _ in range(args.rounds):
+                        qs.append(measure([args.onnxq, "calibrate", mpath, "--calib", sdir, "--method", method, "-o", os.path.join(tmp, "r.json")]))
+                        os_.append(measure([sys.executable, os.path.join(HERE, "ort_calibrate.py"), mpath, sdir, method]))
+                    q, o = median_run(qs), median_run(os_)
                     rows.append((name, method, n, q, o))
-                    print(f"{name} {method} {n}: onnxq {q} ort {o}", file=sys.stderr)
+                    print(f"{name} {method} {n}: onnxq {[r['seconds'] for r in qs]} ort {[r['seconds'] for r in os_]}", file=sys.stderr)
     print("| model | method | samples | onnxq samples/s | onnxruntime samples/s | speed-up | onnxq peak MiB | onnxruntime peak MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for name, method, n, q, o in rows:
