@@ -403,8 +403,8 @@ impl Calibrator {
         if opts.histograms {
             let observed = self.inputs.len() + self.targets.len();
             for (k, (_, x)) in self.relu_of.iter().enumerate() {
-                let input = merged[*x].clone();
-                if let (Some(y), Some(x)) = (merged[observed + k].as_mut(), input) {
+                let input = merged.get(*x).cloned().flatten();
+                if let (Some(Some(y)), Some(x)) = (merged.get_mut(observed + k), input) {
                     y.set_relu_histograms(&x);
                 }
             }

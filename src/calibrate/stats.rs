@@ -218,8 +218,8 @@ fn add_both(neg: &mut Side, pos: &mut Side, values: &[f32], neg_max: f32, pos_ma
 /// Bins per side as a float, the clamp of the bin index.
 const LAST_BIN: f32 = (BINS - 1) as f32;
 
-/// [`bin_body`] with the indices computed eight at a time: the sign bit
-/// picks the side (and its inverse width through `vblendvps`), `|x|·inv` is
+/// [`bin_body`] with the indices computed eight at a time: `x < 0` picks
+/// the side (and its inverse width through `vblendvps`), `|x|·inv` is
 /// clamped to the last bin and truncated (`vcvttps2dq`: exact, the operand
 /// is finite and in `[0, BINS)`).
 #[cfg(target_arch = "x86_64")]
@@ -237,10 +237,12 @@ unsafe fn bin_avx2(neg: &mut Side, pos: &mut Side, values: &[f32], inv: [f32; 2]
             // SAFETY: `c` and `out` hold 8 lanes each.
             unsafe {
                 let x = _mm256_loadu_ps(c.as_ptr());
-                // All ones for a negative value: selects BINS, the offset
-                // of the negative side.
-                let neg = _mm256_srai_epi32(_mm256_castps_si256(x), 31);
-                let w = _mm256_blendv_ps(inv_pos, inv_neg, x);
+                // All ones for a value below 0 (not −0.0, which counts as
+                // a 0 of the non-negative side): selects BINS, the offset
+                // of the negative side, and its inverse width.
+                let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps());
+                let neg = _mm256_castps_si256(below);
+                let w = _mm256_blendv_ps(inv_pos, inv_neg, below);
                 let m = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(x, abs_mask), w), last);
                 let b = _mm256_add_epi32(_mm256_cvttps_epi32(m), _mm256_and_si256(neg, offset));
                 _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, b);
@@ -255,11 +257,12 @@ unsafe fn bin_avx2(neg: &mut Side, pos: &mut Side, values: &[f32], inv: [f32; 2]
 
 /// Bin of `x` in `[pos | neg]` (`2·BINS` counts): the side's bin index
 /// `|x| · inv` (exact: the inverses are powers of two), clamped in float
-/// first. Branch-free: the sign bit picks the side (no mispredictions on
-/// data centred on zero).
+/// first. Branch-free: `x < 0` picks the side (no mispredictions on data
+/// centred on zero; −0.0 is a 0 of the non-negative side, whose range
+/// always exists, unlike the negative side's).
 #[inline(always)]
 fn bin_of(x: f32, inv: [f32; 2]) -> usize {
-    let side = (x.to_bits() >> 31) as usize;
+    let side = usize::from(x < 0.0);
     side * BINS + (x.abs() * inv[side]).min(LAST_BIN) as usize
 }
 
@@ -673,6 +676,36 @@ mod tests {
         }
         derived.set_relu_histograms(&x);
         assert_eq!(derived, direct);
+    }
+
+    #[test]
+    fn negative_zero_is_a_zero_of_the_non_negative_side() {
+        // No value below 0, so no negative side: −0.0 must not be binned
+        // there (it used to index the absent side), on either code path.
+        for n in [5usize, 20_000] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        -0.0
+                    } else {
+                        1000.0 + (i % 7) as f32
+                    }
+                })
+                .collect();
+            let s = TensorStats::of_sample(&v, &[n], true, false);
+            assert!(s.neg.counts.is_empty(), "{n}");
+            assert_eq!(s.pos.total(), n as u64);
+            assert_eq!(s.pos.counts[0], n.div_ceil(3) as u64);
+            let mut b = TensorStats::default();
+            b.pos.grow_to(s.pos.exp.unwrap_or(0));
+            bin_body(
+                &mut b.neg,
+                &mut b.pos,
+                &v,
+                [BINS as f32 / s.pos.range(), 0.0],
+            );
+            assert_eq!(b.pos, s.pos, "{n}");
+        }
     }
 
     #[test]
