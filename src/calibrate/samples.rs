@@ -51,8 +51,51 @@ fn sample_err(sample: &str, reason: impl Into<String>) -> Error {
 
 // ----- .npy / .npz ----------------------------------------------------------
 
+/// The tensor type of a numpy type string, `None` when unsupported.
+fn npy_dtype(ts: &npyz::TypeStr) -> Option<DataType> {
+    use npyz::TypeChar;
+    Some(match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4) => DataType::Float,
+        (TypeChar::Float, 2) => DataType::Float16,
+        (TypeChar::Float, 8) => DataType::Double,
+        (TypeChar::Int, 8) => DataType::Int64,
+        (TypeChar::Int, 4) => DataType::Int32,
+        (TypeChar::Int, 2) => DataType::Int16,
+        (TypeChar::Int, 1) => DataType::Int8,
+        (TypeChar::Uint, 1) => DataType::Uint8,
+        (TypeChar::Bool, 1) => DataType::Bool,
+        _ => return None,
+    })
+}
+
+/// Whether the payload of `ts` already is the tensor's raw bytes
+/// (little-endian or byte-sized numbers; booleans need npyz's check).
+fn npy_payload_is_raw(ts: &npyz::TypeStr, dtype: DataType) -> bool {
+    let little = matches!(
+        ts.endianness(),
+        npyz::Endianness::Little | npyz::Endianness::Irrelevant
+    );
+    little && dtype != DataType::Bool
+}
+
+/// A raw payload of `dims` elements of `dtype`, in one read.
+fn read_raw_payload(
+    mut r: impl Read,
+    dtype: DataType,
+    dims: Vec<usize>,
+    what: &str,
+) -> Result<Tensor> {
+    let len = numel(&dims)
+        .and_then(|n| dtype.raw_len(n))
+        .ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
+    let mut raw = vec![0u8; len];
+    r.read_exact(&mut raw)
+        .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+    Tensor::from_raw(dtype, dims, Bytes::from(raw))
+}
+
 fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
-    use npyz::{DType, TypeChar};
+    use npyz::DType;
     let dims: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == npyz::Order::Fortran && dims.len() > 1 {
         return Err(Error::Invalid(format!(
@@ -65,38 +108,14 @@ fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
             "{what}: structured arrays are not supported"
         )));
     };
-    let (tc, size) = (ts.type_char(), ts.size_field());
     let bad = |e: std::io::Error| Error::Invalid(format!("{what}: {e}"));
-    let dtype = match (tc, size) {
-        (TypeChar::Float, 4) => DataType::Float,
-        (TypeChar::Float, 2) => DataType::Float16,
-        (TypeChar::Float, 8) => DataType::Double,
-        (TypeChar::Int, 8) => DataType::Int64,
-        (TypeChar::Int, 4) => DataType::Int32,
-        (TypeChar::Int, 2) => DataType::Int16,
-        (TypeChar::Int, 1) => DataType::Int8,
-        (TypeChar::Uint, 1) => DataType::Uint8,
-        (TypeChar::Bool, 1) => DataType::Bool,
-        _ => {
-            return Err(Error::Invalid(format!(
-                "{what}: numpy dtype {} is not supported",
-                ts
-            )))
-        }
+    let Some(dtype) = npy_dtype(&ts) else {
+        return Err(Error::Invalid(format!(
+            "{what}: numpy dtype {ts} is not supported"
+        )));
     };
-    // Little-endian (or byte-sized) numbers are the tensor's raw bytes:
-    // one read of the whole payload.
-    let little = matches!(
-        ts.endianness(),
-        npyz::Endianness::Little | npyz::Endianness::Irrelevant
-    );
-    if little && dtype != DataType::Bool {
-        let len = dtype
-            .raw_len(n)
-            .ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
-        let mut raw = vec![0u8; len];
-        npy.into_inner().read_exact(&mut raw).map_err(bad)?;
-        return Tensor::from_raw(dtype, dims, Bytes::from(raw));
+    if npy_payload_is_raw(&ts, dtype) {
+        return read_raw_payload(npy.into_inner(), dtype, dims, what);
     }
     // Otherwise through npyz (it swaps byte order, checks booleans), then
     // stored little-endian.
@@ -140,17 +159,8 @@ fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
 fn plain_npy_header(text: &str) -> Option<(DataType, Vec<usize>)> {
     let rest = text.trim_end().strip_prefix("{'descr': '")?;
     let (descr, rest) = rest.split_once('\'')?;
-    let dtype = match descr {
-        "<f4" => DataType::Float,
-        "<f2" => DataType::Float16,
-        "<f8" => DataType::Double,
-        "<i8" => DataType::Int64,
-        "<i4" => DataType::Int32,
-        "<i2" => DataType::Int16,
-        "|i1" => DataType::Int8,
-        "|u1" => DataType::Uint8,
-        _ => return None,
-    };
+    let ts: npyz::TypeStr = descr.parse().ok()?;
+    let dtype = npy_dtype(&ts).filter(|&d| npy_payload_is_raw(&ts, d))?;
     let rest = rest.strip_prefix(", 'fortran_order': False, 'shape': (")?;
     let (shape, rest) = rest.split_once(')')?;
     if !matches!(rest.trim(), ", }" | "}" | ",}") {
@@ -191,14 +201,7 @@ fn read_npy(mut r: impl Read, what: &str) -> Result<Tensor> {
         .ok()
         .and_then(plain_npy_header);
     match plain {
-        Some((dtype, dims)) => {
-            let n = numel(&dims)
-                .and_then(|n| dtype.raw_len(n))
-                .ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
-            let mut raw = vec![0u8; n];
-            r.read_exact(&mut raw).map_err(bad)?;
-            Tensor::from_raw(dtype, dims, Bytes::from(raw))
-        }
+        Some((dtype, dims)) => read_raw_payload(r, dtype, dims, what),
         None => {
             let npy = npyz::NpyFile::new(std::io::Cursor::new(head).chain(r)).map_err(bad)?;
             npy_to_tensor(npy, what)
