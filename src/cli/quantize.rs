@@ -88,7 +88,8 @@ pub enum WeightArg {
 /// stops before), check parity against FP32 and write the model only if it
 /// passes. When the gate fails, the nodes whose quantization hurts most
 /// stay float, a growing group at a time, until it passes (automatic mixed
-/// precision; --no-auto, --max-float). Concat/Add whose inputs' ranges are
+/// precision; --no-auto, --max-float; with --format qdq at opset 21 they
+/// get 16-bit activations instead of float). Concat/Add whose inputs' ranges are
 /// orders of magnitude apart stay float. --mode dynamic quantizes
 /// MatMul/Gemm weights and quantizes activations at run time, without
 /// calibration. Prints what was quantized, what stayed float and why, and
@@ -173,7 +174,8 @@ pub struct Args {
     /// Do not search for nodes to keep in float when the parity gate fails
     /// (automatic mixed precision is on by default: the most harmful nodes,
     /// ranked by `onnxq sensitivity`'s measure, go float a growing group at
-    /// a time until the gate passes).
+    /// a time until the gate passes; with --format qdq at opset 21, e.g.
+    /// --opset 21, they get uint16/int16 activations and keep int8 weights).
     #[arg(long)]
     pub no_auto: bool,
     /// Most nodes automatic mixed precision may keep in float: a count (3)
@@ -359,9 +361,10 @@ impl Ranges {
         let ropts = RangeOptions {
             method: recipe.method.unwrap_or(Method::Minmax),
             percentile,
-            target: match cfg.activations {
-                QType::Uint8 => Target::Uint8,
-                QType::Int8 => Target::Int8,
+            target: if cfg.activations.is_signed() {
+                Target::Int8
+            } else {
+                Target::Uint8
             },
         };
         let start = Instant::now();
@@ -573,6 +576,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         eprintln!("warning: --target applies to the qoperator format; the QDQ output uses standard operators only");
     }
     let mut cfg = QuantizeConfig::from_recipe(&recipe)?;
+    if cfg.has_wide() && (format != Format::Qdq || mode == Mode::Dynamic) {
+        bail!("16-bit activations (recipe tensors with type uint16/int16) need --format qdq (opset 21): the integer operators take 8 bits");
+    }
     let auto = recipe.auto.unwrap_or(true);
     let budget = Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?;
     let max_ratio = recipe.max_range_ratio.unwrap_or(100.0);
@@ -696,11 +702,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let mut gate_secs = gate_start.elapsed().as_secs_f64();
             if !verdict.passed && auto {
                 let start = Instant::now();
+                let wide = format == Format::Qdq && fp32.onnx_opset()? >= 21;
                 let (rec, last) = auto_mixed_precision(
                     &fp32,
                     &cfg,
                     &mut ranges,
-                    (budget, thresholds, args.jobs),
+                    (budget, thresholds, args.jobs, wide),
                     worst_sqnr(&verdict),
                     &open_validation,
                     |c, r| {
@@ -772,7 +779,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
     model.set_metadata("onnxq.calibration", &calibration.to_string());
     if let Some(m) = mixed.as_ref().filter(|m| !m.kept_float.is_empty()) {
-        model.set_metadata("onnxq.kept_float", &m.kept_float.join(","));
+        if m.kept_as == "float" {
+            model.set_metadata("onnxq.kept_float", &m.kept_float.join(","));
+        } else {
+            model.set_metadata("onnxq.kept_wide", &m.kept_float.join(","));
+        }
     }
     if equalized.as_ref().is_some_and(|e| e.pairs > 0) {
         // `onnxq check` redoes the (deterministic) balance on its FP32
@@ -893,13 +904,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 /// The gate failed: rank the candidates by sensitivity (only that node
 /// quantized, fake-quantized in tract on the validation samples) and run
-/// [`tune::mixed_precision`] with `attempt` as the re-check.
+/// [`tune::mixed_precision`] with `attempt` as the re-check. `wide` (QDQ
+/// at opset 21): the chosen nodes get 16-bit activations instead of float.
 #[allow(clippy::type_complexity)]
 fn auto_mixed_precision<T>(
     fp32: &Model,
     cfg: &QuantizeConfig,
     ranges: &mut Ranges,
-    (budget, thresholds, jobs): (Budget, verify::Thresholds, usize),
+    (budget, thresholds, jobs, wide): (Budget, verify::Thresholds, usize, bool),
     start_sqnr: f64,
     open_validation: &dyn Fn() -> anyhow::Result<Box<dyn SampleSource>>,
     mut attempt: impl FnMut(
@@ -942,29 +954,42 @@ fn auto_mixed_precision<T>(
         })
         .collect();
     let n = budget.nodes(ranking.len());
-    tune::mixed_precision(&ranking, n, start_sqnr, |float| {
+    // QDQ at opset 21: the nodes get 16-bit activations instead of float
+    // (their weights stay int8).
+    let (mut rec, last) = tune::mixed_precision(&ranking, n, start_sqnr, |float| {
+        if wide {
+            let ids: Vec<NodeId> = float.keys().copied().collect();
+            let (c, _) = tune::wide::widen(fp32, cfg, &ids)?;
+            return attempt(&c, &map);
+        }
         let mut c = cfg.clone();
         for (id, why) in float {
             c.float_ids.entry(*id).or_insert_with(|| why.clone());
         }
         attempt(&c, &map)
     })
-    .context("automatic mixed precision")
+    .context("automatic mixed precision")?;
+    if wide {
+        rec.kept_as = format!("{} activations", cfg.activations.wide().name());
+    }
+    Ok((rec, last))
 }
 
 /// The summary lines of the automatic mode.
 fn describe_mixed(m: &MixedPrecision) -> String {
     let mut s = format!(
-        "  automatic mixed precision: gate failed at {:.1} dB; kept {} of {} candidate node(s) float (budget {})\n",
+        "  automatic mixed precision: gate failed at {:.1} dB; kept {} of {} candidate node(s) in {} (budget {})\n",
         m.start_sqnr_db,
         m.kept_float.len(),
         m.candidates,
+        m.kept_as,
         m.budget
     );
     for (i, st) in m.steps.iter().enumerate() {
         s += &format!(
-            "    step {}: float {} → worst output {:.1} dB ({:+.1} dB){}\n",
+            "    step {}: {} {} → worst output {:.1} dB ({:+.1} dB){}\n",
             i + 1,
+            m.kept_as,
             st.kept_float.join(", "),
             st.worst_sqnr_db,
             st.gain_db,
@@ -983,7 +1008,8 @@ fn describe_mixed(m: &MixedPrecision) -> String {
             "    no step improved the model: every node stays quantized\n".to_string()
         } else {
             format!(
-                "    kept the best attempt: float {}\n",
+                "    kept the best attempt: {} {}\n",
+                m.kept_as,
                 m.kept_float.join(", ")
             )
         };

@@ -46,7 +46,36 @@ pub fn qrange(dt: DataType) -> Option<(i32, i32)> {
     }
 }
 
+/// The integer range of a QuantizeLinear output / DequantizeLinear input:
+/// [`qrange`] plus uint16 and int16 (opset 21).
+pub fn qdq_range(dt: DataType) -> Option<(i32, i32)> {
+    match dt {
+        DataType::Uint16 => Some((0, 65535)),
+        DataType::Int16 => Some((-32768, 32767)),
+        _ => qrange(dt),
+    }
+}
+
 impl Ints {
+    /// [`Ints::from_tensor`] for a DequantizeLinear input, which may also
+    /// be uint16 or int16 (opset 21).
+    pub fn from_qdq_tensor(t: &Tensor, what: &str) -> Result<Self> {
+        if qdq_range(t.dtype()).is_none() {
+            return Self::from_tensor(t, what);
+        }
+        let data = t
+            .to_i64_vec()
+            .map_err(|e| Error::tensor(what, e.to_string()))?
+            .into_iter()
+            .map(|v| v as i32)
+            .collect();
+        Ok(Ints {
+            dtype: t.dtype(),
+            dims: t.dims().to_vec(),
+            data,
+        })
+    }
+
     /// Refuses a tensor that is not uint8, int8 or int32.
     pub fn check_dtype(t: &Tensor, what: &str) -> Result<()> {
         match qrange(t.dtype()) {
@@ -82,17 +111,8 @@ impl Ints {
     }
 
     pub fn to_tensor(&self) -> Tensor {
-        match self.dtype {
-            DataType::Uint8 => {
-                let v: Vec<u8> = self.data.iter().map(|&x| x as u8).collect();
-                Tensor::from_u8(self.dims.clone(), &v)
-            }
-            DataType::Int8 => {
-                let v: Vec<i8> = self.data.iter().map(|&x| x as i8).collect();
-                Tensor::from_i8(self.dims.clone(), &v)
-            }
-            _ => Tensor::from_i32(self.dims.clone(), &self.data),
-        }
+        Tensor::from_ints(self.dtype, self.dims.clone(), &self.data)
+            .unwrap_or_else(|| Tensor::from_i32(self.dims.clone(), &self.data))
     }
 }
 
@@ -190,9 +210,9 @@ fn check_params(p: &Params, dims: &[usize], axis: usize, what: &str) -> Result<(
     Ok(())
 }
 
-/// ONNX QuantizeLinear (opset 10/13/19): `y = saturate(round_half_even(x /
-/// scale) + zero_point)`; division, not a reciprocal multiply. NaN becomes
-/// the zero point.
+/// ONNX QuantizeLinear (opset 10/13/19/21): `y = saturate(round_half_even(x
+/// / scale) + zero_point)`; division, not a reciprocal multiply. NaN becomes
+/// the zero point. Saturates to uint8, int8, uint16 or int16 (opset 21).
 pub fn quantize_linear(
     x: &[f32],
     dims: &[usize],
@@ -200,7 +220,8 @@ pub fn quantize_linear(
     axis: usize,
     out: DataType,
 ) -> Result<Ints> {
-    let (lo, hi) = qrange(out).ok_or_else(|| Error::tensor("y", "unsupported output type"))?;
+    let (lo, hi) = qdq_range(out)
+        .ok_or_else(|| Error::tensor("y", format!("unsupported output type {}", out.name())))?;
     check_params(p, dims, axis, "QuantizeLinear")?;
     let per_axis = p.scale.len() > 1;
     let ch = |i: usize| {

@@ -300,7 +300,7 @@ impl Executor {
         let params = |s: usize, z: usize, dt_default: DataType| -> Result<(Params, DataType)> {
             let scale = need(s)?.to_f32_vec()?;
             let (zero_point, dt) = match get(z)? {
-                Some(t) => (Ints::from_tensor(t, "zero_point")?.data, t.dtype()),
+                Some(t) => (Ints::from_qdq_tensor(t, "zero_point")?.data, t.dtype()),
                 None => (vec![0; scale.len().max(1)], dt_default),
             };
             Ok((Params::new(scale, zero_point, &n.name)?, dt))
@@ -342,7 +342,7 @@ impl Executor {
                 ]
             }
             "DequantizeLinear" => {
-                let x = Ints::from_tensor(need(0)?, "x")?;
+                let x = Ints::from_qdq_tensor(need(0)?, "x")?;
                 let (p, _) = params(1, 2, x.dtype)?;
                 let a = if p.scale.len() > 1 {
                     axis(x.dims.len())?

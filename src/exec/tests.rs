@@ -329,3 +329,63 @@ fn a_shape_computed_in_another_region_reaches_reshape() {
     let (out, _) = exec.run(&[("x".into(), x)]).unwrap();
     assert_eq!(out["y"].dims(), &[6]);
 }
+
+#[test]
+fn sixteen_bit_qdq_runs_here_and_its_emulation_in_tract_agrees() {
+    // x → QuantizeLinear(uint16 | int16) → DequantizeLinear → y (opset 21).
+    for (z, zero) in [
+        (
+            Tensor::from_ints(DataType::Uint16, vec![], &[30000]).unwrap(),
+            30000i64,
+        ),
+        (
+            Tensor::from_ints(DataType::Int16, vec![], &[-5]).unwrap(),
+            -5,
+        ),
+    ] {
+        let wide_u = z.dtype() == DataType::Uint16;
+        let inits = vec![("s", Tensor::from_f32(vec![], &[0.001])), ("z", z)];
+        let nodes = vec![
+            node("QuantizeLinear", "q", &["x", "s", "z"], &["xq"], vec![]),
+            node("DequantizeLinear", "dq", &["xq", "s", "z"], &["y"], vec![]),
+        ];
+        let m = model(21, &[("x", &[6])], &["y"], nodes, inits);
+        let exec = Executor::new(&m, Arith::Exact, &["xq".to_string()]).unwrap();
+        let xs = [-100.0f32, -0.0015, 0.0005, 0.0025, 12.3456, 100.0];
+        let x = Tensor::from_f32(vec![6], &xs);
+        let (out, _) = exec.run(&[("x".into(), x)]).unwrap();
+        let q = out["xq"].to_i64_vec().unwrap();
+        assert_eq!(
+            out["xq"].dtype(),
+            m.graph
+                .initializer(m.graph.find_value("z").unwrap())
+                .unwrap()
+                .dtype()
+        );
+        // Half to even: −1.5 → −2, 0.5 → 0, 2.5 → 2; ±100 saturate.
+        let (lo, hi) = if wide_u { (0, 65535) } else { (-32768, 32767) };
+        let want: Vec<i64> = [-100000i64, -2, 0, 2, 12346, 100000]
+            .iter()
+            .map(|v| (v + zero).clamp(lo, hi))
+            .collect();
+        assert_eq!(q, want);
+        // The float emulation tract runs gives the same numbers away from
+        // exact ties (tract divides by a constant as a multiply by its
+        // reciprocal, as its own 8-bit QuantizeLinear does).
+        let x = Tensor::from_f32(
+            vec![6],
+            &[-100.0, -0.00162, 0.00037, 0.0026, 12.3456, 100.0],
+        );
+        let (out, _) = exec.run(&[("x".into(), x.clone())]).unwrap();
+        let y = out["y"].to_f32_vec().unwrap();
+        let emulated = crate::tune::wide::emulate_wide_qdq(&m).unwrap();
+        let r = Runner::new(
+            &emulated.to_proto().unwrap(),
+            &[("x".into(), DataType::Float, vec![6])],
+            None,
+        )
+        .unwrap();
+        let got = r.run(&[("x".into(), x)]).unwrap();
+        assert_eq!(got[0].to_f32_vec().unwrap(), y);
+    }
+}

@@ -280,6 +280,28 @@ impl Tensor {
         Self::from_pod(DataType::Uint8, dims, data.iter().copied())
     }
 
+    /// An integer tensor of `dtype` (uint8, int8, uint16, int16 or int32)
+    /// from values that fit it (each is cast, wrapping outside the range);
+    /// `None` for any other type.
+    pub fn from_ints(dtype: DataType, dims: Vec<usize>, data: &[i32]) -> Option<Self> {
+        Some(match dtype {
+            DataType::Uint8 => Self::from_pod(dtype, dims, data.iter().map(|&v| v as u8)),
+            DataType::Int8 => Self::from_pod(dtype, dims, data.iter().map(|&v| v as i8 as u8)),
+            DataType::Uint16 => Self::from_pod(
+                dtype,
+                dims,
+                data.iter().flat_map(|&v| (v as u16).to_le_bytes()),
+            ),
+            DataType::Int16 => Self::from_pod(
+                dtype,
+                dims,
+                data.iter().flat_map(|&v| (v as i16).to_le_bytes()),
+            ),
+            DataType::Int32 => Self::from_i32(dims, data),
+            _ => return None,
+        })
+    }
+
     fn from_pod(dtype: DataType, dims: Vec<usize>, bytes: impl Iterator<Item = u8>) -> Self {
         let raw: Vec<u8> = bytes.collect();
         debug_assert_eq!(Some(raw.len()), numel(&dims).and_then(|n| dtype.raw_len(n)));

@@ -88,7 +88,7 @@ impl Builder<'_> {
 }
 
 /// Type info of `v` with its element type replaced.
-fn info_as(info: Option<&ValueInfoProto>, dtype: DataType) -> Option<ValueInfoProto> {
+pub(crate) fn info_as(info: Option<&ValueInfoProto>, dtype: DataType) -> Option<ValueInfoProto> {
     let mut info = info?.clone();
     if let Some(type_proto::Value::TensorType(tt)) =
         info.r#type.as_mut().and_then(|t| t.value.as_mut())
@@ -110,7 +110,7 @@ fn override_params(
     let o = cfg.tensors.get(name).filter(|o| o.sets_params())?;
     let qtype = o.qtype.unwrap_or(default_type);
     let sym = o.symmetric.unwrap_or(if o.qtype.is_some() {
-        qtype == QType::Int8
+        qtype.is_signed()
     } else {
         default_sym
     });

@@ -85,6 +85,27 @@ impl QuantizeConfig {
     /// the supported ones.
     pub fn from_recipe(r: &Recipe) -> Result<Self> {
         let mut cfg = QuantizeConfig::default();
+        if let Some(a) = r.activations.filter(|a| a.is_wide()) {
+            return Err(Error::Invalid(format!(
+                "activations: {} is for single tensors (recipe `tensors: NAME: type: {}`, QDQ format at opset 21) or the automatic mode's alternative to float; the model-wide type is uint8 or int8",
+                a.name(),
+                a.name()
+            )));
+        }
+        if let Some(w) = r.weights.filter(|w| w.is_wide()) {
+            return Err(Error::Invalid(format!(
+                "weights: {} is not supported (weights are int8 or uint8)",
+                w.name()
+            )));
+        }
+        for (name, o) in &r.nodes {
+            if let Some(w) = o.weights.filter(|w| w.is_wide()) {
+                return Err(Error::Invalid(format!(
+                    "recipe: node {name}: weights {} is not supported (int8 or uint8)",
+                    w.name()
+                )));
+            }
+        }
         if let Some(a) = r.activations {
             cfg.activations = a;
             cfg.activation_symmetric = a == QType::Int8;
@@ -141,9 +162,19 @@ impl QuantizeConfig {
         self.per_channel || self.nodes.values().any(|o| o.per_channel == Some(true))
     }
 
-    /// The opset the output needs at least.
+    /// Whether any activation is 16-bit (a per-tensor override).
+    pub fn has_wide(&self) -> bool {
+        self.tensors
+            .values()
+            .any(|t| t.qtype.is_some_and(QType::is_wide))
+    }
+
+    /// The opset the output needs at least: 21 for 16-bit activations, 13
+    /// for per-channel weights.
     pub fn min_opset(&self) -> i64 {
-        if self.needs_per_axis() {
+        if self.has_wide() {
+            21
+        } else if self.needs_per_axis() {
             13
         } else {
             10

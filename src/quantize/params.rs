@@ -20,19 +20,25 @@
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Tensor};
 
-/// An 8-bit integer type.
+/// A quantized integer type: 8-bit for weights and activations; 16-bit
+/// for activations only, in the QDQ format at opset 21 (where
+/// QuantizeLinear/DequantizeLinear take uint16/int16: per-tensor recipe
+/// overrides, and the automatic mode's alternative to float).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QType {
     Uint8,
     Int8,
+    Uint16,
+    Int16,
 }
 
 impl QType {
     pub fn qmin(self) -> i32 {
         match self {
-            QType::Uint8 => 0,
+            QType::Uint8 | QType::Uint16 => 0,
             QType::Int8 => -128,
+            QType::Int16 => -32768,
         }
     }
 
@@ -40,6 +46,8 @@ impl QType {
         match self {
             QType::Uint8 => 255,
             QType::Int8 => 127,
+            QType::Uint16 => 65535,
+            QType::Int16 => 32767,
         }
     }
 
@@ -47,6 +55,8 @@ impl QType {
         match self {
             QType::Uint8 => DataType::Uint8,
             QType::Int8 => DataType::Int8,
+            QType::Uint16 => DataType::Uint16,
+            QType::Int16 => DataType::Int16,
         }
     }
 
@@ -54,6 +64,26 @@ impl QType {
         match self {
             QType::Uint8 => "uint8",
             QType::Int8 => "int8",
+            QType::Uint16 => "uint16",
+            QType::Int16 => "int16",
+        }
+    }
+
+    pub fn is_signed(self) -> bool {
+        matches!(self, QType::Int8 | QType::Int16)
+    }
+
+    /// 16 bits: QDQ format at opset 21 only.
+    pub fn is_wide(self) -> bool {
+        matches!(self, QType::Uint16 | QType::Int16)
+    }
+
+    /// The 16-bit type of the same signedness.
+    pub fn wide(self) -> QType {
+        if self.is_signed() {
+            QType::Int16
+        } else {
+            QType::Uint16
         }
     }
 
@@ -61,7 +91,16 @@ impl QType {
     pub fn symmetric_zero_point(self) -> i32 {
         match self {
             QType::Uint8 => 128,
-            QType::Int8 => 0,
+            QType::Uint16 => 32768,
+            QType::Int8 | QType::Int16 => 0,
+        }
+    }
+
+    /// A tensor of this type holding `values` (already in range).
+    pub fn tensor(self, dims: Vec<usize>, values: &[i32]) -> Tensor {
+        match Tensor::from_ints(self.dtype(), dims.clone(), values) {
+            Some(t) => t,
+            None => Tensor::from_i32(dims, values),
         }
     }
 }
@@ -78,15 +117,20 @@ pub fn from_range(lo: f32, hi: f32, qtype: QType, symmetric: bool) -> (f32, i32)
 /// `reduce_range` 7 bits of it (symmetric: zp ± 63; asymmetric: the lower
 /// 128 levels of uint8, −64..63 of int8).
 pub fn levels(qtype: QType, symmetric: bool, reduce_range: bool) -> (i32, i32) {
-    let half = if reduce_range { 63 } else { 127 };
+    let reduce = reduce_range && !qtype.is_wide();
+    let half = if reduce {
+        63
+    } else {
+        (qtype.qmax() - qtype.qmin()) / 2
+    };
     if symmetric {
         let z = qtype.symmetric_zero_point();
         return (z - half, z + half);
     }
-    match (qtype, reduce_range) {
-        (_, false) => (qtype.qmin(), qtype.qmax()),
+    match (qtype, reduce) {
         (QType::Uint8, true) => (0, 127),
         (QType::Int8, true) => (-64, 63),
+        _ => (qtype.qmin(), qtype.qmax()),
     }
 }
 
@@ -147,16 +191,7 @@ impl QParams {
             None => vec![],
             Some(_) => vec![self.scale.len()],
         };
-        let zp = match self.qtype {
-            QType::Uint8 => {
-                let v: Vec<u8> = self.zero_point.iter().map(|&z| z as u8).collect();
-                Tensor::from_u8(dims.clone(), &v)
-            }
-            QType::Int8 => {
-                let v: Vec<i8> = self.zero_point.iter().map(|&z| z as i8).collect();
-                Tensor::from_i8(dims.clone(), &v)
-            }
-        };
+        let zp = self.qtype.tensor(dims.clone(), &self.zero_point);
         (Tensor::from_f32(dims, &self.scale), zp)
     }
 }
@@ -261,16 +296,7 @@ pub fn quantize_weight(
         let r = (v / scale[c]).round_ties_even() as i64 + zero_point[c] as i64;
         q.push(r.clamp(qmin as i64, qmax as i64) as i32);
     }
-    let tensor = match spec.qtype {
-        QType::Uint8 => {
-            let v: Vec<u8> = q.iter().map(|&x| x as u8).collect();
-            Tensor::from_u8(dims, &v)
-        }
-        QType::Int8 => {
-            let v: Vec<i8> = q.iter().map(|&x| x as i8).collect();
-            Tensor::from_i8(dims, &v)
-        }
-    };
+    let tensor = spec.qtype.tensor(dims, &q);
     let params = QParams {
         qtype: spec.qtype,
         scale,

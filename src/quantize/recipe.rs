@@ -26,6 +26,7 @@
 //! tensors:
 //!   logits: {range: [-20, 20]}
 //!   relu2_out: {scale: 0.05, zero-point: 0, type: uint8}
+//!   attn_scores: {type: uint16}      # 16-bit: --format qdq at opset 21 (--opset 21)
 //! ```
 
 use super::params::QType;

@@ -19,11 +19,14 @@
 //!   output scale would erase the small input.
 //! - [`search_needed`]: every tensor any of those variants needs a range
 //!   for, so calibration observes them all up front.
+//! - [`wide`]: 16-bit activations, the automatic mode's alternative to
+//!   float in the QDQ format at opset 21, and their emulation for tract.
 //! - [`bias`]: bias correction (the mean output shift weight rounding
 //!   causes, measured on the calibration samples, taken out of the bias).
 
 pub mod bias;
 pub mod svg;
+pub mod wide;
 
 use crate::calibrate::samples::{check_sample, Sample, SampleSource};
 use crate::error::{Error, Result};
@@ -133,7 +136,11 @@ impl Evaluator {
     /// Runs `model` (float or QDQ, same inputs and outputs as the FP32
     /// model) in tract on every sample and compares its outputs with FP32.
     pub fn score(&self, model: &Model) -> Result<Score> {
-        let proto = model.to_proto()?;
+        let proto = if wide::has_wide_qdq(model) {
+            wide::emulate_wide_qdq(model)?.to_proto()?
+        } else {
+            model.to_proto()?
+        };
         let mut cache = HashMap::new();
         let mut acc = vec![Accum::default(); self.out_names.len()];
         for (sample, reference) in self.samples.iter().zip(&self.reference) {
@@ -416,6 +423,9 @@ pub struct MixedPrecision {
     /// The nodes float in the model handed back, in the order they were
     /// added (empty when no step improved on the all-quantized model).
     pub kept_float: Vec<String>,
+    /// What those nodes were kept in: "float", or "int16 activations" /
+    /// "uint16 activations" (QDQ format at opset 21).
+    pub kept_as: String,
     pub passed: bool,
     /// Stopped before the budget because a step did not raise the worst
     /// output's SQNR.
@@ -446,6 +456,7 @@ pub fn mixed_precision<T, E>(
         start_sqnr_db: start_sqnr,
         steps: Vec::new(),
         kept_float: Vec::new(),
+        kept_as: "float".to_string(),
         passed: false,
         stopped_early: false,
     };

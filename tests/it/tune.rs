@@ -140,6 +140,90 @@ fn auto_mode_keeps_exactly_the_broken_layer_float_and_passes() {
     assert!(!out2.exists());
 }
 
+#[test]
+fn auto_mode_in_qdq_at_opset_21_keeps_the_coarse_layer_in_16_bits() {
+    // A range 2000 wide on conv1's output: 8 bits round it to nothing
+    // (steps of 7.8), 16 bits keep it (steps of 0.03).
+    let dir = tempdir();
+    let recipe = dir.path().join("wide.yaml");
+    std::fs::write(&recipe, "tensors:\n  bn1:\n    range: [0, 2000]\n").unwrap();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let calib = testdata("digits/cnn_calib");
+    let mut args = vec![
+        "--calib",
+        calib.to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--format",
+        "qdq",
+        "--opset",
+        "21",
+    ];
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("uint16 activations conv1"), "{err}");
+    let r = json(&rep);
+    let m = &r["mixed_precision"];
+    assert_eq!(m["kept_float"], serde_json::json!(["conv1"]));
+    assert_eq!(m["kept_as"], "uint16 activations");
+    assert!(m["start_sqnr_db"].as_f64().unwrap() < 5.0);
+    assert!(m["steps"][0]["worst_sqnr_db"].as_f64().unwrap() > 30.0);
+    // Nothing float; conv1's input and output are uint16, its weights int8.
+    assert_eq!(r["quantization"]["float_nodes"], serde_json::json!([]));
+    assert_eq!(r["parity"]["passed"], true);
+    assert_eq!(r["opset_after"], 21);
+    let model = onnxq::onnx::load_model(&out).unwrap();
+    let g = &model.proto.graph.as_ref().unwrap();
+    let zp = |name: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .and_then(|t| t.data_type)
+    };
+    assert_eq!(zp("bn1/zero_point"), Some(4), "uint16");
+    assert_eq!(zp("image/zero_point"), Some(4), "uint16");
+    assert_eq!(zp("bn2/zero_point"), Some(2), "uint8");
+    let wide = model
+        .proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key.as_deref() == Some("onnxq.kept_wide"));
+    assert_eq!(wide.and_then(|p| p.value.as_deref()), Some("conv1"));
+
+    // At opset 13 the same search keeps conv1 float instead.
+    let out13 = dir.path().join("q13.onnx");
+    args.truncate(args.len() - 2);
+    let o = quantize(&testdata("digits/cnn.onnx"), &out13, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("float conv1"), "{}", stderr(&o));
+    // 16-bit activations are refused where integer operators would take
+    // them.
+    std::fs::write(
+        dir.path().join("u16.yaml"),
+        "tensors:\n  bn1:\n    type: uint16\n",
+    )
+    .unwrap();
+    let o = quantize(
+        &testdata("digits/cnn.onnx"),
+        &dir.path().join("bad.onnx"),
+        &[
+            "--calib",
+            calib.to_str().unwrap(),
+            "--config",
+            dir.path().join("u16.yaml").to_str().unwrap(),
+            "--format",
+            "qoperator",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("need --format qdq"), "{}", stderr(&o));
+    assert!(!dir.path().join("bad.onnx").exists());
+}
+
 /// SQNR (dB) of the class-score logits (columns 4.. of `detections`, as
 /// logit(p)) of `test` against `reference`, over every sample file.
 fn score_logits_sqnr(reference: &Path, test: &Path) -> f64 {
