@@ -60,7 +60,7 @@ impl Ints {
     /// [`Ints::from_tensor`] for a DequantizeLinear input, which may also
     /// be uint16 or int16 (opset 21).
     pub fn from_qdq_tensor(t: &Tensor, what: &str) -> Result<Self> {
-        if qdq_range(t.dtype()).is_none() {
+        if !matches!(t.dtype(), DataType::Uint16 | DataType::Int16) {
             return Self::from_tensor(t, what);
         }
         let data = t
