@@ -3,7 +3,7 @@
 
     cargo build --release
     .venv/bin/python tools/bench/suite.py [--onnxq target/release/onnxq] [--models resnet50,digits_cnn]
-                                          [--repeats 3] [--repeat-budget 10] [--calib 8] [--holdout 8]
+                                          [--repeats 3] [--repeat-budget 10] [--calib 8] [--holdout 32]
                                           [--tools onnxq] [--variant 'auto=--method auto' ...]
 
 For every model of the suite, with the same calibration samples, it runs as
@@ -30,7 +30,9 @@ target/bench-suite/):
   - ResNet-50, DenseNet-121, Inception v1, ShuffleNet, SqueezeNet and
     VGG-19 at full size: the `onnx` package's "light" models (weights as
     ConstantOfShape), given seeded random weights scaled like a trained
-    network's (He init for conv/gemm, BatchNorm statistics near 1 / 0),
+    network's (He init for conv/gemm, BatchNorm statistics near 1 / 0) and
+    a balanced head (`center_head`: the mean class scores over random
+    inputs taken out of the last bias, so the winner depends on the input);
     compared on the class scores before their final Softmax (random
     weights saturate the probabilities to one-hot, which hides errors);
   - a transformer encoder (4 blocks, d=256, 4 heads, FFN 1024, sequence
@@ -64,6 +66,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+# The light models' weight recipe: bump when light_model changes.
+LIGHT_WEIGHTS = "he-init+balanced-head-v1"
 LIGHT = ["resnet50", "densenet121", "inception_v1", "shufflenet", "squeezenet", "vgg19"]
 TOOLS = [
     ("onnxq QOperator", "onnxq", ["--format", "qoperator"]),
@@ -143,8 +147,61 @@ def light_model(name, out, seed):
     del g.initializer[:]
     g.initializer.extend(keep)
     m.ir_version = max(m.ir_version, 4)
+    center_head(m)
+    helper.set_model_props(m, {"onnxq.bench.weights": LIGHT_WEIGHTS})
     onnx.checker.check_model(m)
     onnx.save(m, out)
+
+
+def current_light(path):
+    """Whether a light model in --work was built by today's recipe (an
+    older one, e.g. without the balanced head, is rebuilt)."""
+    m = onnx.load(path, load_external_data=False)
+    return any(p.key == "onnxq.bench.weights" and p.value == LIGHT_WEIGHTS for p in m.metadata_props)
+
+
+def center_head(m, seed=100, batch=32):
+    """Balances a random-weight classifier's classes, in place.
+
+    With He-initialized weights a deep ReLU network barely looks at its
+    input: biases and the mean of each ReLU add up to a per-class constant
+    in the class scores (RMS of the constant vs of the part that varies with
+    the input: ResNet-50 4800 vs 51, VGG-19 3.4 vs 0.26; one class wins
+    every input), so top-1 agreement would measure the sign of one class's
+    quantization error and SQNR mostly the constant's. A trained
+    classifier's head is balanced over its data; here the mean class scores
+    over `batch` standard-normal inputs (seed 100, apart from the
+    calibration and held-out seeds) are taken out of the bias of the
+    Gemm/Conv that writes them, so the winner depends on the input. No other
+    weight changes (normalizing every layer to its data as LSUV does was
+    tried: it puts the BatchNorm networks in the chaotic regime, where
+    quantization noise is amplified to ~0 dB by any tool). A model whose
+    scores come out of a non-affine op (SqueezeNet's Relu + pooling) is left
+    as it is.
+    """
+    g = m.graph
+    last = next((n for n in g.node if g.output[0].name in n.output), None)
+    inits = {t.name: i for i, t in enumerate(g.initializer)}
+    if last is None or last.op_type not in ("Gemm", "Conv"):
+        return False
+    x = next(i for i in g.input if i.name not in inits)
+    shape = [d.dim_value or 1 for d in x.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    mean = np.mean([s.run(None, {x.name: rng.standard_normal(shape).astype(np.float32)})[0].reshape(-1)
+                    for _ in range(batch)], axis=0, dtype=np.float64)
+    beta = next((a.f for a in last.attribute if a.name == "beta"), 1.0) if last.op_type == "Gemm" else 1.0
+    if len(last.input) > 2 and last.input[2] in inits:
+        t = g.initializer[inits[last.input[2]]]
+        b = numpy_helper.to_array(t).astype(np.float64)
+        t.CopyFrom(numpy_helper.from_array((b - mean.reshape(b.shape) / beta).astype(np.float32), t.name))
+    else:
+        name = f"{last.name or last.output[0]}_balanced_bias"
+        g.initializer.append(numpy_helper.from_array((-mean / beta).astype(np.float32), name))
+        while len(last.input) < 3:
+            last.input.append("")
+        last.input[2] = name
+    return True
 
 
 def transformer(out, seed, d=256, heads=4, ff=1024, blocks=4, seq=64):
@@ -271,7 +328,7 @@ def suite(work, n_calib, n_hold, only):
         if not want(name):
             continue
         path = os.path.join(work, f"{name}.onnx")
-        if not os.path.exists(path):
+        if not os.path.exists(path) or not current_light(path):
             light_model(name, path, seed=LIGHT.index(name))
         calib = os.path.join(work, f"{name}_calib")
         shutil.rmtree(calib, ignore_errors=True)
@@ -365,7 +422,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--repeat-budget", type=float, default=10.0)
     ap.add_argument("--calib", type=int, default=8, help="calibration samples of the untrained models")
-    ap.add_argument("--holdout", type=int, default=8, help="held-out samples of the untrained models")
+    ap.add_argument("--holdout", type=int, default=32, help="held-out samples of the untrained models")
     ap.add_argument("--summary-of", help="print the ratio table of an earlier run's table.md and exit")
     ap.add_argument("--tools", default="", help="comma-separated substrings: keep only the tools whose label has one (e.g. onnxq)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
