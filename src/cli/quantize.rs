@@ -18,6 +18,7 @@ use onnxq::quantize::{
     plan_model, quantize, Format, Mode, QType, QuantizeConfig, QuantizeReport, Recipe,
 };
 use onnxq::tune::bias::{correct_biases, Corrected};
+use onnxq::tune::gptq::{round_weights, Rounded, Skipped};
 use onnxq::tune::{self, Budget, Evaluator, MixedPrecision, SensitivityOptions};
 use onnxq::verify::{self, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,6 +206,15 @@ pub struct Args {
     /// without it].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub equalize: Option<bool>,
+    /// Error-compensating weight rounding, GPTQ (true/false; the flag alone
+    /// means true): measure each Conv/Gemm/MatMul's input correlations on
+    /// the calibration samples and round its weights column by column,
+    /// moving each rounding error onto the weights not rounded yet, so the
+    /// layer's output error is smallest on that data (same scales; layers
+    /// with more than 4608 inputs per output channel keep nearest
+    /// rounding) [default: true when --calib samples are given].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub gptq: Option<bool>,
     /// Calibration worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -279,6 +289,7 @@ impl Args {
             max_range_ratio: self.max_range_ratio,
             bias_correction: self.bias_correction,
             equalize: self.equalize,
+            gptq: self.gptq,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
         }
@@ -309,10 +320,19 @@ struct Report<'a> {
     mixed_precision: Option<&'a MixedPrecision>,
     /// Layers whose bias took out their weights' mean rounding shift.
     bias_correction: &'a [Corrected],
+    /// Error-compensating weight rounding per layer (absent when it was
+    /// off), and the layers it left to nearest rounding.
+    gptq: Option<GptqReport<'a>>,
     /// What cross-layer equalization did (absent when it was off).
     equalization: Option<&'a Equalized>,
     parity: &'a Verdict,
     written: bool,
+}
+
+#[derive(serde::Serialize)]
+struct GptqReport<'a> {
+    layers: &'a [Rounded],
+    skipped: &'a [Skipped],
 }
 
 #[derive(serde::Serialize)]
@@ -668,6 +688,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut guarded = Vec::new();
     let mut mixed = None;
     let mut corrected = Vec::new();
+    let mut rounded: Option<(Vec<Rounded>, Vec<Skipped>)> = None;
     let (built, verdict, calibration, note, gate_secs) = match mode {
         Mode::Static => {
             let plan = plan_model(&fp32, &cfg).with_context(what)?;
@@ -681,20 +702,41 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             )?;
             guarded = guard_ranges(&fp32, &mut cfg, &mut ranges, max_ratio).with_context(what)?;
             // The model the quantizer works on: the FP32 model, or a copy
-            // with corrected biases. Parity is always against `fp32`.
+            // with error-compensated weights and corrected biases. Parity is
+            // always against `fp32`.
             let map = ranges.map();
-            let base = if recipe.bias_correction.unwrap_or(recipe.calib.is_some()) {
+            let calib_source = |what: &str| -> anyhow::Result<Box<dyn SampleSource>> {
                 let Some(src) = &recipe.calib else {
-                    bail!("bias correction measures on the calibration samples: give --calib SRC (or --bias-correction false)");
+                    bail!("{what} measures on the calibration samples: give --calib SRC (or --{what} false)");
                 };
-                let source = open_source(src, &specs, &recipe.dims)
-                    .with_context(|| format!("calibration samples {src}"))?;
-                let (m, c) = correct_biases(&fp32, &cfg, &map, source.as_ref(), args.jobs)
-                    .with_context(|| "bias correction".to_string())?;
+                open_source(src, &specs, &recipe.dims)
+                    .with_context(|| format!("calibration samples {src}"))
+            };
+            let rounded_model = if recipe.gptq.unwrap_or(recipe.calib.is_some()) {
+                let source = calib_source("gptq")?;
+                let o = round_weights(&fp32, &cfg, &map, source.as_ref(), args.jobs)
+                    .with_context(|| "error-compensating weight rounding".to_string())?;
+                cfg.weight_grids = o.grids;
+                rounded = Some((o.rounded, o.skipped));
+                o.model
+            } else {
+                fp32.clone()
+            };
+            let base = if recipe.bias_correction.unwrap_or(recipe.calib.is_some()) {
+                let source = calib_source("bias-correction")?;
+                let (m, c) = correct_biases(
+                    &fp32,
+                    &rounded_model,
+                    &cfg,
+                    &map,
+                    source.as_ref(),
+                    args.jobs,
+                )
+                .with_context(|| "bias correction".to_string())?;
                 corrected = c;
                 m
             } else {
-                fp32.clone()
+                rounded_model
             };
             let mut built = build(&base, &cfg, &map, format, target).with_context(what)?;
             let gate_start = Instant::now();
@@ -711,8 +753,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     worst_sqnr(&verdict),
                     &open_validation,
                     |c, r| {
-                        // Float layers get their own biases back.
+                        // Float layers get their own weights and biases back.
                         let m = tune::bias::restore(&base, &corrected, &c.float_ids);
+                        let m = match &rounded {
+                            Some((r, _)) => tune::gptq::restore(&m, r, &c.float_ids),
+                            None => m,
+                        };
                         let b = build(&m, c, r, format, target)?;
                         let v = gate(&b.model)?;
                         Ok((v.passed, worst_sqnr(&v), (b, v)))
@@ -830,6 +876,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             range_guard: &guarded,
             mixed_precision: mixed.as_ref(),
             bias_correction: &corrected,
+            gptq: rounded
+                .as_ref()
+                .map(|(layers, skipped)| GptqReport { layers, skipped }),
             equalization: equalized.as_ref(),
             parity: &verdict,
             written: write,
@@ -861,8 +910,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if mode == Mode::Static && recipe.bias_correction.is_none() && recipe.calib.is_none() {
         eprintln!("  bias correction: off (it measures on calibration samples; a --ranges table has none)");
     }
+    if mode == Mode::Static && recipe.gptq.is_none() && recipe.calib.is_none() {
+        eprintln!("  error-compensating rounding: off (it measures on calibration samples; a --ranges table has none)");
+    }
     if mode == Mode::Static && recipe.equalize.is_none() && recipe.ranges.is_some() {
         eprintln!("  cross-layer equalization: off (the --ranges table was calibrated without it)");
+    }
+    if let Some((layers, skipped)) = &rounded {
+        eprint!("{}", describe_gptq(layers, skipped));
     }
     if !corrected.is_empty() {
         let max = corrected.iter().map(|c| c.max_shift).fold(0.0, f32::max);
@@ -900,6 +955,44 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         return Ok(super::EXIT_GATE);
     }
     Ok(super::EXIT_OK)
+}
+
+/// The summary lines of error-compensating weight rounding: how many
+/// layers took it, the median layer output SQNR on the calibration inputs
+/// with nearest and with compensated rounding, and what was left alone.
+fn describe_gptq(layers: &[Rounded], skipped: &[Skipped]) -> String {
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let taken: Vec<&Rounded> = layers.iter().filter(|r| r.taken).collect();
+    let mut out = format!(
+        "  error-compensating rounding (GPTQ): {} of {} layer(s)",
+        taken.len(),
+        layers.len() + skipped.len()
+    );
+    if !taken.is_empty() {
+        out += &format!(
+            "; layer output SQNR on the calibration samples, median {:.1} dB -> {:.1} dB",
+            median(taken.iter().map(|r| r.nearest_db).collect()),
+            median(taken.iter().map(|r| r.compensated_db).collect())
+        );
+    }
+    out += "\n";
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in skipped {
+        *reasons.entry(s.reason.as_str()).or_default() += 1;
+    }
+    let not_better = layers.len() - taken.len();
+    if not_better > 0 {
+        out += &format!(
+            "    nearest rounding kept: {not_better} layer(s) where compensation was not better\n"
+        );
+    }
+    for (reason, n) in reasons {
+        out += &format!("    nearest rounding kept: {n} layer(s): {reason}\n");
+    }
+    out
 }
 
 /// The gate failed: rank the candidates by sensitivity (only that node

@@ -179,7 +179,7 @@ pub fn quantize_dynamic(model: &mut Model, cfg: &QuantizeConfig) -> Result<Quant
                     axis: cfg.per_channel.then_some(1),
                     reduce_range: cfg.reduce_range,
                 };
-                let (q, p, _) = quantize_weight(&wname, &wt, spec, None)?;
+                let (q, p, _) = quantize_weight(&wname, &wt, spec, None, None)?;
                 report.weights += 1;
                 if cfg.per_channel {
                     report.per_channel_weights += 1;

@@ -290,8 +290,9 @@ pub fn materialize(
                         b.g.initializer(w)
                             .cloned()
                             .ok_or_else(|| Error::tensor(&wname, "weight is not a constant"))?;
+                    let grid = cfg.weight_grids.get(&w).map(|g| g.as_slice());
                     let (q, params, raised) =
-                        quantize_weight(&wname, &tensor, spec, floor.as_deref())?;
+                        quantize_weight(&wname, &tensor, spec, floor.as_deref(), grid)?;
                     if raised > 0 {
                         b.report.weight_scales_raised += 1;
                     }

@@ -30,7 +30,7 @@ pub use plan::{ActSpec, Decision, InputRole, Plan};
 pub use recipe::{Format, Mode, NodeOverride, Recipe, TensorOverride};
 
 use crate::error::{Error, Result};
-use crate::ir::{Model, NodeId};
+use crate::ir::{Model, NodeId, ValueId};
 use handlers::Cx;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -59,6 +59,10 @@ pub struct QuantizeConfig {
     /// range-gap guard, sensitivity variants), each with the reason the
     /// report gives.
     pub float_ids: BTreeMap<NodeId, String>,
+    /// Weights already rounded onto their quantization grid (error-
+    /// compensating rounding, `tune::gptq`): the scale per channel (or one)
+    /// they keep.
+    pub weight_grids: BTreeMap<ValueId, Vec<f32>>,
 }
 
 impl Default for QuantizeConfig {
@@ -76,6 +80,7 @@ impl Default for QuantizeConfig {
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
             float_ids: BTreeMap::new(),
+            weight_grids: BTreeMap::new(),
         }
     }
 }

@@ -234,13 +234,17 @@ pub struct WeightSpec {
 
 /// Quantizes a float constant. `min_scale` (per channel, or one value)
 /// raises scales from below: bias quantization asks for it when a bias
-/// would overflow int32 at the natural weight scale. Also returns how many
-/// channel scales `min_scale` raised.
+/// would overflow int32 at the natural weight scale. `grid` (symmetric
+/// weights only) is the scale the values were already rounded to (error-
+/// compensating rounding, `tune::gptq`): a channel whose extreme value is
+/// no longer on the outermost level keeps that scale instead of a finer
+/// one. Also returns how many channel scales `min_scale` raised.
 pub fn quantize_weight(
     name: &str,
     w: &Tensor,
     spec: WeightSpec,
     min_scale: Option<&[f32]>,
+    grid: Option<&[f32]>,
 ) -> Result<(Tensor, QParams, usize)> {
     let values = finite_values(name, w, "weight")?;
     let dims = w.dims().to_vec();
@@ -271,6 +275,12 @@ pub fn quantize_weight(
     for c in 0..channels {
         let (mut s, mut z) =
             from_range_bits(lo[c], hi[c], spec.qtype, spec.symmetric, spec.reduce_range);
+        if let Some(g) = grid
+            .filter(|_| spec.symmetric)
+            .and_then(|g| g.get(c).or(g.first()))
+        {
+            s = s.max(*g);
+        }
         let floor = min_scale.and_then(|m| m.get(c).or(m.first())).copied();
         if let Some(f) = floor.filter(|&f| f > s) {
             // Widen the range so the scale reaches the floor.
@@ -395,7 +405,7 @@ mod tests {
             axis: Some(0),
             reduce_range: false,
         };
-        let (q, p, _) = quantize_weight("w", &w, spec, None).unwrap();
+        let (q, p, _) = quantize_weight("w", &w, spec, None, None).unwrap();
         assert_eq!(p.scale, vec![0.5 / 127.0, 2.54 / 127.0]);
         assert_eq!(p.zero_point, vec![0, 0]);
         let raw = q.raw().unwrap();
@@ -406,14 +416,14 @@ mod tests {
             axis: Some(1),
             ..spec
         };
-        let (_, p, _) = quantize_weight("w", &w, spec, None).unwrap();
+        let (_, p, _) = quantize_weight("w", &w, spec, None, None).unwrap();
         assert_eq!(p.scale, vec![1.0 / 127.0, 2.54 / 127.0, 0.02 / 127.0]);
         // 7 bits: ±63.
         let spec = WeightSpec {
             reduce_range: true,
             ..spec
         };
-        let (q, p, _) = quantize_weight("w", &w, spec, None).unwrap();
+        let (q, p, _) = quantize_weight("w", &w, spec, None, None).unwrap();
         assert_eq!(p.scale, vec![1.0 / 63.0, 2.54 / 63.0, 0.02 / 63.0]);
         let v: Vec<i8> = q.raw().unwrap().iter().map(|&b| b as i8).collect();
         // 0.5 / (1/63) is 31.499998 in f32.
@@ -432,7 +442,7 @@ mod tests {
             axis: Some(0),
             reduce_range: false,
         };
-        let (_, p, _) = quantize_weight("w", &w, spec, Some(&floor)).unwrap();
+        let (_, p, _) = quantize_weight("w", &w, spec, Some(&floor), None).unwrap();
         assert!(p.scale[0] >= floor[0]);
         assert_eq!(p.scale[1], 1e-6 / 127.0);
         let bt = Tensor::from_f32(vec![2], &b);
@@ -460,7 +470,7 @@ mod tests {
             axis: None,
             reduce_range: false,
         };
-        let e = quantize_weight("conv.w", &w, spec, None).unwrap_err();
+        let e = quantize_weight("conv.w", &w, spec, None, None).unwrap_err();
         assert!(e.to_string().contains("conv.w"), "{e}");
     }
 }

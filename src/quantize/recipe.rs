@@ -20,6 +20,7 @@
 //! max-range-ratio: 100               # Concat/Add inputs this far apart stay float
 //! bias-correction: true              # take weight rounding's mean shift out of biases
 //! equalize: true                     # cross-layer equalization of layer pairs first
+//! gptq: true                         # error-compensating weight rounding (GPTQ)
 //! nodes:
 //!   conv1: {per-channel: false}
 //!   fc_out: {keep-float: true}
@@ -238,6 +239,10 @@ pub struct Recipe {
     /// Gemm/MatMul alike) before calibration (default true with calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equalize: Option<bool>,
+    /// Error-compensating weight rounding (GPTQ) on the calibration
+    /// samples (default true with calib).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gptq: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeOverride>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -293,7 +298,8 @@ impl Recipe {
             max_float,
             max_range_ratio,
             bias_correction,
-            equalize
+            equalize,
+            gptq
         );
         for e in top.exclude {
             if !self.exclude.contains(&e) {

@@ -105,11 +105,12 @@ fn dequantized(g: &Graph, dq: &Node) -> Option<Vec<f32>> {
 /// The layers to correct, with their weight rounding error.
 fn targets(
     fp32: &Model,
+    rounded: &Model,
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
 ) -> Result<Vec<Target>> {
     let plan = plan_model(fp32, cfg)?;
-    let mut q = fp32.clone();
+    let mut q = rounded.clone();
     quantize(&mut q, &plan, ranges, cfg)?;
     let g = &fp32.graph;
     let mut out = Vec::new();
@@ -283,16 +284,20 @@ pub fn restore(
 
 /// Measures and removes the mean output shift of every quantized
 /// Conv/ConvTranspose/Gemm/MatMul (with a bias it can move) on `source`.
-/// Returns the corrected model (for the quantizer only) and what changed.
+/// `rounded` is the model the quantizer will see: `fp32` itself, or its
+/// copy with error-compensated weights (`tune::gptq`, whose scales `cfg`
+/// pins); the shift is of its quantized weights against `fp32`'s.
+/// Returns `rounded` corrected (for the quantizer only) and what changed.
 pub fn correct_biases(
     fp32: &Model,
+    rounded: &Model,
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
     source: &dyn SampleSource,
     jobs: usize,
 ) -> Result<(Model, Vec<Corrected>)> {
-    let targets = targets(fp32, cfg, ranges)?;
-    let mut out = fp32.clone();
+    let targets = targets(fp32, rounded, cfg, ranges)?;
+    let mut out = rounded.clone();
     if targets.is_empty() || source.is_empty() {
         return Ok((out, Vec::new()));
     }
@@ -463,7 +468,7 @@ mod tests {
         ]
         .into();
         // The rounding error is the int8 per-channel rounding, computed here.
-        let t = targets(&fp32, &cfg, &ranges).unwrap();
+        let t = targets(&fp32, &fp32, &cfg, &ranges).unwrap();
         assert_eq!(t.len(), 1);
         let dw = t[0].delta_w.to_f32_vec().unwrap();
         for o in 0..m {
@@ -476,7 +481,7 @@ mod tests {
         }
         let wq: Vec<f32> = w.iter().zip(&dw).map(|(a, d)| a + d).collect();
         let (corrected, report) =
-            correct_biases(&fp32, &cfg, &ranges, &InMemory(samples), 2).unwrap();
+            correct_biases(&fp32, &fp32, &cfg, &ranges, &InMemory(samples), 2).unwrap();
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].node, "conv");
         let g = &corrected.graph;

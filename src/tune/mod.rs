@@ -25,6 +25,7 @@
 //!   causes, measured on the calibration samples, taken out of the bias).
 
 pub mod bias;
+pub mod gptq;
 pub mod svg;
 pub mod wide;
 

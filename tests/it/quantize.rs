@@ -144,6 +144,8 @@ fn per_channel_weight_and_bias_parameters_match_a_direct_computation() {
             "false",
             "--bias-correction",
             "false",
+            "--gptq",
+            "false",
             "--equalize",
             "false",
         ],
@@ -594,7 +596,8 @@ fn a_calibration_table_is_reused_and_checked() {
     assert!(o.status.success(), "{}", stderr(&o));
     let a = dir.path().join("a.onnx");
     let b = dir.path().join("b.onnx");
-    // Bias correction measures on samples, which a table does not carry;
+    // Bias correction and error-compensating rounding measure on samples,
+    // which a table does not carry;
     // equalization changes the activations the table was made for.
     assert!(quantize(
         &model,
@@ -603,6 +606,8 @@ fn a_calibration_table_is_reused_and_checked() {
             "--calib",
             calib.to_str().unwrap(),
             "--bias-correction",
+            "false",
+            "--gptq",
             "false",
             "--equalize",
             "false"

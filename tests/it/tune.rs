@@ -335,6 +335,33 @@ fn detector_class_scores_survive_next_to_boxes() {
     assert_eq!(r["parity"]["passed"], true);
 }
 
+/// Quantizes `model` calibrated on `calib` with the gate on `holdout`
+/// (and `extra` flags): the first output's gate SQNR, the report, and the
+/// written model's bytes.
+fn held_out(
+    dir: &tempfile::TempDir,
+    (model, calib, holdout): (&str, &str, &str),
+    extra: &[&str],
+) -> (f64, serde_json::Value, Vec<u8>) {
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let (c, h) = (testdata(calib), testdata(holdout));
+    let mut args = vec![
+        "--calib",
+        c.to_str().unwrap(),
+        "--validate",
+        h.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = quantize(&testdata(model), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{model}: {}", stderr(&o));
+    let r = json(&rep);
+    let db = r["parity"]["outputs"][0]["sqnr_db"].as_f64().unwrap();
+    (db, r, std::fs::read(&out).unwrap())
+}
+
 #[test]
 fn bias_correction_moves_biases_and_gains_parity() {
     let dir = tempdir();
@@ -354,30 +381,17 @@ fn bias_correction_moves_biases_and_gains_parity() {
         ),
     ];
     for (model, calib, holdout, ops) in cases {
-        let sqnr = |extra: &[&str]| -> (f64, serde_json::Value) {
-            let out = dir.path().join("q.onnx");
-            let rep = dir.path().join("r.json");
-            let (c, h) = (testdata(calib), testdata(holdout));
-            let mut args = vec![
-                "--calib",
-                c.to_str().unwrap(),
-                "--validate",
-                h.to_str().unwrap(),
-                "--report",
-                rep.to_str().unwrap(),
-                "--format",
-                "qoperator",
-            ];
+        let sqnr = |extra: &[&str]| {
+            let mut args = vec!["--format", "qoperator"];
             args.extend_from_slice(extra);
-            let o = quantize(&testdata(model), &out, &args);
-            assert_eq!(o.status.code(), Some(0), "{model}: {}", stderr(&o));
-            let r = json(&rep);
-            (r["parity"]["outputs"][0]["sqnr_db"].as_f64().unwrap(), r)
+            let (db, r, _) = held_out(&dir, (model, calib, holdout), &args);
+            (db, r)
         };
-        let (plain, r) = sqnr(&["--bias-correction", "false"]);
+        // Error-compensating rounding off: it leaves little mean shift.
+        let (plain, r) = sqnr(&["--bias-correction", "false", "--gptq", "false"]);
         assert!(r["bias_correction"].as_array().unwrap().is_empty());
         // On by default with calibration samples.
-        let (corrected, r) = sqnr(&[]);
+        let (corrected, r) = sqnr(&["--gptq", "false"]);
         let layers = r["bias_correction"].as_array().unwrap();
         let got: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
         assert_eq!(got, ops, "{model}");
@@ -388,6 +402,70 @@ fn bias_correction_moves_biases_and_gains_parity() {
             corrected > plain,
             "{model}: {plain:.2} dB → {corrected:.2} dB"
         );
+    }
+}
+
+#[test]
+fn gptq_rounding_lowers_held_out_error() {
+    let dir = tempdir();
+    let cases = [
+        // Conv (3×3, one strided) and Gemm; Gemm layers; MatMul layers.
+        (
+            "digits/cnn.onnx",
+            "digits/cnn_calib",
+            "digits/cnn_holdout.npz",
+            vec!["Conv", "Conv", "Gemm"],
+        ),
+        (
+            "digits/cnn_paddle_opset12.onnx",
+            "digits/cnn_calib",
+            "digits/cnn_holdout.npz",
+            vec!["Conv", "Conv", "Gemm"],
+        ),
+        (
+            "digits/mlp.onnx",
+            "digits/mlp_holdout.npz",
+            "digits/mlp_holdout.npz",
+            vec!["Gemm", "Gemm", "Gemm"],
+        ),
+        // MatMul + Add, as tf2onnx writes Dense.
+        (
+            "digits/mlp_wide.onnx",
+            "digits/mlp_holdout.npz",
+            "digits/mlp_holdout.npz",
+            vec!["MatMul", "MatMul", "MatMul"],
+        ),
+    ];
+    for (model, calib, holdout, ops) in cases {
+        let run = |extra: &[&str]| {
+            let mut args = vec!["--bias-correction", "false"];
+            args.extend_from_slice(extra);
+            held_out(&dir, (model, calib, holdout), &args)
+        };
+        let (nearest, r, _) = run(&["--gptq", "false"]);
+        assert!(r["gptq"].is_null());
+        // On by default with calibration samples.
+        let (compensated, r, bytes) = run(&[]);
+        let layers = r["gptq"]["layers"].as_array().unwrap();
+        let got: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
+        assert_eq!(got, ops, "{model}");
+        for l in layers {
+            assert_eq!(l["taken"], true, "{model}: {l}");
+            let (n, c) = (
+                l["nearest_db"].as_f64().unwrap(),
+                l["compensated_db"].as_f64().unwrap(),
+            );
+            assert!(c > n, "{model}: {l}");
+        }
+        assert!(r["gptq"]["skipped"].as_array().unwrap().is_empty());
+        // On held-out samples (the gate's), not just the calibration ones.
+        eprintln!("{model}: {nearest:.2} dB → {compensated:.2} dB");
+        assert!(
+            compensated > nearest + 1.0,
+            "{model}: {nearest:.2} dB → {compensated:.2} dB"
+        );
+        // Deterministic: the same bytes again.
+        assert_eq!(run(&[]).2, bytes, "{model}");
     }
 }
 

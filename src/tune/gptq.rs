@@ -1,0 +1,897 @@
+//! Error-compensating weight rounding (GPTQ: Frantar, Ashkboos, Hoefler,
+//! Alistarh, "GPTQ: Accurate Post-Training Quantization for Generative
+//! Pre-trained Transformers", ICLR 2023, Algorithm 1 without its lazy
+//! batching).
+//!
+//! Rounding every weight to its nearest level treats a layer's inputs as
+//! independent; they are not (neighbouring pixels, features that fire
+//! together), so the rounding errors of one output channel add up in its
+//! output. This pass measures, per quantized Conv (any group count), Gemm
+//! and MatMul with a constant weight, the Gram matrix `H = Σ x xᵀ` of the
+//! layer's FP32 inputs on the calibration samples (a Conv's receptive
+//! fields, extracted in the graph by a one-hot depthwise Conv at a stride
+//! widened until at most [`MAX_POSITIONS`] positions per sample remain),
+//! then rounds each weight row column by column, in order of decreasing
+//! input energy, moving each rounding error onto the columns still to be
+//! rounded along `H⁻¹` (its upper Cholesky factor): the greedy minimum of
+//! the layer's output error `Σ_rows (w − q)ᵀ H (w − q)` on that data.
+//!
+//! The scales are the ones nearest rounding gives (from the plan's own
+//! quantized model), so only the level each weight lands on changes. The
+//! returned model carries the rounded weights `(q − zp)·scale` in float and
+//! [`QuantizeConfig::weight_grids`] pins their scales, so quantizing it
+//! reproduces `q` exactly. A layer keeps nearest rounding when its error on
+//! the calibration inputs is not lower, when it has more than
+//! [`MAX_COLUMNS`] inputs per output (the `K×K` factorization is `O(K³)`),
+//! or when its weights are asymmetric or shared. Reads the prepared model,
+//! the plan and the samples; the copy it returns is for the quantizer only.
+
+use crate::calibrate::samples::SampleSource;
+use crate::calibrate::{sum_on_samples, worker_pool};
+use crate::error::{Error, Result};
+use crate::ir::node::attr;
+use crate::ir::types::static_shape;
+use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
+use crate::quantize::params::{levels, QType};
+use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
+use crate::tract::Level;
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::{Accum, Mat, MatRef, Par, Side};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// Most inputs per output channel (columns of `H`) a layer may have.
+pub const MAX_COLUMNS: usize = 4608;
+/// Most receptive fields per sample a Conv's `H` is summed over.
+pub const MAX_POSITIONS: usize = 1024;
+/// Most `H` entries summed in one pass over the samples.
+const PASS_ENTRIES: usize = 32 << 20;
+/// Added to `H`'s diagonal, as a fraction of its mean (GPTQ's default).
+const DAMP: f64 = 0.01;
+
+/// What the rounding did to one layer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Rounded {
+    pub node: String,
+    pub op: String,
+    /// Inputs per output channel (columns of `H`).
+    pub columns: usize,
+    /// SQNR of the layer's output on the calibration inputs (dB), with
+    /// nearest rounding and with this pass.
+    pub nearest_db: f64,
+    pub compensated_db: f64,
+    /// Whether the compensated weights were taken (they are when their
+    /// error is lower).
+    pub taken: bool,
+    #[serde(skip)]
+    pub id: NodeId,
+    #[serde(skip)]
+    pub value: ValueId,
+    #[serde(skip)]
+    pub original: Tensor,
+}
+
+/// A layer left to nearest rounding, and why.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Skipped {
+    pub node: String,
+    pub reason: String,
+}
+
+/// How a weight tensor maps to `[rows, columns]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// Row-major `[rows, columns]`: Conv `[M, C/g, k…]`, Gemm `transB`.
+    RowsFirst,
+    /// `[columns, rows]`: MatMul and Gemm without `transB`.
+    ColumnsFirst,
+}
+
+struct Target {
+    id: NodeId,
+    node: String,
+    op: String,
+    weight: ValueId,
+    input: ValueId,
+    layout: Layout,
+    rows: usize,
+    /// Per group (Conv `group`; 1 otherwise).
+    columns: usize,
+    groups: usize,
+    w: Vec<f32>,
+    dims: Vec<usize>,
+    /// One per row, or one for the tensor.
+    scales: Vec<f32>,
+    zero_point: i64,
+    qmin: i64,
+    qmax: i64,
+}
+
+impl Target {
+    fn at(&self, r: usize, c: usize) -> usize {
+        match self.layout {
+            Layout::RowsFirst => r * self.columns + c,
+            Layout::ColumnsFirst => c * self.rows + r,
+        }
+    }
+    fn scale(&self, r: usize) -> f64 {
+        f64::from(*self.scales.get(r).or(self.scales.first()).unwrap_or(&0.0))
+    }
+    /// Entries of its `H` (all groups).
+    fn entries(&self) -> usize {
+        self.groups * self.columns * self.columns
+    }
+}
+
+/// A quantized weight's grid, as its DequantizeLinear gives it.
+struct Grid {
+    scales: Vec<f32>,
+    zero_points: Vec<i64>,
+    qtype: QType,
+    /// Per-channel axis (`None`: one scale).
+    axis: Option<i64>,
+}
+
+/// The grid of the DequantizeLinear that feeds `slot` of `id` in the
+/// quantized model `q`.
+fn grid_of(q: &Graph, id: NodeId, slot: usize) -> Option<Grid> {
+    let dq = q
+        .node(id)
+        .and_then(|n| n.input(slot))
+        .and_then(|v| q.producer_node(v))
+        .map(|(_, n)| n)
+        .filter(|n| n.is("DequantizeLinear"))?;
+    let qt = q.initializer(dq.input(0)?)?;
+    let qtype = match qt.dtype() {
+        DataType::Int8 => QType::Int8,
+        DataType::Uint8 => QType::Uint8,
+        _ => return None,
+    };
+    let s = q.initializer(dq.input(1)?)?.to_f32_vec().ok()?;
+    let z = match dq.input(2) {
+        Some(z) => q.initializer(z)?.to_i64_vec().ok()?,
+        None => vec![0; s.len()],
+    };
+    let axis = (s.len() > 1).then(|| dq.get_int("axis").ok().flatten().unwrap_or(1));
+    Some(Grid {
+        scales: s,
+        zero_points: z,
+        qtype,
+        axis,
+    })
+}
+
+/// The layers to round, and the ones left to nearest rounding.
+fn targets(
+    fp32: &Model,
+    cfg: &QuantizeConfig,
+    ranges: &BTreeMap<String, (f32, f32)>,
+) -> Result<(Vec<Target>, Vec<Skipped>)> {
+    let plan = plan_model(fp32, cfg)?;
+    let mut q = fp32.clone();
+    quantize(&mut q, &plan, ranges, cfg)?;
+    let g = &fp32.graph;
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (&id, d) in &plan.nodes {
+        let Decision::Quantize { inputs, .. } = d else {
+            continue;
+        };
+        let Some(n) = g.node(id) else { continue };
+        if !matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul") {
+            continue;
+        }
+        let weight_slot = inputs.iter().any(|(s, r)| {
+            *s == 1
+                && matches!(
+                    r,
+                    InputRole::Weight {
+                        act_type: false,
+                        ..
+                    }
+                )
+        });
+        let act_slot = inputs
+            .iter()
+            .any(|(s, r)| *s == 0 && *r == InputRole::Activation);
+        let (true, true, Some(x), Some(wv)) = (weight_slot, act_slot, n.input(0), n.input(1))
+        else {
+            continue;
+        };
+        let Some(wt) = g.initializer(wv).filter(|t| t.dtype() == DataType::Float) else {
+            continue;
+        };
+        let skip = |reason: &str| Skipped {
+            node: n.name.clone(),
+            reason: reason.to_string(),
+        };
+        if g.value(wv).consumers().len() != 1 || g.has_implicit_uses(wv) {
+            skipped.push(skip("its weight is shared"));
+            continue;
+        }
+        let dims = wt.dims().to_vec();
+        let trans_b = n.is("Gemm") && n.get_int("transB")?.unwrap_or(0) != 0;
+        if n.is("Gemm") && n.get_int("transA")?.unwrap_or(0) != 0 {
+            skipped.push(skip("Gemm with transA"));
+            continue;
+        }
+        let (layout, rows, columns, groups) = match n.op_type.as_str() {
+            "Conv" => {
+                let groups = n.get_int("group")?.unwrap_or(1).max(1) as usize;
+                let per: usize = dims.iter().skip(1).product();
+                if dims.len() < 3 || dims[0] % groups != 0 {
+                    continue;
+                }
+                (Layout::RowsFirst, dims[0], per, groups)
+            }
+            _ if dims.len() != 2 => {
+                skipped.push(skip("its weight is not 2-D"));
+                continue;
+            }
+            _ if trans_b => (Layout::RowsFirst, dims[0], dims[1], 1),
+            _ => (Layout::ColumnsFirst, dims[1], dims[0], 1),
+        };
+        if columns > MAX_COLUMNS {
+            skipped.push(skip(&format!(
+                "{columns} inputs per output channel (more than {MAX_COLUMNS})"
+            )));
+            continue;
+        }
+        let Some(Grid {
+            scales,
+            zero_points: zps,
+            qtype,
+            axis,
+        }) = grid_of(&q.graph, id, 1)
+        else {
+            continue;
+        };
+        // Per-channel scales must run along the rows.
+        let row_axis = match layout {
+            Layout::RowsFirst => 0,
+            Layout::ColumnsFirst => 1,
+        };
+        let axis = axis.map(|a| if a < 0 { a + dims.len() as i64 } else { a });
+        if axis.is_some_and(|a| a != row_axis) || (scales.len() != 1 && scales.len() != rows) {
+            skipped.push(skip(
+                "its weight scales do not run along the output channels",
+            ));
+            continue;
+        }
+        let zp = i64::from(qtype.symmetric_zero_point());
+        if zps.iter().any(|&z| z != zp) {
+            skipped.push(skip("its weights are asymmetric"));
+            continue;
+        }
+        let (qmin, qmax) = levels(qtype, true, cfg.reduce_range);
+        let Ok(w) = wt.to_f32_vec() else { continue };
+        out.push(Target {
+            id,
+            node: n.name.clone(),
+            op: n.op_type.clone(),
+            weight: wv,
+            input: x,
+            layout,
+            rows,
+            columns,
+            groups,
+            w,
+            dims,
+            scales,
+            zero_point: zp,
+            qmin: i64::from(qmin),
+            qmax: i64::from(qmax),
+        });
+    }
+    Ok((out, skipped))
+}
+
+/// Appends to `g` the graph that computes `Σ x xᵀ` of `t`'s inputs for one
+/// sample: `[groups, columns, columns]`. Returns its name.
+fn gram_probe(g: &mut Graph, k: usize, t: &Target) -> Result<Option<String>> {
+    let Some(n) = g.node(t.id).cloned() else {
+        return Ok(None);
+    };
+    let base = format!("__onnxq_gptq/{k}");
+    let mut step = 0;
+    let mut add = |g: &mut Graph, op: &str, inputs: Vec<ValueId>, attrs: Vec<_>| -> ValueId {
+        step += 1;
+        let y = g.new_value(&format!("{base}/{step}/{op}"));
+        let mut node = Node::new(format!("{base}/{step}/{op}"), op);
+        node.inputs = inputs.into_iter().map(Some).collect();
+        node.outputs = vec![Some(y)];
+        node.attrs = attrs;
+        g.insert_node(node);
+        y
+    };
+    let shape = |g: &mut Graph, name: &str, s: &[i64]| {
+        g.add_initializer(
+            &format!("{base}/{name}"),
+            Tensor::from_i64(vec![s.len()], s),
+        )
+    };
+    let rows = if n.is("Conv") {
+        // Receptive fields: a depthwise Conv with one output channel per
+        // (input channel, kernel position), one-hot, so channel c·P + p of
+        // its output is input channel c seen at kernel offset p. Group gi's
+        // columns are then channels gi·K … (gi+1)·K, in the weight's order.
+        let kernel: Vec<usize> = t.dims[2..].to_vec();
+        let p: usize = kernel.iter().product();
+        let channels = t.columns * t.groups / p;
+        let mut onehot = vec![0f32; channels * p * p];
+        for c in 0..channels {
+            for q in 0..p {
+                onehot[(c * p + q) * p + q] = 1.0;
+            }
+        }
+        let mut wdims = vec![channels * p, 1];
+        wdims.extend(&kernel);
+        let e = g.add_initializer(&format!("{base}/onehot"), Tensor::from_f32(wdims, &onehot));
+        let rank = kernel.len();
+        let strides = n.get_ints("strides")?.unwrap_or_else(|| vec![1; rank]);
+        let same = n
+            .get_string("auto_pad")?
+            .is_some_and(|a| a.starts_with("SAME"));
+        // A wider stride keeps a subset of the same receptive fields
+        // (explicit pads do not depend on the stride; SAME pads do).
+        let widen = match (same, n.output(0).and_then(|y| static_shape(g, y))) {
+            (false, Some(y)) if y.len() == rank + 2 => {
+                let spatial = &y[2..];
+                let mut m = 1usize;
+                while spatial.iter().map(|d| d.div_ceil(m)).product::<usize>() > MAX_POSITIONS {
+                    m += 1;
+                }
+                m
+            }
+            _ => 1,
+        };
+        let mut attrs = vec![
+            attr::int("group", channels as i64),
+            attr::ints(
+                "kernel_shape",
+                &kernel.iter().map(|&k| k as i64).collect::<Vec<_>>(),
+            ),
+            attr::ints(
+                "strides",
+                &strides
+                    .iter()
+                    .map(|&s| s * widen as i64)
+                    .collect::<Vec<_>>(),
+            ),
+        ];
+        for a in ["pads", "dilations", "auto_pad"] {
+            if let Some(v) = n.attr(a) {
+                attrs.push(v.clone());
+            }
+        }
+        let patches = add(g, "Conv", vec![t.input, e], attrs);
+        // [N, g·K, L…] → [g, K, N·L]
+        let s1 = shape(g, "s1", &[0, t.groups as i64, t.columns as i64, -1]);
+        let r1 = add(g, "Reshape", vec![patches, s1], vec![]);
+        let tr = add(
+            g,
+            "Transpose",
+            vec![r1],
+            vec![attr::ints("perm", &[1, 2, 0, 3])],
+        );
+        let s2 = shape(g, "s2", &[t.groups as i64, t.columns as i64, -1]);
+        add(g, "Reshape", vec![tr, s2], vec![])
+    } else {
+        // [… , K] → [1, K, L]
+        let s1 = shape(g, "s1", &[-1, t.columns as i64]);
+        let r1 = add(g, "Reshape", vec![t.input, s1], vec![]);
+        let tr = add(g, "Transpose", vec![r1], vec![attr::ints("perm", &[1, 0])]);
+        let s2 = shape(g, "s2", &[1, t.columns as i64, -1]);
+        add(g, "Reshape", vec![tr, s2], vec![])
+    };
+    let rows_t = add(
+        g,
+        "Transpose",
+        vec![rows],
+        vec![attr::ints("perm", &[0, 2, 1])],
+    );
+    let gram = add(g, "MatMul", vec![rows, rows_t], vec![]);
+    Ok(Some(g.value_name(gram).to_string()))
+}
+
+/// Upper `U` with `H⁻¹ = Uᵀ U`, from the reversed matrix: with `J` the
+/// reversal and `J H J = L Lᵀ`, `U = J L⁻¹ J` (one Cholesky factorization
+/// and one triangular inverse, both blocked, in faer). `None` when `h` is
+/// not positive definite.
+fn inverse_upper_factor(h: MatRef<'_, f64>) -> Option<Mat<f64>> {
+    let k = h.nrows();
+    let reversed = Mat::from_fn(k, k, |i, j| h[(k - 1 - i, k - 1 - j)]);
+    let llt = reversed.llt(Side::Lower).ok()?;
+    drop(reversed);
+    let mut li = Mat::<f64>::zeros(k, k);
+    invert_lower_triangular(li.as_mut(), llt.L(), Par::Seq);
+    drop(llt);
+    let u = Mat::from_fn(k, k, |i, j| {
+        if j >= i {
+            li[(k - 1 - i, k - 1 - j)]
+        } else {
+            0.0
+        }
+    });
+    u.is_all_finite().then_some(u)
+}
+
+/// `Σ_rows δᵀ H δ` for the rows of `d`.
+fn quadratic(h: MatRef<'_, f64>, d: MatRef<'_, f64>) -> f64 {
+    let mut p = Mat::<f64>::zeros(d.nrows(), d.ncols());
+    matmul(p.as_mut(), Accum::Replace, d, h, 1.0, Par::Seq);
+    (0..d.ncols())
+        .map(|j| {
+            p.col_as_slice(j)
+                .iter()
+                .zip(d.col(j).iter())
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Columns rounded between two updates of the rest (GPTQ's lazy batch:
+/// the update of the columns beyond the batch is one matrix product).
+const BATCH: usize = 128;
+
+/// One group of a layer: `w` its `rows×k` weights, `h` their inputs'
+/// `k×k` Gram matrix. Returns the levels (row-major `rows×k`) and the
+/// output error of nearest rounding, of this rounding, and the output
+/// energy, all on `h`; `None` if `h` stays singular with damping.
+fn round_group(
+    t: &Target,
+    row0: usize,
+    w: MatRef<'_, f64>,
+    h: MatRef<'_, f64>,
+) -> Option<(Vec<i64>, f64, f64, f64)> {
+    let (rows, k) = (w.nrows(), w.ncols());
+    let scale: Vec<f64> = (0..rows).map(|r| t.scale(row0 + r)).collect();
+    let level = |r: usize, v: f64| -> i64 {
+        if scale[r] <= 0.0 {
+            return t.zero_point;
+        }
+        ((v / scale[r]).round_ties_even() as i64 + t.zero_point).clamp(t.qmin, t.qmax)
+    };
+    let value = |r: usize, q: i64| (q - t.zero_point) as f64 * scale[r];
+    // Inputs that never fire carry no information: a unit diagonal keeps
+    // them at nearest rounding, passing nothing on.
+    let diag: Vec<f64> = (0..k)
+        .map(|i| if h[(i, i)] > 0.0 { h[(i, i)] } else { 1.0 })
+        .collect();
+    let mean = diag.iter().sum::<f64>() / k as f64;
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]));
+    let mut u = None;
+    let mut damp = DAMP;
+    for _ in 0..4 {
+        let hp = Mat::from_fn(k, k, |i, j| {
+            let (a, b) = (order[i], order[j]);
+            if a == b {
+                diag[a] + damp * mean
+            } else {
+                h[(a, b)]
+            }
+        });
+        u = inverse_upper_factor(hp.as_ref());
+        if u.is_some() {
+            break;
+        }
+        damp *= 10.0;
+    }
+    let u = u?;
+    let mut wp = Mat::from_fn(rows, k, |r, i| w[(r, order[i])]);
+    let mut q = vec![0i64; rows * k];
+    let mut j0 = 0;
+    while j0 < k {
+        let j1 = (j0 + BATCH).min(k);
+        let mut err = Mat::<f64>::zeros(rows, j1 - j0);
+        for j in j0..j1 {
+            let d = u[(j, j)];
+            for r in 0..rows {
+                let v = wp[(r, j)];
+                let lv = level(r, v);
+                q[r * k + order[j]] = lv;
+                err[(r, j - j0)] = (v - value(r, lv)) / d;
+            }
+            let e = err.col_as_slice(j - j0).to_vec();
+            for jj in j + 1..j1 {
+                let c = u[(j, jj)];
+                if c != 0.0 {
+                    let col = wp.col_as_slice_mut(jj);
+                    col.iter_mut().zip(&e).for_each(|(x, e)| *x -= e * c);
+                }
+            }
+        }
+        if j1 < k {
+            let rest = u.as_ref().submatrix(j0, j1, j1 - j0, k - j1);
+            matmul(
+                wp.as_mut().subcols_mut(j1, k - j1),
+                Accum::Add,
+                err.as_ref(),
+                rest,
+                -1.0,
+                Par::Seq,
+            );
+        }
+        j0 = j1;
+    }
+    drop(wp);
+    let near = Mat::from_fn(rows, k, |r, c| w[(r, c)] - value(r, level(r, w[(r, c)])));
+    let comp = Mat::from_fn(rows, k, |r, c| w[(r, c)] - value(r, q[r * k + c]));
+    Some((
+        q,
+        quadratic(h, near.as_ref()),
+        quadratic(h, comp.as_ref()),
+        quadratic(h, w),
+    ))
+}
+
+fn db(signal: f64, noise: f64) -> f64 {
+    if noise <= 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    }
+}
+
+/// Rounds one layer; `gram` is its summed `[groups, K, K]`. Returns the
+/// new float weights, or `None` (nearest rounding kept), and the report.
+fn round_layer(t: &Target, gram: &[f64]) -> (Option<Vec<f32>>, Rounded, Option<String>) {
+    let k = t.columns;
+    let per_group = t.rows / t.groups;
+    let mut new = t.w.clone();
+    let (mut near, mut comp, mut energy) = (0.0, 0.0, 0.0);
+    let mut failed = None;
+    for gi in 0..t.groups {
+        let h = MatRef::from_row_major_slice(&gram[gi * k * k..(gi + 1) * k * k], k, k);
+        let row0 = gi * per_group;
+        let w = Mat::from_fn(per_group, k, |r, c| f64::from(t.w[t.at(row0 + r, c)]));
+        match round_group(t, row0, w.as_ref(), h) {
+            Some((q, n, c, e)) => {
+                near += n;
+                comp += c;
+                energy += e;
+                for r in 0..per_group {
+                    for c in 0..k {
+                        let v = (q[r * k + c] - t.zero_point) as f64 * t.scale(row0 + r);
+                        new[t.at(row0 + r, c)] = v as f32;
+                    }
+                }
+            }
+            None => {
+                failed = Some(format!(
+                    "group {gi}: its input Gram matrix is not positive definite even with damping"
+                ));
+                break;
+            }
+        }
+    }
+    let taken = failed.is_none() && comp < near;
+    let report = Rounded {
+        node: t.node.clone(),
+        op: t.op.clone(),
+        columns: k,
+        nearest_db: db(energy, near),
+        compensated_db: db(energy, comp),
+        taken,
+        id: t.id,
+        value: t.weight,
+        original: Tensor::from_f32(t.dims.clone(), &t.w),
+    };
+    (taken.then_some(new), report, failed)
+}
+
+/// The rounded model (for the quantizer), the scales to pin
+/// ([`QuantizeConfig::weight_grids`]), what was done per layer, and the
+/// layers left to nearest rounding.
+pub struct Outcome {
+    pub model: Model,
+    pub grids: BTreeMap<ValueId, Vec<f32>>,
+    pub rounded: Vec<Rounded>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Rounds the weights of every eligible quantized layer of `fp32` with
+/// error compensation on the inputs `source` gives.
+pub fn round_weights(
+    fp32: &Model,
+    cfg: &QuantizeConfig,
+    ranges: &BTreeMap<String, (f32, f32)>,
+    source: &dyn SampleSource,
+    jobs: usize,
+) -> Result<Outcome> {
+    let (targets, mut skipped) = targets(fp32, cfg, ranges)?;
+    let mut out = Outcome {
+        model: fp32.clone(),
+        grids: BTreeMap::new(),
+        rounded: Vec::new(),
+        skipped: Vec::new(),
+    };
+    if targets.is_empty() || source.is_empty() {
+        out.skipped = skipped;
+        return Ok(out);
+    }
+    // Passes over the samples, each summing at most PASS_ENTRIES entries.
+    let mut passes: Vec<Vec<&Target>> = vec![Vec::new()];
+    let mut size = 0;
+    for t in &targets {
+        if size + t.entries() > PASS_ENTRIES && !passes.last().is_none_or(|p| p.is_empty()) {
+            passes.push(Vec::new());
+            size = 0;
+        }
+        size += t.entries();
+        if let Some(p) = passes.last_mut() {
+            p.push(t);
+        }
+    }
+    let (pool, _) = worker_pool(jobs)?;
+    for pass in passes {
+        let mut aug = fp32.clone();
+        let mut names = Vec::new();
+        let mut kept = Vec::new();
+        for (k, t) in pass.into_iter().enumerate() {
+            if let Some(name) = gram_probe(&mut aug.graph, k, t)? {
+                names.push(name);
+                kept.push(t);
+            }
+        }
+        let proto = aug.to_proto()?;
+        let sums = sum_on_samples(&proto, &names, Level::Typed, source, jobs)?;
+        let results: Vec<_> = pool.install(|| {
+            kept.par_iter()
+                .zip(sums.par_iter())
+                .map(|(t, gram)| {
+                    if gram.len() != t.entries() {
+                        return Err(Error::Invalid(format!(
+                            "{}: input Gram matrix has {} entries, expected {}",
+                            t.node,
+                            gram.len(),
+                            t.entries()
+                        )));
+                    }
+                    Ok(round_layer(t, gram))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for (t, (new, report, failed)) in kept.iter().zip(results) {
+            if let Some(reason) = failed {
+                skipped.push(Skipped {
+                    node: t.node.clone(),
+                    reason,
+                });
+                continue;
+            }
+            if let Some(w) = new {
+                out.model
+                    .graph
+                    .set_initializer(t.weight, Tensor::from_f32(t.dims.clone(), &w));
+                out.grids.insert(t.weight, t.scales.clone());
+            }
+            out.rounded.push(report);
+        }
+    }
+    out.skipped = skipped;
+    Ok(out)
+}
+
+/// `rounded` (from [`round_weights`]) with the weights of the layers in
+/// `float` put back as they were: a layer that stays float computes with
+/// its exact weights.
+pub fn restore(rounded: &Model, done: &[Rounded], float: &BTreeMap<NodeId, String>) -> Model {
+    let mut m = rounded.clone();
+    for r in done.iter().filter(|r| r.taken && float.contains_key(&r.id)) {
+        m.graph.set_initializer(r.value, r.original.clone());
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::run_on_samples;
+    use crate::calibrate::samples::InMemory;
+    use crate::passes::testutil::{model, node};
+
+    fn lcg(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f64 / (1u64 << 24) as f64 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inverse_upper_factor_reproduces_the_inverse() {
+        let k = 7;
+        let a = lcg(k * k, 3);
+        // H = A Aᵀ + I: positive definite.
+        let mut h = vec![0.0; k * k];
+        for i in 0..k {
+            for j in 0..k {
+                h[i * k + j] = (0..k).map(|m| a[i * k + m] * a[j * k + m]).sum::<f64>()
+                    + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let u = inverse_upper_factor(MatRef::from_row_major_slice(&h, k, k)).unwrap();
+        let u: Vec<f64> = (0..k * k).map(|i| u[(i / k, i % k)]).collect();
+        // (Uᵀ U) H = I
+        for i in 0..k {
+            for j in 0..k {
+                let v: f64 = (0..k)
+                    .map(|m| {
+                        let inv_im: f64 = (0..k).map(|r| u[r * k + i] * u[r * k + m]).sum();
+                        inv_im * h[m * k + j]
+                    })
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-9, "({i},{j}): {v}");
+            }
+            for j in 0..i {
+                assert_eq!(u[i * k + j], 0.0);
+            }
+        }
+        assert!(inverse_upper_factor(Mat::<f64>::zeros(k, k).as_ref()).is_none());
+    }
+
+    /// Correlated inputs: compensation lowers the output error well below
+    /// nearest rounding's, and every level stays on the grid.
+    #[test]
+    fn compensation_beats_nearest_on_correlated_inputs() {
+        let (rows, k, n) = (6, 16, 400);
+        let base = lcg(n * 4, 9);
+        let mix = lcg(4 * k, 11);
+        // x = B·M + small noise: rank-4 signal in 16 inputs.
+        let noise = lcg(n * k, 13);
+        let mut h = vec![0.0; k * k];
+        for s in 0..n {
+            let x: Vec<f64> = (0..k)
+                .map(|c| {
+                    (0..4)
+                        .map(|m| base[s * 4 + m] * mix[m * k + c])
+                        .sum::<f64>()
+                        + 0.05 * noise[s * k + c]
+                })
+                .collect();
+            for i in 0..k {
+                for j in 0..k {
+                    h[i * k + j] += x[i] * x[j];
+                }
+            }
+        }
+        let w: Vec<f32> = lcg(rows * k, 17).iter().map(|&v| v as f32).collect();
+        let scales: Vec<f32> = (0..rows)
+            .map(|r| {
+                w[r * k..(r + 1) * k]
+                    .iter()
+                    .fold(0f32, |m, v| m.max(v.abs()))
+                    / 63.0
+            })
+            .collect();
+        let t = Target {
+            id: NodeId(0),
+            node: "fc".into(),
+            op: "Gemm".into(),
+            weight: ValueId(0),
+            input: ValueId(1),
+            layout: Layout::RowsFirst,
+            rows,
+            columns: k,
+            groups: 1,
+            w: w.clone(),
+            dims: vec![rows, k],
+            scales: scales.clone(),
+            zero_point: 0,
+            qmin: -63,
+            qmax: 63,
+        };
+        let (new, report, failed) = round_layer(&t, &h);
+        assert!(failed.is_none());
+        assert!(report.taken);
+        assert!(
+            report.compensated_db > report.nearest_db + 3.0,
+            "{report:?}"
+        );
+        let new = new.unwrap();
+        for r in 0..rows {
+            for c in 0..k {
+                let q = new[r * k + c] / scales[r];
+                assert!((q - q.round()).abs() < 1e-4 && q.abs() <= 63.0 + 1e-4);
+            }
+        }
+    }
+
+    /// The in-graph receptive fields of a grouped, strided, dilated Conv
+    /// give exactly `Σ x xᵀ` per group, columns in the weight's order.
+    #[test]
+    fn conv_gram_probe_matches_direct_patches() {
+        let (n, c, hw, m, groups) = (2usize, 4usize, 9usize, 6usize, 2usize);
+        let cg = c / groups;
+        let w: Vec<f32> = lcg(m * cg * 9, 5).iter().map(|&v| v as f32).collect();
+        let fp32 = model(
+            13,
+            &[("x", &[n as i64, c as i64, hw as i64, hw as i64])],
+            &["y"],
+            vec![node(
+                "Conv",
+                "conv",
+                &["x", "w"],
+                &["y"],
+                vec![
+                    attr::int("group", groups as i64),
+                    attr::ints("pads", &[1, 2, 1, 0]),
+                    attr::ints("strides", &[2, 1]),
+                    attr::ints("dilations", &[1, 2]),
+                ],
+            )],
+            vec![("w", Tensor::from_f32(vec![m, cg, 3, 3], &w))],
+        );
+        let x: Vec<f32> = lcg(n * c * hw * hw, 21).iter().map(|&v| v as f32).collect();
+        let cfg = QuantizeConfig::default();
+        let ranges: BTreeMap<String, (f32, f32)> = [
+            ("x".to_string(), (-0.5, 0.5)),
+            ("y".to_string(), (-2.0, 2.0)),
+        ]
+        .into();
+        let (t, skipped) = targets(&fp32, &cfg, &ranges).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!((t.len(), t[0].groups, t[0].columns), (1, groups, cg * 9));
+        let mut aug = fp32.clone();
+        let name = gram_probe(&mut aug.graph, 0, &t[0]).unwrap().unwrap();
+        let sample = vec![("x".to_string(), Tensor::from_f32(vec![n, c, hw, hw], &x))];
+        let got = run_on_samples(
+            &aug.to_proto().unwrap(),
+            &[name],
+            Level::Typed,
+            &InMemory(vec![sample]),
+            1,
+        )
+        .unwrap()
+        .remove(0)
+        .remove(0);
+        // Direct: output positions of the Conv, each receptive field.
+        let (ph0, pw0, ph1, pw1) = (1i64, 2i64, 1i64, 0i64);
+        let (sh, sw, dh, dw) = (2i64, 1i64, 1i64, 2i64);
+        let ho = (hw as i64 + ph0 + ph1 - dh * 2 - 1) / sh + 1;
+        let wo = (hw as i64 + pw0 + pw1 - dw * 2 - 1) / sw + 1;
+        let k = cg * 9;
+        let mut want = vec![0f64; groups * k * k];
+        for b in 0..n {
+            for gi in 0..groups {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut f = vec![0f64; k];
+                        for cl in 0..cg {
+                            for ky in 0..3i64 {
+                                for kx in 0..3i64 {
+                                    let (iy, ix) =
+                                        (oy * sh + ky * dh - ph0, ox * sw + kx * dw - pw0);
+                                    if iy < 0 || ix < 0 || iy >= hw as i64 || ix >= hw as i64 {
+                                        continue;
+                                    }
+                                    let ch = gi * cg + cl;
+                                    f[cl * 9 + (ky * 3 + kx) as usize] = f64::from(
+                                        x[((b * c + ch) * hw + iy as usize) * hw + ix as usize],
+                                    );
+                                }
+                            }
+                        }
+                        for i in 0..k {
+                            for j in 0..k {
+                                want[(gi * k + i) * k + j] += f[i] * f[j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((f64::from(*g) - w).abs() < 1e-4, "entry {i}: {g} vs {w}");
+        }
+    }
+}
