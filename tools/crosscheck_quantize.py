@@ -103,7 +103,7 @@ def cases(tmp):
     for m in ["digits/cnn.onnx", "digits/cnn_paddle_opset12.onnx"]:
         out.append((td(m), ["--calib", td("digits/cnn_calib")], [{"image": x} for x in img], labels))
     for m in ["digits/mlp.onnx", "digits/mlp_wide.onnx"]:
-        out.append((td(m), ["--calib", td("digits/mlp_holdout.npz")], [{"input": x} for x in vec], labels))
+        out.append((td(m), ["--calib", td("digits/mlp_calib.npz")], [{"input": x} for x in vec], labels))
     tr = sorted(glob.glob(td("quirks/transformer_calib/*.npz")))
     out.append((td("quirks/transformer_opset17.onnx"), ["--calib", td("quirks/transformer_calib")],
                 [dict(np.load(f)) for f in tr], None))

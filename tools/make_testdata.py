@@ -323,6 +323,8 @@ def write_digits():
     shutil.rmtree(calib, ignore_errors=True)
     for i in range(32):
         np.savez(path("digits", "cnn_calib", f"{i:04d}.npz"), image=xtr[i].reshape(1, 1, 8, 8))
+    # The same 32 training images for the MLPs (leading sample axis).
+    np.savez(path("digits", "mlp_calib.npz"), input=xtr[:32].reshape(-1, 1, 64))
 
     mlp_acc = (clf.predict(xho) == yho).mean()
     wide_acc = (wide.predict(xho) == yho).mean()

@@ -26,6 +26,7 @@ use crate::ir::node::attr;
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
 use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
 use crate::tract::Level;
+use crate::tune::weights::{put_back, Grid, Original};
 use std::collections::BTreeMap;
 
 /// What the correction did to one layer.
@@ -36,14 +37,9 @@ pub struct Corrected {
     /// Largest |shift| removed from a channel, and the mean |shift|.
     pub max_shift: f32,
     pub mean_shift: f32,
-    /// The layer, the bias value moved, and its value before (for
-    /// [`restore`]).
+    /// The bias before (for [`restore`]).
     #[serde(skip)]
-    pub id: NodeId,
-    #[serde(skip)]
-    pub value: ValueId,
-    #[serde(skip)]
-    pub original: Tensor,
+    pub original: Original,
 }
 
 /// Where a layer's bias lives.
@@ -65,41 +61,6 @@ struct Target {
     conv: bool,
     delta_w: Tensor,
     bias: Option<BiasSlot>,
-}
-
-/// `(q − zp) · scale` of a DequantizeLinear's constant input, per axis.
-fn dequantized(g: &Graph, dq: &Node) -> Option<Vec<f32>> {
-    let q = g.initializer(dq.input(0)?)?;
-    let s = g.initializer(dq.input(1)?)?.to_f32_vec().ok()?;
-    let z = match dq.input(2) {
-        Some(z) => g.initializer(z)?.to_i64_vec().ok()?,
-        None => vec![0; s.len()],
-    };
-    let qv = q.to_i64_vec().ok()?;
-    let dims = q.dims();
-    if s.len() == 1 {
-        return Some(qv.iter().map(|&v| (v - z[0]) as f32 * s[0]).collect());
-    }
-    let axis = dq.get_int("axis").ok().flatten().unwrap_or(1);
-    let axis = if axis < 0 {
-        axis + dims.len() as i64
-    } else {
-        axis
-    } as usize;
-    let n = *dims.get(axis)?;
-    if n != s.len() || z.len() != n {
-        return None;
-    }
-    let inner: usize = dims[axis + 1..].iter().product();
-    Some(
-        qv.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let c = (i / inner) % n;
-                (v - z[c]) as f32 * s[c]
-            })
-            .collect(),
-    )
 }
 
 /// The layers to correct, with their weight rounding error.
@@ -142,17 +103,10 @@ fn targets(
         }
         // The quantized model's weight: input 1 of the same node now comes
         // from a DequantizeLinear of the int8 initializer.
-        let Some(dq) = q
-            .graph
-            .node(id)
-            .and_then(|qn| qn.input(1))
-            .and_then(|v| q.graph.producer_node(v))
-            .map(|(_, n)| n)
-            .filter(|n| n.is("DequantizeLinear"))
-        else {
+        let Some(wq) = Grid::of(&q.graph, id, 1).and_then(|(grid, qt)| grid.dequantize(qt)) else {
             continue;
         };
-        let (Some(wq), Ok(wf)) = (dequantized(&q.graph, dq), w.to_f32_vec()) else {
+        let Ok(wf) = w.to_f32_vec() else {
             continue;
         };
         if wq.len() != wf.len() {
@@ -275,11 +229,7 @@ pub fn restore(
     changes: &[Corrected],
     float: &BTreeMap<NodeId, String>,
 ) -> Model {
-    let mut m = corrected.clone();
-    for c in changes.iter().filter(|c| float.contains_key(&c.id)) {
-        m.graph.set_initializer(c.value, c.original.clone());
-    }
-    m
+    put_back(corrected, changes.iter().map(|c| &c.original), float)
 }
 
 /// Measures and removes the mean output shift of every quantized
@@ -376,9 +326,11 @@ pub fn correct_biases(
         g.set_initializer(value, Tensor::from_f32(dims, &new));
         let abs: Vec<f32> = shift.iter().map(|s| s.abs()).collect();
         report.push(Corrected {
-            id: t.id,
-            value,
-            original,
+            original: Original {
+                id: t.id,
+                value,
+                tensor: original,
+            },
             node: node.name.clone(),
             op: node.op_type.clone(),
             max_shift: abs.iter().copied().fold(0.0, f32::max),
@@ -516,7 +468,7 @@ mod tests {
             );
         }
         // A layer kept float gets its own bias back; others keep theirs.
-        let id = report[0].id;
+        let id = report[0].original.id;
         let back = restore(&corrected, &report, &[(id, "float".to_string())].into());
         let bg = &back.graph;
         let b3 = bg

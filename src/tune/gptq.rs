@@ -1,7 +1,7 @@
 //! Error-compensating weight rounding (GPTQ: Frantar, Ashkboos, Hoefler,
 //! Alistarh, "GPTQ: Accurate Post-Training Quantization for Generative
-//! Pre-trained Transformers", ICLR 2023, Algorithm 1 without its lazy
-//! batching).
+//! Pre-trained Transformers", ICLR 2023, Algorithm 1, lazy batches
+//! included).
 //!
 //! Rounding every weight to its nearest level treats a layer's inputs as
 //! independent; they are not (neighbouring pixels, features that fire
@@ -32,9 +32,10 @@ use crate::error::{Error, Result};
 use crate::ir::node::attr;
 use crate::ir::types::static_shape;
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
-use crate::quantize::params::{levels, QType};
+use crate::quantize::params::levels;
 use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
 use crate::tract::Level;
+use crate::tune::weights::{put_back, Grid, Original};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, MatRef, Par, Side};
@@ -64,12 +65,9 @@ pub struct Rounded {
     /// Whether the compensated weights were taken (they are when their
     /// error is lower).
     pub taken: bool,
+    /// The weight before (for [`restore`]).
     #[serde(skip)]
-    pub id: NodeId,
-    #[serde(skip)]
-    pub value: ValueId,
-    #[serde(skip)]
-    pub original: Tensor,
+    pub original: Original,
 }
 
 /// A layer left to nearest rounding, and why.
@@ -122,44 +120,6 @@ impl Target {
     fn entries(&self) -> usize {
         self.groups * self.columns * self.columns
     }
-}
-
-/// A quantized weight's grid, as its DequantizeLinear gives it.
-struct Grid {
-    scales: Vec<f32>,
-    zero_points: Vec<i64>,
-    qtype: QType,
-    /// Per-channel axis (`None`: one scale).
-    axis: Option<i64>,
-}
-
-/// The grid of the DequantizeLinear that feeds `slot` of `id` in the
-/// quantized model `q`.
-fn grid_of(q: &Graph, id: NodeId, slot: usize) -> Option<Grid> {
-    let dq = q
-        .node(id)
-        .and_then(|n| n.input(slot))
-        .and_then(|v| q.producer_node(v))
-        .map(|(_, n)| n)
-        .filter(|n| n.is("DequantizeLinear"))?;
-    let qt = q.initializer(dq.input(0)?)?;
-    let qtype = match qt.dtype() {
-        DataType::Int8 => QType::Int8,
-        DataType::Uint8 => QType::Uint8,
-        _ => return None,
-    };
-    let s = q.initializer(dq.input(1)?)?.to_f32_vec().ok()?;
-    let z = match dq.input(2) {
-        Some(z) => q.initializer(z)?.to_i64_vec().ok()?,
-        None => vec![0; s.len()],
-    };
-    let axis = (s.len() > 1).then(|| dq.get_int("axis").ok().flatten().unwrap_or(1));
-    Some(Grid {
-        scales: s,
-        zero_points: z,
-        qtype,
-        axis,
-    })
 }
 
 /// The layers to round, and the ones left to nearest rounding.
@@ -237,12 +197,15 @@ fn targets(
             )));
             continue;
         }
-        let Some(Grid {
-            scales,
-            zero_points: zps,
-            qtype,
-            axis,
-        }) = grid_of(&q.graph, id, 1)
+        let Some((
+            Grid {
+                scales,
+                zero_points: zps,
+                qtype: Some(qtype),
+                axis,
+            },
+            _,
+        )) = Grid::of(&q.graph, id, 1)
         else {
             continue;
         };
@@ -575,9 +538,11 @@ fn round_layer(t: &Target, gram: &[f64]) -> (Option<Vec<f32>>, Rounded, Option<S
         nearest_db: db(energy, near),
         compensated_db: db(energy, comp),
         taken,
-        id: t.id,
-        value: t.weight,
-        original: Tensor::from_f32(t.dims.clone(), &t.w),
+        original: Original {
+            id: t.id,
+            value: t.weight,
+            tensor: Tensor::from_f32(t.dims.clone(), &t.w),
+        },
     };
     (taken.then_some(new), report, failed)
 }
@@ -679,11 +644,11 @@ pub fn round_weights(
 /// `float` put back as they were: a layer that stays float computes with
 /// its exact weights.
 pub fn restore(rounded: &Model, done: &[Rounded], float: &BTreeMap<NodeId, String>) -> Model {
-    let mut m = rounded.clone();
-    for r in done.iter().filter(|r| r.taken && float.contains_key(&r.id)) {
-        m.graph.set_initializer(r.value, r.original.clone());
-    }
-    m
+    put_back(
+        rounded,
+        done.iter().filter(|r| r.taken).map(|r| &r.original),
+        float,
+    )
 }
 
 #[cfg(test)]

@@ -23,10 +23,16 @@
 //!   float in the QDQ format at opset 21, and their emulation for tract.
 //! - [`bias`]: bias correction (the mean output shift weight rounding
 //!   causes, measured on the calibration samples, taken out of the bias).
+//! - [`gptq`]: error-compensating weight rounding (each rounding error
+//!   moved onto the weights not yet rounded, along the layer's input Gram
+//!   matrix).
+//! - [`weights`]: what those two share (a quantized weight's grid, and
+//!   putting a changed initializer back).
 
 pub mod bias;
 pub mod gptq;
 pub mod svg;
+pub mod weights;
 pub mod wide;
 
 use crate::calibrate::samples::{check_sample, Sample, SampleSource};

@@ -115,7 +115,7 @@ fn check_compares_any_quantized_model_and_run_writes_outputs() {
         &q,
         &[
             "--calib",
-            testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+            testdata("digits/mlp_calib.npz").to_str().unwrap(),
             "--format",
             "qoperator",
         ],

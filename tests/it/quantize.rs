@@ -275,13 +275,13 @@ fn trained_digits_models_keep_their_accuracy() {
             "digits/mlp.onnx",
             "digits/mlp_holdout.npz",
             "input",
-            "digits/mlp_holdout.npz",
+            "digits/mlp_calib.npz",
         ),
         (
             "digits/mlp_wide.onnx",
             "digits/mlp_holdout.npz",
             "input",
-            "digits/mlp_holdout.npz",
+            "digits/mlp_calib.npz",
         ),
     ];
     for (model, data, input, calib) in cases {
@@ -315,7 +315,7 @@ fn a_weight_heavy_model_shrinks_below_30_percent() {
         &out,
         &[
             "--calib",
-            testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+            testdata("digits/mlp_calib.npz").to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -348,7 +348,7 @@ pub fn calib_for(model: &Path) -> Vec<String> {
         }
         "mlp.onnx" | "mlp_wide.onnx" => s(&[
             "--calib",
-            testdata("digits/mlp_holdout.npz").to_str().unwrap(),
+            testdata("digits/mlp_calib.npz").to_str().unwrap(),
         ]),
         "transformer_opset17.onnx" => s(&[
             "--calib",

@@ -375,7 +375,7 @@ fn bias_correction_moves_biases_and_gains_parity() {
         // MatMul + Add, as tf2onnx writes Dense: the Add's constant moves.
         (
             "digits/mlp_wide.onnx",
-            "digits/mlp_holdout.npz",
+            "digits/mlp_calib.npz",
             "digits/mlp_holdout.npz",
             vec!["MatMul", "MatMul", "MatMul"],
         ),
@@ -424,14 +424,14 @@ fn gptq_rounding_lowers_held_out_error() {
         ),
         (
             "digits/mlp.onnx",
-            "digits/mlp_holdout.npz",
+            "digits/mlp_calib.npz",
             "digits/mlp_holdout.npz",
             vec!["Gemm", "Gemm", "Gemm"],
         ),
         // MatMul + Add, as tf2onnx writes Dense.
         (
             "digits/mlp_wide.onnx",
-            "digits/mlp_holdout.npz",
+            "digits/mlp_calib.npz",
             "digits/mlp_holdout.npz",
             vec!["MatMul", "MatMul", "MatMul"],
         ),
