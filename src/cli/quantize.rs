@@ -212,7 +212,9 @@ pub struct Args {
     /// moving each rounding error onto the weights not rounded yet, so the
     /// layer's output error is smallest on that data (same scales; layers
     /// with more than 4608 inputs per output channel keep nearest
-    /// rounding) [default: true when --calib samples are given].
+    /// rounding). The whole model is then checked on the gate's samples
+    /// with and without it, and the better one is written [default: true
+    /// when --calib samples are given].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub gptq: Option<bool>,
     /// Calibration worker threads (default: all cores).
@@ -321,18 +323,59 @@ struct Report<'a> {
     /// Layers whose bias took out their weights' mean rounding shift.
     bias_correction: &'a [Corrected],
     /// Error-compensating weight rounding per layer (absent when it was
-    /// off), and the layers it left to nearest rounding.
-    gptq: Option<GptqReport<'a>>,
+    /// off), the layers it left to nearest rounding, and whether the
+    /// whole model kept it.
+    gptq: Option<&'a GptqOutcome>,
     /// What cross-layer equalization did (absent when it was off).
     equalization: Option<&'a Equalized>,
     parity: &'a Verdict,
     written: bool,
 }
 
+/// What error-compensating weight rounding did.
 #[derive(serde::Serialize)]
-struct GptqReport<'a> {
-    layers: &'a [Rounded],
-    skipped: &'a [Skipped],
+struct GptqOutcome {
+    layers: Vec<Rounded>,
+    skipped: Vec<Skipped>,
+    /// The whole model with and without it on the gate's samples (absent
+    /// when no layer took it).
+    model_check: Option<ModelCheck>,
+}
+
+impl GptqOutcome {
+    /// Whether the written model carries its weights.
+    fn kept(&self) -> bool {
+        self.model_check.as_ref().is_some_and(|c| c.kept)
+    }
+}
+
+/// The gate's worst-output SQNR with compensated and with nearest
+/// rounding (each after bias correction), and which one was kept.
+#[derive(serde::Serialize)]
+struct ModelCheck {
+    compensated_db: f64,
+    nearest_db: f64,
+    kept: bool,
+}
+
+/// Bias correction, the built model and its gate verdict, for one choice
+/// of weights.
+struct Finished {
+    base: Model,
+    corrected: Vec<Corrected>,
+    built: Built,
+    verdict: Verdict,
+    gate_secs: f64,
+}
+
+/// Whether verdict `a` beats `b`: a pass beats a failure, then the higher
+/// worst-output SQNR wins; a tie goes to `b`.
+fn better(a: &Verdict, b: &Verdict) -> bool {
+    match (a.passed, b.passed) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => worst_sqnr(a).total_cmp(&worst_sqnr(b)).is_gt(),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -688,7 +731,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut guarded = Vec::new();
     let mut mixed = None;
     let mut corrected = Vec::new();
-    let mut rounded: Option<(Vec<Rounded>, Vec<Skipped>)> = None;
+    let mut rounded: Option<GptqOutcome> = None;
     let (built, verdict, calibration, note, gate_secs) = match mode {
         Mode::Static => {
             let plan = plan_model(&fp32, &cfg).with_context(what)?;
@@ -712,36 +755,73 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 open_source(src, &specs, &recipe.dims)
                     .with_context(|| format!("calibration samples {src}"))
             };
-            let rounded_model = if recipe.gptq.unwrap_or(recipe.calib.is_some()) {
+            // Bias correction, quantization and the gate, on the FP32
+            // weights or on GPTQ's (whose scales `cfg` pins).
+            let bias_correction = recipe.bias_correction.unwrap_or(recipe.calib.is_some());
+            let finish = |weights: &Model, cfg: &QuantizeConfig| -> anyhow::Result<Finished> {
+                let (base, corrected) = if bias_correction {
+                    let source = calib_source("bias-correction")?;
+                    correct_biases(&fp32, weights, cfg, &map, source.as_ref(), args.jobs)
+                        .with_context(|| "bias correction".to_string())?
+                } else {
+                    (weights.clone(), Vec::new())
+                };
+                let built = build(&base, cfg, &map, format, target).with_context(what)?;
+                let start = Instant::now();
+                let verdict = gate(&built.model)?;
+                Ok(Finished {
+                    base,
+                    corrected,
+                    built,
+                    verdict,
+                    gate_secs: start.elapsed().as_secs_f64(),
+                })
+            };
+            let done = if recipe.gptq.unwrap_or(recipe.calib.is_some()) {
                 let source = calib_source("gptq")?;
                 let o = round_weights(&fp32, &cfg, &map, source.as_ref(), args.jobs)
                     .with_context(|| "error-compensating weight rounding".to_string())?;
-                cfg.weight_grids = o.grids;
-                rounded = Some((o.rounded, o.skipped));
-                o.model
+                let mut pinned = cfg.clone();
+                pinned.weight_grids = o.grids;
+                let with = finish(&o.model, &pinned)?;
+                // Each layer's gain is on its own FP32 inputs; the whole
+                // model, on the gate's samples, decides whether it stays.
+                let (done, check) = if o.rounded.iter().any(|r| r.taken) {
+                    let without = finish(&fp32, &cfg)?;
+                    let check = ModelCheck {
+                        compensated_db: worst_sqnr(&with.verdict),
+                        nearest_db: worst_sqnr(&without.verdict),
+                        kept: better(&with.verdict, &without.verdict),
+                    };
+                    let secs = with.gate_secs + without.gate_secs;
+                    let mut done = if check.kept {
+                        cfg = pinned;
+                        with
+                    } else {
+                        without
+                    };
+                    done.gate_secs = secs;
+                    (done, Some(check))
+                } else {
+                    (with, None)
+                };
+                rounded = Some(GptqOutcome {
+                    layers: o.rounded,
+                    skipped: o.skipped,
+                    model_check: check,
+                });
+                done
             } else {
-                fp32.clone()
+                finish(&fp32, &cfg)?
             };
-            let base = if recipe.bias_correction.unwrap_or(recipe.calib.is_some()) {
-                let source = calib_source("bias-correction")?;
-                let (m, c) = correct_biases(
-                    &fp32,
-                    &rounded_model,
-                    &cfg,
-                    &map,
-                    source.as_ref(),
-                    args.jobs,
-                )
-                .with_context(|| "bias correction".to_string())?;
-                corrected = c;
-                m
-            } else {
-                rounded_model
-            };
-            let mut built = build(&base, &cfg, &map, format, target).with_context(what)?;
-            let gate_start = Instant::now();
-            let mut verdict = gate(&built.model)?;
-            let mut gate_secs = gate_start.elapsed().as_secs_f64();
+            let Finished {
+                base,
+                corrected: c,
+                mut built,
+                mut verdict,
+                mut gate_secs,
+            } = done;
+            corrected = c;
             if !verdict.passed && auto {
                 let start = Instant::now();
                 let wide = format == Format::Qdq && fp32.onnx_opset()? >= 21;
@@ -756,8 +836,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                         // Float layers get their own weights and biases back.
                         let m = tune::bias::restore(&base, &corrected, &c.float_ids);
                         let m = match &rounded {
-                            Some((r, _)) => tune::gptq::restore(&m, r, &c.float_ids),
-                            None => m,
+                            Some(g) if g.kept() => tune::gptq::restore(&m, &g.layers, &c.float_ids),
+                            _ => m,
                         };
                         let b = build(&m, c, r, format, target)?;
                         let v = gate(&b.model)?;
@@ -876,9 +956,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             range_guard: &guarded,
             mixed_precision: mixed.as_ref(),
             bias_correction: &corrected,
-            gptq: rounded
-                .as_ref()
-                .map(|(layers, skipped)| GptqReport { layers, skipped }),
+            gptq: rounded.as_ref(),
             equalization: equalized.as_ref(),
             parity: &verdict,
             written: write,
@@ -916,8 +994,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if mode == Mode::Static && recipe.equalize.is_none() && recipe.ranges.is_some() {
         eprintln!("  cross-layer equalization: off (the --ranges table was calibrated without it)");
     }
-    if let Some((layers, skipped)) = &rounded {
-        eprint!("{}", describe_gptq(layers, skipped));
+    if let Some(g) = &rounded {
+        eprint!("{}", describe_gptq(g));
     }
     if !corrected.is_empty() {
         let max = corrected.iter().map(|c| c.max_shift).fold(0.0, f32::max);
@@ -959,8 +1037,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 /// The summary lines of error-compensating weight rounding: how many
 /// layers took it, the median layer output SQNR on the calibration inputs
-/// with nearest and with compensated rounding, and what was left alone.
-fn describe_gptq(layers: &[Rounded], skipped: &[Skipped]) -> String {
+/// with nearest and with compensated rounding, what was left alone, and
+/// whether the whole model kept it.
+fn describe_gptq(g: &GptqOutcome) -> String {
+    let (layers, skipped) = (&g.layers, &g.skipped);
     let median = |mut v: Vec<f64>| -> f64 {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -991,6 +1071,18 @@ fn describe_gptq(layers: &[Rounded], skipped: &[Skipped]) -> String {
     }
     for (reason, n) in reasons {
         out += &format!("    nearest rounding kept: {n} layer(s): {reason}\n");
+    }
+    if let Some(c) = &g.model_check {
+        out += &format!(
+            "    whole model on the gate's samples, worst output: {:.1} dB with it, {:.1} dB with nearest rounding: {}\n",
+            c.compensated_db,
+            c.nearest_db,
+            if c.kept {
+                "kept"
+            } else {
+                "dropped, nearest rounding written"
+            }
+        );
     }
     out
 }

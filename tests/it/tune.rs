@@ -2,7 +2,7 @@
 //! `onnxq quantize`, and the range-gap guard on a detector head.
 
 use crate::common::{broken_conv1_recipe, json, onnxq, stderr, stdout, tempdir, testdata};
-use crate::quantize::quantize;
+use crate::quantize::{load, quantize};
 use onnxq::calibrate::samples::read_npz;
 use std::path::Path;
 
@@ -458,6 +458,12 @@ fn gptq_rounding_lowers_held_out_error() {
             assert!(c > n, "{model}: {l}");
         }
         assert!(r["gptq"]["skipped"].as_array().unwrap().is_empty());
+        // The whole model on the gate's samples kept it, and that is the
+        // model written.
+        let check = &r["gptq"]["model_check"];
+        assert_eq!(check["kept"], true, "{model}: {check}");
+        assert_eq!(check["compensated_db"].as_f64(), Some(compensated));
+        assert!(compensated > check["nearest_db"].as_f64().unwrap());
         // On held-out samples (the gate's), not just the calibration ones.
         eprintln!("{model}: {nearest:.2} dB → {compensated:.2} dB");
         assert!(
@@ -560,4 +566,60 @@ fn equalization_balances_the_conv_pair_and_the_gate_checks_the_original() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("--equalize"), "{}", stderr(&o));
     assert!(!out2.exists());
+}
+
+#[test]
+fn gptq_is_dropped_when_the_whole_model_is_worse_with_it() {
+    // Calibrated on noise, validated on real digits: every layer gains on
+    // its own (noise) inputs, yet the model's output on the digits is worse
+    // than with nearest rounding. The nearest-rounding model is written:
+    // the graph `--gptq false` writes (only the recorded recipe differs).
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let h = testdata("digits/cnn_holdout.npz");
+    let args = |gptq: &'static str| {
+        vec![
+            "--calib",
+            "random:8:1",
+            "--dim",
+            "N=1",
+            "--validate",
+            h.to_str().unwrap(),
+            "--gptq",
+            gptq,
+            "--format",
+            "qoperator",
+            "--report",
+            rep.to_str().unwrap(),
+        ]
+    };
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args("true"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = json(&rep);
+    let g = &r["gptq"];
+    assert!(g["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["taken"] == true));
+    let check = &g["model_check"];
+    assert_eq!(check["kept"], false, "{check}");
+    let (with, without) = (
+        check["compensated_db"].as_f64().unwrap(),
+        check["nearest_db"].as_f64().unwrap(),
+    );
+    assert!(with < without, "{check}");
+    assert_eq!(r["parity"]["outputs"][0]["sqnr_db"].as_f64(), Some(without));
+    assert!(
+        stderr(&o).contains("with nearest rounding: dropped, nearest rounding written"),
+        "{}",
+        stderr(&o)
+    );
+    let graph = |m: &Path| load(m).to_proto().unwrap().graph;
+    let dropped = graph(&out);
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args("false"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(json(&rep)["gptq"].is_null());
+    assert!(graph(&out) == dropped);
 }
