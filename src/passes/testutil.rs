@@ -151,3 +151,17 @@ pub fn ops(m: &Model) -> Vec<String> {
         .map(|id| g.node(id).unwrap().op_type.clone())
         .collect()
 }
+
+/// `n` deterministic values uniform in [0, 1) (a 64-bit LCG, top 24 bits:
+/// exact in f32 and f64).
+pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f64 / (1u64 << 24) as f64
+        })
+        .collect()
+}

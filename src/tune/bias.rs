@@ -345,18 +345,13 @@ mod tests {
     use super::*;
     use crate::calibrate::samples::InMemory;
     use crate::calibrate::Sample;
-    use crate::passes::testutil::{model, node};
+    use crate::passes::testutil::{model, node, uniform};
     use crate::quantize::QuantizeConfig;
 
     fn lcg(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-            })
+        uniform(n, seed)
+            .into_iter()
+            .map(|u| lo + (hi - lo) * u as f32)
             .collect()
     }
 

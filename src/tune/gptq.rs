@@ -656,18 +656,10 @@ mod tests {
     use super::*;
     use crate::calibrate::run_on_samples;
     use crate::calibrate::samples::InMemory;
-    use crate::passes::testutil::{model, node};
+    use crate::passes::testutil::{model, node, uniform};
 
     fn lcg(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f64 / (1u64 << 24) as f64 - 0.5
-            })
-            .collect()
+        uniform(n, seed).into_iter().map(|u| u - 0.5).collect()
     }
 
     #[test]

@@ -335,6 +335,18 @@ fn detector_class_scores_survive_next_to_boxes() {
     assert_eq!(r["parity"]["passed"], true);
 }
 
+/// Trained digits models: (model, calibration samples, held-out samples).
+const DIGITS_CNN: (&str, &str, &str) = (
+    "digits/cnn.onnx",
+    "digits/cnn_calib",
+    "digits/cnn_holdout.npz",
+);
+const DIGITS_MLP_WIDE: (&str, &str, &str) = (
+    "digits/mlp_wide.onnx",
+    "digits/mlp_calib.npz",
+    "digits/mlp_holdout.npz",
+);
+
 /// Quantizes `model` calibrated on `calib` with the gate on `holdout`
 /// (and `extra` flags): the first output's gate SQNR, the report, and the
 /// written model's bytes.
@@ -366,21 +378,11 @@ fn held_out(
 fn bias_correction_moves_biases_and_gains_parity() {
     let dir = tempdir();
     let cases = [
-        (
-            "digits/cnn.onnx",
-            "digits/cnn_calib",
-            "digits/cnn_holdout.npz",
-            vec!["Conv", "Conv", "Gemm"],
-        ),
+        (DIGITS_CNN, vec!["Conv", "Conv", "Gemm"]),
         // MatMul + Add, as tf2onnx writes Dense: the Add's constant moves.
-        (
-            "digits/mlp_wide.onnx",
-            "digits/mlp_calib.npz",
-            "digits/mlp_holdout.npz",
-            vec!["MatMul", "MatMul", "MatMul"],
-        ),
+        (DIGITS_MLP_WIDE, vec!["MatMul", "MatMul", "MatMul"]),
     ];
-    for (model, calib, holdout, ops) in cases {
+    for ((model, calib, holdout), ops) in cases {
         let sqnr = |extra: &[&str]| {
             let mut args = vec!["--format", "qoperator"];
             args.extend_from_slice(extra);
@@ -410,33 +412,27 @@ fn gptq_rounding_lowers_held_out_error() {
     let dir = tempdir();
     let cases = [
         // Conv (3×3, one strided) and Gemm; Gemm layers; MatMul layers.
+        (DIGITS_CNN, vec!["Conv", "Conv", "Gemm"]),
         (
-            "digits/cnn.onnx",
-            "digits/cnn_calib",
-            "digits/cnn_holdout.npz",
+            (
+                "digits/cnn_paddle_opset12.onnx",
+                "digits/cnn_calib",
+                "digits/cnn_holdout.npz",
+            ),
             vec!["Conv", "Conv", "Gemm"],
         ),
         (
-            "digits/cnn_paddle_opset12.onnx",
-            "digits/cnn_calib",
-            "digits/cnn_holdout.npz",
-            vec!["Conv", "Conv", "Gemm"],
-        ),
-        (
-            "digits/mlp.onnx",
-            "digits/mlp_calib.npz",
-            "digits/mlp_holdout.npz",
+            (
+                "digits/mlp.onnx",
+                "digits/mlp_calib.npz",
+                "digits/mlp_holdout.npz",
+            ),
             vec!["Gemm", "Gemm", "Gemm"],
         ),
         // MatMul + Add, as tf2onnx writes Dense.
-        (
-            "digits/mlp_wide.onnx",
-            "digits/mlp_calib.npz",
-            "digits/mlp_holdout.npz",
-            vec!["MatMul", "MatMul", "MatMul"],
-        ),
+        (DIGITS_MLP_WIDE, vec!["MatMul", "MatMul", "MatMul"]),
     ];
-    for (model, calib, holdout, ops) in cases {
+    for ((model, calib, holdout), ops) in cases {
         let run = |extra: &[&str]| {
             let mut args = vec!["--bias-correction", "false"];
             args.extend_from_slice(extra);
