@@ -23,10 +23,10 @@ use crate::calibrate::run_on_samples;
 use crate::calibrate::samples::SampleSource;
 use crate::error::{Error, Result};
 use crate::ir::node::attr;
-use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
-use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
+use crate::ir::{Graph, Model, Node, NodeId, Tensor, ValueId};
+use crate::quantize::QuantizeConfig;
 use crate::tract::Level;
-use crate::tune::weights::{put_back, Grid, Original};
+use crate::tune::weights::{put_back, quantized_layers, Grid, Layer, Original};
 use std::collections::BTreeMap;
 
 /// What the correction did to one layer.
@@ -70,37 +70,18 @@ fn targets(
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
 ) -> Result<Vec<Target>> {
-    let plan = plan_model(fp32, cfg)?;
-    let mut q = rounded.clone();
-    quantize(&mut q, &plan, ranges, cfg)?;
+    let (q, layers) = quantized_layers(fp32, rounded, cfg, ranges)?;
     let g = &fp32.graph;
     let mut out = Vec::new();
-    for (&id, d) in &plan.nodes {
-        let Decision::Quantize { inputs, .. } = d else {
-            continue;
-        };
-        let Some(n) = g.node(id) else { continue };
+    for Layer {
+        id,
+        node: n,
+        weight: w,
+        ..
+    } in layers
+    {
         let conv = matches!(n.op_type.as_str(), "Conv" | "ConvTranspose");
-        if !(conv || n.is("Gemm") || n.is("MatMul")) {
-            continue;
-        }
-        let has_weight = inputs
-            .iter()
-            .any(|(s, r)| *s == 1 && matches!(r, InputRole::Weight { .. }));
-        if !has_weight
-            || !inputs
-                .iter()
-                .any(|(s, r)| *s == 0 && *r == InputRole::Activation)
-        {
-            continue;
-        }
-        let (Some(wv), Some(y)) = (n.input(1), n.output(0)) else {
-            continue;
-        };
-        let Some(w) = g.initializer(wv) else { continue };
-        if w.dtype() != DataType::Float {
-            continue;
-        }
+        let Some(y) = n.output(0) else { continue };
         // The quantized model's weight: input 1 of the same node now comes
         // from a DequantizeLinear of the int8 initializer.
         let Some(wq) = Grid::of(&q.graph, id, 1).and_then(|(grid, qt)| grid.dequantize(qt)) else {

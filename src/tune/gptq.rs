@@ -31,11 +31,11 @@ use crate::calibrate::{sum_on_samples, worker_pool};
 use crate::error::{Error, Result};
 use crate::ir::node::attr;
 use crate::ir::types::static_shape;
-use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
+use crate::ir::{Graph, Model, Node, NodeId, Tensor, ValueId};
 use crate::quantize::params::levels;
-use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
+use crate::quantize::QuantizeConfig;
 use crate::tract::Level;
-use crate::tune::weights::{put_back, Grid, Original};
+use crate::tune::weights::{put_back, quantized_layers, Grid, Layer, Original};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, MatRef, Par, Side};
@@ -128,39 +128,21 @@ fn targets(
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
 ) -> Result<(Vec<Target>, Vec<Skipped>)> {
-    let plan = plan_model(fp32, cfg)?;
-    let mut q = fp32.clone();
-    quantize(&mut q, &plan, ranges, cfg)?;
+    let (q, layers) = quantized_layers(fp32, fp32, cfg, ranges)?;
     let g = &fp32.graph;
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
-    for (&id, d) in &plan.nodes {
-        let Decision::Quantize { inputs, .. } = d else {
-            continue;
-        };
-        let Some(n) = g.node(id) else { continue };
-        if !matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul") {
+    for Layer {
+        id,
+        node: n,
+        x,
+        w: wv,
+        weight: wt,
+        act_type,
+    } in layers
+    {
+        if act_type || n.is("ConvTranspose") {
             continue;
         }
-        let weight_slot = inputs.iter().any(|(s, r)| {
-            *s == 1
-                && matches!(
-                    r,
-                    InputRole::Weight {
-                        act_type: false,
-                        ..
-                    }
-                )
-        });
-        let act_slot = inputs
-            .iter()
-            .any(|(s, r)| *s == 0 && *r == InputRole::Activation);
-        let (true, true, Some(x), Some(wv)) = (weight_slot, act_slot, n.input(0), n.input(1))
-        else {
-            continue;
-        };
-        let Some(wt) = g.initializer(wv).filter(|t| t.dtype() == DataType::Float) else {
-            continue;
-        };
         let skip = |reason: &str| Skipped {
             node: n.name.clone(),
             reason: reason.to_string(),

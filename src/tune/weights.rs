@@ -1,12 +1,81 @@
-//! What the weight-side corrections (`bias`, `gptq`) share: reading a
-//! quantized weight's grid back from the QDQ model the plan produces, and
-//! the record that puts an initializer they changed back as it was when
+//! What the weight-side corrections (`bias`, `gptq`) share: the layers
+//! they work on, reading a quantized weight's grid back from the QDQ model
+//! the plan produces, and the record that puts an initializer they changed back as it was when
 //! automatic mixed precision keeps its layer in float. Reads graphs only;
 //! [`put_back`] returns a changed copy.
 
-use crate::ir::{DataType, Graph, Model, NodeId, Tensor, ValueId};
+use crate::error::Result;
+use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
 use crate::quantize::params::QType;
+use crate::quantize::{plan_model, quantize, Decision, InputRole, QuantizeConfig};
 use std::collections::BTreeMap;
+
+/// A layer the corrections work on: a quantized Conv, ConvTranspose, Gemm
+/// or MatMul whose input 0 is an activation and input 1 a float weight
+/// initializer.
+pub(crate) struct Layer<'a> {
+    pub id: NodeId,
+    pub node: &'a Node,
+    /// Input 0, the activation.
+    pub x: ValueId,
+    /// Input 1, the weight, and its value.
+    pub w: ValueId,
+    pub weight: &'a Tensor,
+    /// The weight takes the activations' type ([`InputRole::Weight`]).
+    pub act_type: bool,
+}
+
+/// `fp32`'s plan under `cfg` applied to `weights` (the same graph, other
+/// weight values): the QDQ model [`Grid::of`] reads, and `fp32`'s
+/// [`Layer`]s in node order.
+pub(crate) fn quantized_layers<'a>(
+    fp32: &'a Model,
+    weights: &Model,
+    cfg: &QuantizeConfig,
+    ranges: &BTreeMap<String, (f32, f32)>,
+) -> Result<(Model, Vec<Layer<'a>>)> {
+    let plan = plan_model(fp32, cfg)?;
+    let mut q = weights.clone();
+    quantize(&mut q, &plan, ranges, cfg)?;
+    let g = &fp32.graph;
+    let mut out = Vec::new();
+    for (&id, d) in &plan.nodes {
+        let Decision::Quantize { inputs, .. } = d else {
+            continue;
+        };
+        let Some(node) = g.node(id) else { continue };
+        if !matches!(
+            node.op_type.as_str(),
+            "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
+        ) {
+            continue;
+        }
+        let act_type = inputs.iter().find_map(|(s, r)| match r {
+            InputRole::Weight { act_type, .. } if *s == 1 => Some(*act_type),
+            _ => None,
+        });
+        let activation = inputs
+            .iter()
+            .any(|(s, r)| *s == 0 && *r == InputRole::Activation);
+        let (Some(act_type), true, Some(x), Some(w)) =
+            (act_type, activation, node.input(0), node.input(1))
+        else {
+            continue;
+        };
+        let Some(weight) = g.initializer(w).filter(|t| t.dtype() == DataType::Float) else {
+            continue;
+        };
+        out.push(Layer {
+            id,
+            node,
+            x,
+            w,
+            weight,
+            act_type,
+        });
+    }
+    Ok((q, out))
+}
 
 /// A quantized weight's grid, as its DequantizeLinear gives it.
 pub(crate) struct Grid {
