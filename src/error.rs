@@ -5,7 +5,26 @@
 //! print a one-line cause a user can act on. Nothing in the library panics on
 //! user input: a malformed model, sample or flag ends up here.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`, …): names
+/// from a model or a file may hold any bytes, and a message that quotes
+/// them must stay one terminal-safe line.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -73,6 +92,24 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("node '{node}' ({op}): attribute '{attr}': expected {expected}, found {actual}")]
+    AttributeValue {
+        node: String,
+        op: String,
+        attr: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("node '{node}' ({op}): input {slot}: expected {expected}, found {actual}")]
+    InputValue {
+        node: String,
+        op: String,
+        slot: usize,
+        expected: String,
+        actual: String,
+    },
+
     #[error("node '{node}' ({op}): {reason}")]
     BadNode {
         node: String,
@@ -99,6 +136,18 @@ pub enum Error {
 
     #[error("tract: {context}: {message}")]
     Tract { context: String, message: String },
+
+    #[error(
+        "tract panicked while {context}{}: {message}",
+        node.as_ref().map(|n| format!(", on node {n}")).unwrap_or_default()
+    )]
+    TractPanic {
+        context: String,
+        /// The first node whose prefix of the graph makes tract panic
+        /// (`'name' (Op)`), when it could be found.
+        node: Option<String>,
+        message: String,
+    },
 
     #[error("pass '{pass}': {source}")]
     Pass {

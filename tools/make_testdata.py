@@ -646,8 +646,12 @@ def external_ref(name, location, offset=0, length=8, dims=(2,)):
 
 def write_bad():
     d = os.path.join(ROOT, "bad")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    # bad/fuzz/ holds what the fuzz harness found (tests/it/fuzz.rs): kept.
+    for entry in os.listdir(d) if os.path.isdir(d) else []:
+        if entry != "fuzz":
+            p = os.path.join(d, entry)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+    os.makedirs(d, exist_ok=True)
     add_w = [helper.make_node("Add", ["x", "w"], ["y"], name="add")]
 
     with open(path("digits", "mlp.onnx"), "rb") as f:
@@ -693,6 +697,58 @@ def write_bad():
     os.symlink("../outside.bin", path("bad", "external_symlink", "link.bin"))
     with open(path("bad", "external_past_end", "weights.bin"), "wb") as f:
         f.write(np.ones(2, np.float32).tobytes())
+
+
+def write_hostile():
+    """Well-formed protobufs whose nodes crashed or hung tract (issue #29)."""
+    f32 = TensorProto.FLOAT
+
+    def vi(name, shape):
+        return helper.make_tensor_value_info(name, f32, shape)
+
+    def one(file, nodes, inits=(), x=(1, 3, 8, 8), y=None):
+        g = helper.make_graph(nodes, "hostile", [vi("x", list(x))], [vi("y", y)], list(inits))
+        save(make_model(g, 17, check=False), "bad", "hostile", file)
+
+    w = init("w", np.ones((4, 3, 3, 3), np.float32))
+    one("transpose_perm.onnx", [helper.make_node("Transpose", ["x"], ["y"], name="tr", perm=[0, 1, 2, 1 << 32])])
+    one("transpose_perm_repeat.onnx", [helper.make_node("Transpose", ["x"], ["y"], name="tr", perm=[0, 1, 1, 2])])
+    one("conv_pads_rank.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1])], [w])
+    one("conv_stride_zero.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", strides=[0, 1])], [w])
+    one("conv_group_zero.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=0)], [w])
+    one("conv_group_channels.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=2)], [w])
+    one("conv_kernel_rank.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3])], [w])
+    one("maxpool_no_kernel.onnx", [helper.make_node("MaxPool", ["x"], ["y"], name="pool")])
+    one(
+        "constant_of_shape_huge.onnx",
+        [
+            helper.make_node("ConstantOfShape", ["shape"], ["big"], name="cos"),
+            helper.make_node("Add", ["x", "big"], ["y"], name="add"),
+        ],
+        [init("shape", np.array([1 << 37], np.int64))],
+    )
+    one(
+        "expand_huge.onnx",
+        [helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")],
+        [init("shape", np.array([1 << 20, 1 << 20, 8, 8], np.int64))],
+    )
+    one(
+        "batchnorm_rank1.onnx",
+        [
+            helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["bn"], name="bn"),
+            helper.make_node("Add", ["x", "bn"], ["y"], name="add"),
+        ],
+        [init("c", np.ones(3, np.float32))] + [init(n, np.ones(3, np.float32)) for n in "sbmv"],
+    )
+    one(
+        "layernorm_axis.onnx",
+        [helper.make_node("LayerNormalization", ["x", "s"], ["y"], name="ln", axis=-9)],
+        [init("s", np.ones(8, np.float32))],
+        x=(1, 4, 8),
+    )
+    one("softmax_axis.onnx", [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=7)])
+    ghost = [helper.make_node("Add", ["x", "gh\x1b[31mo\nst"], ["y"], name="add\x07\nnext line")]
+    save(make_model(tiny_graph(ghost), 13, check=False), "bad", "hostile", "control_bytes.onnx")
 
 
 # ---------------------------------------------------------------- golden --
@@ -761,6 +817,7 @@ def main():
     write_detector()
     write_external()
     write_bad()
+    write_hostile()
     print("testdata written under", os.path.normpath(ROOT))
 
 

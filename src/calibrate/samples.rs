@@ -78,23 +78,55 @@ fn npy_payload_is_raw(ts: &npyz::TypeStr, dtype: DataType) -> bool {
     little && dtype != DataType::Bool
 }
 
+/// What a reader is told of an array before its payload is read: its
+/// element type and dims. An error refuses the array unread.
+pub type ArrayCheck<'a> = &'a dyn Fn(DataType, &[usize]) -> Result<()>;
+
+/// The payload size `dims` of `dtype` declare, refused past `limit` (the
+/// bytes the archive entry holds) or when `check` refuses it: nothing is
+/// allocated for a header that promises more than the file has.
+fn payload_len(
+    dtype: DataType,
+    dims: &[usize],
+    limit: u64,
+    what: &str,
+    check: ArrayCheck,
+) -> Result<usize> {
+    let len = numel(dims)
+        .and_then(|n| dtype.raw_len(n))
+        .ok_or_else(|| Error::Invalid(format!("{what}: shape {dims:?} overflows")))?;
+    if len as u64 > limit {
+        return Err(Error::Invalid(format!(
+            "{what}: the header declares {} {dims:?} ({len} bytes), the file holds {limit} bytes",
+            dtype.name()
+        )));
+    }
+    check(dtype, dims).map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+    Ok(len)
+}
+
 /// A raw payload of `dims` elements of `dtype`, in one read.
 fn read_raw_payload(
     mut r: impl Read,
     dtype: DataType,
     dims: Vec<usize>,
+    limit: u64,
     what: &str,
+    check: ArrayCheck,
 ) -> Result<Tensor> {
-    let len = numel(&dims)
-        .and_then(|n| dtype.raw_len(n))
-        .ok_or_else(|| Error::Invalid(format!("{what}: shape overflows")))?;
+    let len = payload_len(dtype, &dims, limit, what, check)?;
     let mut raw = vec![0u8; len];
     r.read_exact(&mut raw)
         .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
     Tensor::from_raw(dtype, dims, Bytes::from(raw))
 }
 
-fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
+fn npy_to_tensor<R: Read>(
+    npy: npyz::NpyFile<R>,
+    limit: u64,
+    what: &str,
+    check: ArrayCheck,
+) -> Result<Tensor> {
     use npyz::DType;
     let dims: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == npyz::Order::Fortran && dims.len() > 1 {
@@ -115,8 +147,9 @@ fn npy_to_tensor<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
         )));
     };
     if npy_payload_is_raw(&ts, dtype) {
-        return read_raw_payload(npy.into_inner(), dtype, dims, what);
+        return read_raw_payload(npy.into_inner(), dtype, dims, limit, what, check);
     }
+    payload_len(dtype, &dims, limit, what, check)?;
     // Otherwise through npyz (it swaps byte order, checks booleans), then
     // stored little-endian.
     macro_rules! read {
@@ -178,7 +211,7 @@ fn plain_npy_header(text: &str) -> Option<(DataType, Vec<usize>)> {
 /// Reads one `.npy` stream: a plain header (see [`plain_npy_header`]) is
 /// parsed here and the payload read in one go; any other goes to npyz
 /// (header bytes replayed in front of the rest of the stream).
-fn read_npy(mut r: impl Read, what: &str) -> Result<Tensor> {
+fn read_npy(mut r: impl Read, limit: u64, what: &str, check: ArrayCheck) -> Result<Tensor> {
     let bad = |e: std::io::Error| Error::Invalid(format!("{what}: {e}"));
     let mut lead = [0u8; 10];
     r.read_exact(&mut lead).map_err(bad)?;
@@ -194,6 +227,11 @@ fn read_npy(mut r: impl Read, what: &str) -> Result<Tensor> {
         }
         _ => 0,
     };
+    if len as u64 > limit {
+        return Err(Error::Invalid(format!(
+            "{what}: a header of {len} bytes, the file holds {limit} bytes"
+        )));
+    }
     let start = head.len();
     head.resize(start + len, 0);
     r.read_exact(&mut head[start..]).map_err(bad)?;
@@ -201,17 +239,29 @@ fn read_npy(mut r: impl Read, what: &str) -> Result<Tensor> {
         .ok()
         .and_then(plain_npy_header);
     match plain {
-        Some((dtype, dims)) => read_raw_payload(r, dtype, dims, what),
+        Some((dtype, dims)) => read_raw_payload(r, dtype, dims, limit, what, check),
         None => {
             let npy = npyz::NpyFile::new(std::io::Cursor::new(head).chain(r)).map_err(bad)?;
-            npy_to_tensor(npy, what)
+            npy_to_tensor(npy, limit, what, check)
         }
     }
 }
 
+/// An [`ArrayCheck`] that is also told the array's name.
+pub type NamedArrayCheck<'a> = &'a dyn Fn(&str, DataType, &[usize]) -> Result<()>;
+
 /// Reads every array of an `.npz` file, in name order.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| {
+    read_npz_checked(path, &|_, _, _| Ok(()))
+}
+
+/// Like [`read_npz`], but `check` sees each array's name, type and dims
+/// before its payload is read, and may refuse it (a sample that cannot fit
+/// the model is refused without decompressing it). A header that declares
+/// more bytes than its archive entry holds is refused unread.
+pub fn read_npz_checked(path: &Path, check: NamedArrayCheck) -> Result<BTreeMap<String, Tensor>> {
+    let file = crate::onnx::open_regular(path)?;
+    let mut archive = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         Error::Invalid(format!("{}: not a readable .npz file: {e}", path.display()))
     })?;
     let names: Vec<String> = archive.array_names().map(str::to_string).collect();
@@ -222,7 +272,13 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             .zip_archive()
             .by_name(&npyz::npz::file_name_from_array_name(&name))
             .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
-        out.insert(name, read_npy(file, &what)?);
+        // The entry's declared size bounds every read (a lying header or a
+        // lying zip cannot make us allocate or read more).
+        let limit = file.size();
+        let t = read_npy(file.take(limit), limit, &what, &|dt, dims| {
+            check(&name, dt, dims)
+        })?;
+        out.insert(name, t);
     }
     Ok(out)
 }
@@ -277,10 +333,13 @@ pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
 /// A directory of `.npz` files, one sample each, in file-name order.
 pub struct NpzDir {
     files: Vec<PathBuf>,
+    inputs: Vec<InputSpec>,
 }
 
 impl NpzDir {
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// The `.npz` files of `dir`; each is checked against `inputs` before
+    /// its payload is read.
+    pub fn open(dir: &Path, inputs: &[InputSpec]) -> Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .flatten()
@@ -288,7 +347,10 @@ impl NpzDir {
             .filter(|p| p.extension().is_some_and(|x| x == "npz"))
             .collect();
         files.sort();
-        Ok(NpzDir { files })
+        Ok(NpzDir {
+            files,
+            inputs: inputs.to_vec(),
+        })
     }
 }
 
@@ -303,7 +365,10 @@ impl SampleSource for NpzDir {
             .unwrap_or_default()
     }
     fn load(&self, i: usize) -> Result<Sample> {
-        Ok(read_npz(&self.files[i])?.into_iter().collect())
+        let check = fits_inputs(&self.inputs, false);
+        Ok(read_npz_checked(&self.files[i], &check)?
+            .into_iter()
+            .collect())
     }
     fn describe(&self) -> String {
         format!("npz-dir:{}", self.files.len())
@@ -372,7 +437,7 @@ pub fn read_pb_files(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, TensorPro
     files
         .into_iter()
         .map(|(_, p)| {
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let bytes = crate::onnx::read_bytes(&p)?;
             let t = TensorProto::decode(bytes.as_slice()).map_err(|source| Error::Decode {
                 what: p.display().to_string(),
                 source,
@@ -422,8 +487,11 @@ pub struct NpzStack {
 }
 
 impl NpzStack {
-    pub fn open(path: &Path) -> Result<Self> {
-        let arrays: Vec<(String, Tensor)> = read_npz(path)?.into_iter().collect();
+    /// The arrays of `path`, each checked against `inputs` (after its
+    /// leading sample axis) before its payload is read.
+    pub fn open(path: &Path, inputs: &[InputSpec]) -> Result<Self> {
+        let check = fits_inputs(inputs, true);
+        let arrays: Vec<(String, Tensor)> = read_npz_checked(path, &check)?.into_iter().collect();
         let file = path.display().to_string();
         let count = arrays
             .first()
@@ -642,8 +710,12 @@ pub fn open_source(
         return Ok(Box::new(Random::new(rest, inputs, dims)?));
     }
     let path = Path::new(spec);
+    if path.exists() && !path.is_file() && !path.is_dir() {
+        // A FIFO or device: refused with the reason, never opened.
+        crate::onnx::open_regular(path)?;
+    }
     if path.is_file() {
-        return Ok(Box::new(NpzStack::open(path)?));
+        return Ok(Box::new(NpzStack::open(path, inputs)?));
     }
     if !path.is_dir() {
         return Err(Error::io(
@@ -655,7 +727,7 @@ pub fn open_source(
     if !pb.is_empty() {
         return Ok(Box::new(pb));
     }
-    let npz = NpzDir::open(path)?;
+    let npz = NpzDir::open(path, inputs)?;
     if npz.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no .npz files and no test_data_set_* folders",
@@ -672,52 +744,75 @@ pub fn check_sample(name: &str, sample: &Sample, inputs: &[InputSpec]) -> Result
         let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) else {
             return Err(sample_err(name, format!("has no input '{}'", spec.name)));
         };
-        if let Some(dt) = spec.dtype {
-            if t.dtype() != dt {
-                return Err(sample_err(
-                    name,
-                    format!(
-                        "input '{}' is {}, the model expects {}",
-                        spec.name,
-                        t.dtype().name(),
-                        dt.name()
-                    ),
-                ));
-            }
-        }
-        if let Some(dims) = &spec.dims {
-            let ok = dims.len() == t.dims().len()
-                && dims
-                    .iter()
-                    .zip(t.dims())
-                    .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
-            if !ok {
-                let want: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-                return Err(sample_err(
-                    name,
-                    format!(
-                        "input '{}' has shape {:?}, the model takes [{}]",
-                        spec.name,
-                        t.dims(),
-                        want.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_array(spec, t.dtype(), t.dims()).map_err(|e| sample_err(name, e))?;
     }
     for (n, _) in sample {
         if !inputs.iter().any(|i| i.name == *n) {
-            let known: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(sample_err(
-                name,
-                format!(
-                    "has an extra array '{n}' (model inputs: {})",
-                    known.join(", ")
-                ),
+            return Err(sample_err(name, extra_array(n, inputs)));
+        }
+    }
+    Ok(())
+}
+
+fn extra_array(n: &str, inputs: &[InputSpec]) -> String {
+    let known: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    format!(
+        "has an extra array '{n}' (model inputs: {})",
+        known.join(", ")
+    )
+}
+
+/// Whether an array of `dtype` and `dims` fits model input `spec`.
+fn check_array(spec: &InputSpec, dtype: DataType, dims: &[usize]) -> Result<(), String> {
+    if let Some(dt) = spec.dtype.filter(|&dt| dt != dtype) {
+        return Err(format!(
+            "input '{}' is {}, the model expects {}",
+            spec.name,
+            dtype.name(),
+            dt.name()
+        ));
+    }
+    if let Some(want) = &spec.dims {
+        let ok = want.len() == dims.len()
+            && want
+                .iter()
+                .zip(dims)
+                .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+        if !ok {
+            let want: Vec<String> = want.iter().map(|d| d.to_string()).collect();
+            return Err(format!(
+                "input '{}' has shape {dims:?}, the model takes [{}]",
+                spec.name,
+                want.join(", ")
             ));
         }
     }
     Ok(())
+}
+
+/// A pre-read check of the arrays of an `.npz` against the model's inputs
+/// (`stacked`: each array carries a leading sample axis).
+fn fits_inputs(
+    inputs: &[InputSpec],
+    stacked: bool,
+) -> impl Fn(&str, DataType, &[usize]) -> Result<()> + '_ {
+    move |name, dtype, dims| {
+        // A name no input has is left to check_sample, which reports the
+        // sample's missing and extra arrays together.
+        let Some(spec) = inputs.iter().find(|i| i.name == name) else {
+            return Ok(());
+        };
+        let dims = match (stacked, dims.split_first()) {
+            (false, _) => dims,
+            (true, Some((_, rest))) => rest,
+            (true, None) => {
+                return Err(Error::Invalid(format!(
+                    "array '{name}' is a scalar; a stacked .npz needs a leading sample axis"
+                )))
+            }
+        };
+        check_array(spec, dtype, dims).map_err(Error::Invalid)
+    }
 }
 
 #[cfg(test)]
@@ -764,7 +859,7 @@ mod tests {
             for (name, t) in &fast {
                 let npy = archive.by_name(name).expect("array").expect("present");
                 assert_eq!(
-                    &npy_to_tensor(npy, "npyz").expect("npyz"),
+                    &npy_to_tensor(npy, u64::MAX, "npyz", &|_, _| Ok(())).expect("npyz"),
                     t,
                     "{path:?} {name}"
                 );

@@ -121,7 +121,7 @@ impl RangeTable {
 
     /// Reads a table.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::onnx::read_text(path)?;
         serde_json::from_str(&text).map_err(|e| {
             Error::Invalid(format!("{}: not a calibration table: {e}", path.display()))
         })

@@ -92,7 +92,9 @@ pub struct Args {
 
 fn load(p: &PathBuf) -> anyhow::Result<Model> {
     let l = onnxq::onnx::load_model(p)?;
-    Model::from_proto(&l.proto).with_context(|| p.display().to_string())
+    let m = Model::from_proto(&l.proto).with_context(|| p.display().to_string())?;
+    onnxq::ir::schema::check_model(&m).with_context(|| p.display().to_string())?;
+    Ok(m)
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {

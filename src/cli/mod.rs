@@ -79,7 +79,8 @@ pub fn main() -> ExitCode {
 }
 
 /// The whole cause chain on one line, outermost first, without repeating a
-/// cause its parent already quoted.
+/// cause its parent already quoted; control characters (from node and
+/// tensor names) escaped, so the line is one line and terminal-safe.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
@@ -89,5 +90,5 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         parts.push(s);
     }
-    parts.join(": ").replace('\n', " ")
+    onnxq::error::printable(&parts.join(": ")).into_owned()
 }

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let loaded = onnxq::onnx::load_model(&args.model)?;
     let model =
         Model::from_proto(&loaded.proto).with_context(|| args.model.display().to_string())?;
+    onnxq::ir::schema::check_model(&model).with_context(|| args.model.display().to_string())?;
     let specs = onnxq::ir::types::input_specs(&model.graph);
     let dims = args.dims.iter().cloned().collect();
     let source = open_source(&args.data, &specs, &dims)?;

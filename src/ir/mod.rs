@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod graph;
 pub mod node;
+pub mod schema;
 pub mod tensor;
 pub mod types;
 

@@ -20,7 +20,6 @@ use super::tensor::{declared_byte_len, tensor_from_proto};
 use crate::error::{Error, Result};
 use prost::bytes::Bytes;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 /// One external-data file a model referenced.
@@ -210,14 +209,17 @@ impl Resolver {
         if let Some(b) = self.maps.get(path) {
             return Ok(b.clone());
         }
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() {
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
             return Err(Self::err(
                 t,
-                format!("'{}' is not a regular file", path.display()),
+                format!(
+                    "'{}' is not a regular file (a FIFO, device or folder)",
+                    path.display()
+                ),
             ));
         }
+        let file = super::open_regular(path).map_err(|e| Self::err(t, e.to_string()))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         let bytes = if meta.len() == 0 {
             Bytes::new()
         } else {

@@ -9,7 +9,6 @@ use super::proto::ModelProto;
 use crate::error::{Error, Result};
 use prost::bytes::Bytes;
 use prost::Message;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A decoded model and what loading it involved.
@@ -28,14 +27,8 @@ pub struct LoadedModel {
 /// Loads the model at `path`, with its external data.
 pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = super::open_regular(path)?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
     let bytes = if meta.len() == 0 {
         Bytes::new()
     } else {

@@ -21,11 +21,13 @@ pub mod proto {
 pub use load::{decode_model, load_model, LoadedModel};
 pub use save::{save_model, ExternalDataOptions, SaveOptions};
 
+use crate::error::{Error, Result};
 use crate::ir::DataType;
 use proto::{
     tensor_shape_proto::{dimension, Dimension},
     type_proto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use std::path::Path;
 
 /// The value info of a tensor of type `dt` and static shape `dims`.
 pub fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
@@ -48,4 +50,50 @@ pub fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
         }),
         ..Default::default()
     }
+}
+
+/// Opens `path` for reading if it is a regular file (after symlinks). A
+/// FIFO, device or folder is refused before it is opened: opening a FIFO
+/// blocks until something writes to it, and a device may never end.
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let not_regular = || {
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, device or folder)",
+            ),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // The path may have been swapped between the two looks.
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err(not_regular()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Reads a whole regular file (see [`open_regular`]) as text.
+pub fn read_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    open_regular(path)?
+        .read_to_string(&mut s)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(s)
+}
+
+/// Reads a whole regular file (see [`open_regular`]).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    open_regular(path)?
+        .read_to_end(&mut v)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(v)
 }

@@ -15,6 +15,10 @@
 //! 3. [`shapes::infer_shapes`]: types and shapes of every value, from tract,
 //!    written into `value_info`.
 //!
+//! Before 1 and after 3, [`crate::ir::schema::check_model`] refuses nodes
+//! whose attributes break the ONNX schema (tract panics or hangs on some);
+//! after 3 it also sees the ranks of inner values.
+//!
 //! Outside that order: [`equalize::equalize`] (cross-layer equalization),
 //! which `quantize` runs after preparation (`--equalize`).
 //!
@@ -102,6 +106,8 @@ fn run_one(pass: &dyn Pass, model: &mut Model, opts: &PassOptions) -> Result<usi
 
 /// Runs the preparation passes on `model`.
 pub fn prepare(model: &mut Model, opts: &PassOptions) -> Result<PassReport> {
+    // Nothing reaches tract (folding, shape inference) unchecked.
+    crate::ir::schema::check_model(model)?;
     let mut report = PassReport {
         opset_before: model.onnx_opset()?,
         ..Default::default()
@@ -135,6 +141,8 @@ pub fn prepare(model: &mut Model, opts: &PassOptions) -> Result<PassReport> {
             Ok(n) => report.shapes_inferred = n,
             Err(e) => report.shape_inference_skipped = Some(e.to_string()),
         }
+        // Ranks now known for inner values: the rank-dependent checks again.
+        crate::ir::schema::check_model(model)?;
     }
     report.opset_after = model.onnx_opset()?;
     Ok(report)

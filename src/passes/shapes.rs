@@ -19,12 +19,17 @@ use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, InferenceModelExt};
 
 /// Infers types and shapes; returns how many values got new `value_info`.
 pub fn infer_shapes(model: &mut Model) -> Result<usize> {
-    let bytes = model.to_proto()?.encode_to_vec();
-    let mut m = crate::tract::framework()
-        .model_for_read(&mut &bytes[..])
-        .map_err(|e| Error::tract("loading the model for shape inference", e))?;
-    // Obstinate: carry on past ops tract cannot analyse, keeping what it found.
-    let _ = m.analyse(true);
+    let proto = model.to_proto()?;
+    let m = crate::tract::guarded_model("inferring shapes", &proto, |p| {
+        let bytes = p.encode_to_vec();
+        let mut m = crate::tract::framework()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| Error::tract("loading the model for shape inference", e))?;
+        // Obstinate: carry on past ops tract cannot analyse, keeping what it
+        // found.
+        let _ = m.analyse(true);
+        Ok(m)
+    })?;
     let g = &mut model.graph;
     let mut added = 0;
     let nodes: Vec<(usize, usize)> = m.nodes().iter().map(|n| (n.id, n.outputs.len())).collect();

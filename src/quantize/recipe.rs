@@ -252,7 +252,7 @@ pub struct Recipe {
 impl Recipe {
     /// Reads a recipe; unknown keys and bad values are errors naming them.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::onnx::read_text(path)?;
         Self::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 

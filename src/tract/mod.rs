@@ -8,17 +8,157 @@
 //!
 //! [`Runner`] is a built, optimized plan with named inputs and outputs; it is
 //! `Send + Sync`, so one plan serves many rayon workers.
+//!
+//! tract trusts its input and panics on some malformed graphs. Nodes are
+//! checked against the ONNX schemas first (`ir::schema`); whatever still
+//! panics inside tract comes back from [`guarded`] as an error naming the
+//! stage, with the panic's message and place, instead of ending the process.
 
 use crate::error::{Error, Result};
 use crate::ir::tensor::{DataType, Tensor};
 use crate::onnx::proto::ModelProto;
 use prost::bytes::Bytes;
 use prost::Message;
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Once};
 use tract_onnx::prelude::{
     tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
     Tensor as TTensor, TypedRunnableModel,
 };
+
+thread_local! {
+    /// How many [`guarded`] calls this thread is inside.
+    static GUARDED: Cell<usize> = const { Cell::new(0) };
+    /// The message and place of the last panic caught on this thread.
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that, inside [`guarded`],
+/// records the panic instead of printing it; elsewhere the previous hook
+/// runs as before.
+fn install_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(Cell::get) == 0 {
+                return previous(info);
+            }
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            // anyhow errors unwrapped inside tract carry a backtrace after
+            // a blank line: the first line is the message.
+            let message = message.lines().next().unwrap_or("").to_string();
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{message}{place}")));
+        }));
+    });
+}
+
+/// Runs `f`, a call into tract; a panic inside it becomes
+/// [`Error::TractPanic`] with `context` and the panic's message and place.
+pub fn guarded<T>(context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    install_hook();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let out = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    out.unwrap_or_else(|_| {
+        let caught = CAUGHT.with(|c| c.borrow_mut().take());
+        Err(Error::TractPanic {
+            context: context.to_string(),
+            node: None,
+            message: caught.unwrap_or_else(|| "(no message)".into()),
+        })
+    })
+}
+
+/// Like [`guarded`] for a call that reads a whole model (`attempt`): when
+/// tract panics, the node at fault is found by bisection over prefixes of
+/// the graph (nodes in file order, which `ir` writes topologically; each
+/// prefix exposes its last node's outputs), and named in the error. Only
+/// the error path pays for the search: about log2(nodes) more attempts.
+pub fn guarded_model<T>(
+    context: &str,
+    model: &ModelProto,
+    attempt: impl Fn(&ModelProto) -> Result<T>,
+) -> Result<T> {
+    match guarded(context, || attempt(model)) {
+        Err(Error::TractPanic {
+            context, message, ..
+        }) => {
+            let panics = |k: usize| {
+                let prefix = graph_prefix(model, k);
+                matches!(
+                    guarded("", || attempt(&prefix).map(|_| ())),
+                    Err(Error::TractPanic { .. })
+                )
+            };
+            let n = model.graph.as_ref().map_or(0, |g| g.node.len());
+            // The smallest prefix that panics, if the whole graph's panic
+            // is one a prefix reproduces.
+            let (mut lo, mut hi) = (1, n);
+            let node = (n > 0 && panics(n)).then(|| {
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if panics(mid) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                let g = model.graph.as_ref().map(|g| &g.node[lo - 1]);
+                g.map(|p| {
+                    let name = if p.name().is_empty() {
+                        format!("#{}", lo - 1)
+                    } else {
+                        crate::error::printable(p.name()).into_owned()
+                    };
+                    format!("'{name}' ({})", p.op_type())
+                })
+            });
+            Err(Error::TractPanic {
+                context,
+                node: node.flatten(),
+                message,
+            })
+        }
+        other => other,
+    }
+}
+
+/// The model cut after its first `k` nodes, whose outputs are the outputs
+/// of node `k - 1`.
+fn graph_prefix(model: &ModelProto, k: usize) -> ModelProto {
+    use crate::onnx::proto::ValueInfoProto;
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        g.node.truncate(k);
+        g.output = g
+            .node
+            .last()
+            .map(|n| {
+                n.output
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .map(|o| ValueInfoProto {
+                        name: Some(o.clone()),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        g.value_info.clear();
+    }
+    m
+}
 
 /// tract's datum type for an ONNX element type.
 pub fn datum_type(dt: DataType) -> Option<DatumType> {
@@ -146,6 +286,12 @@ pub enum Level {
     Typed,
 }
 
+/// The largest graph (in nodes) [`Runner::new`] hands to tract's optimizer.
+/// Its passes grow faster than the node count (a chain of 1,000 MatMuls:
+/// ~1.8 s a plan, of 2,000: ~10 s, of 10,000: hours); past this size plans
+/// are typed only (10,000 MatMuls: 23.7 s for the whole quantize command).
+pub const OPTIMIZE_MAX_NODES: usize = 2000;
+
 /// A tract plan for fixed input types and shapes.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -155,19 +301,43 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Builds an optimized plan for `model` with inputs of the given types
-    /// and shapes, exposing `outputs` (tensor names; `None`: the graph's
-    /// outputs).
+    /// Builds an optimized plan for `model` (typed only past
+    /// [`OPTIMIZE_MAX_NODES`]) with inputs of the given types and shapes,
+    /// exposing `outputs` (tensor names; `None`: the graph's outputs).
     pub fn new(
         model: &ModelProto,
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
     ) -> Result<Self> {
-        Self::with_level(model, inputs, outputs, Level::Optimized)
+        let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
+        let level = if nodes > OPTIMIZE_MAX_NODES {
+            Level::Typed
+        } else {
+            Level::Optimized
+        };
+        Self::with_level(model, inputs, outputs, level)
     }
 
     /// Like [`Runner::new`], at a chosen optimization level.
     pub fn with_level(
+        model: &ModelProto,
+        inputs: &[(String, DataType, Vec<usize>)],
+        outputs: Option<&[String]>,
+        level: Level,
+    ) -> Result<Self> {
+        let exposed = outputs;
+        guarded_model("building a plan", model, |m| {
+            // A prefix (see guarded_model) exposes its own outputs.
+            let outputs = if std::ptr::eq(m, model) {
+                exposed
+            } else {
+                None
+            };
+            Self::build(m, inputs, outputs, level)
+        })
+    }
+
+    fn build(
         model: &ModelProto,
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
@@ -265,7 +435,9 @@ impl Runner {
                 .into_tvalue();
             tv.push(tt);
         }
-        let out = self.plan.run(tv).map_err(|e| Error::tract("running", e))?;
+        let out = guarded("running the plan", || {
+            self.plan.run(tv).map_err(|e| Error::tract("running", e))
+        })?;
         Ok(out.into_iter().collect())
     }
 }

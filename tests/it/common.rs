@@ -158,3 +158,63 @@ pub const METHODS: &[&str] = &[
     "mse",
     "auto",
 ];
+
+/// How a bounded run of the binary ended.
+#[derive(Debug)]
+pub struct Bounded {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Killed after the time limit.
+    pub timed_out: bool,
+    /// Peak resident memory, KiB.
+    pub max_rss_kib: u64,
+    pub stderr: String,
+}
+
+/// Runs the binary in `cwd`, killed after `limit`; reports the exit status
+/// and the child's peak RSS (wait4's rusage).
+pub fn onnxq_bounded(args: &[&str], cwd: &Path, limit: std::time::Duration) -> Bounded {
+    use std::process::Stdio;
+    let err_path = cwd.join(".stderr");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
+    // Reaped below with wait4 (for its rusage), not Child::wait.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("the onnxq binary runs");
+    let pid = child.id() as libc::pid_t;
+    let start = std::time::Instant::now();
+    let mut timed_out = false;
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: plain syscall on our own child, with valid out-pointers.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break (status, usage);
+        }
+        assert!(r == 0, "wait4 failed");
+        if !timed_out && start.elapsed() > limit {
+            timed_out = true;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    };
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&err_path);
+    Bounded {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        timed_out,
+        max_rss_kib: usage.ru_maxrss as u64,
+        stderr,
+    }
+}

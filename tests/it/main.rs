@@ -7,6 +7,12 @@
 //!   external data in and out.
 //! - `malformed`: every malformed testdata file fails with exit code 1, a
 //!   one-line cause naming the tensor/node/file, and writes nothing.
+//! - `hostile`: models and samples that crashed, aborted or hung tract or
+//!   the sample readers (bad attributes, huge sizes, lying .npz headers, zip
+//!   bombs, FIFOs, control bytes in names, long chains) refused cleanly by
+//!   every command.
+//! - `fuzz`: seeded mutation fuzzing of every command, and the cases it
+//!   found replayed.
 //! - `optimize`: the preparation passes keep every model's outputs, reach a
 //!   fixed point, and do what they promise on real-export quirks.
 //! - `quantize`: QDQ output (Q/DQ per op type, per-channel and bias
@@ -21,7 +27,9 @@
 mod calibrate;
 mod cli;
 mod common;
+mod fuzz;
 mod gate;
+mod hostile;
 mod lower;
 mod malformed;
 mod optimize;
