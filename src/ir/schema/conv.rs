@@ -176,26 +176,20 @@ pub fn roi_pool(c: &Ctx) -> Result<()> {
 
 /// DepthToSpace, SpaceToDepth: a positive `blocksize` on a rank-4 input.
 pub fn blocksize(c: &Ctx) -> Result<()> {
-    let b = c.node.get_int("blocksize")?;
-    if !b.is_some_and(|b| (1..=MAX_WINDOW).contains(&b)) {
-        return Err(c.bad(
-            "blocksize",
-            "a positive block size (required)",
-            b.map_or("absent".into(), |b| b.to_string()),
-        ));
-    }
+    required_size(c, "blocksize", "a positive block size (required)")?;
     rank_is(c, 0, 4)
 }
 
 /// LRN: a positive `size` (required).
 pub fn lrn(c: &Ctx) -> Result<()> {
-    let s = c.node.get_int("size")?;
-    if !s.is_some_and(|s| (1..=MAX_WINDOW).contains(&s)) {
-        return Err(c.bad(
-            "size",
-            "a positive window size (required)",
-            s.map_or("absent".into(), |s| s.to_string()),
-        ));
+    required_size(c, "size", "a positive window size (required)")
+}
+
+/// A required integer attribute in `1..=MAX_WINDOW`.
+fn required_size(c: &Ctx, name: &str, expected: &str) -> Result<()> {
+    let v = c.node.get_int(name)?;
+    if !v.is_some_and(|v| (1..=MAX_WINDOW).contains(&v)) {
+        return Err(c.bad(name, expected, v.map_or("absent".into(), |v| v.to_string())));
     }
     Ok(())
 }
