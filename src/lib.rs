@@ -19,6 +19,9 @@
 //!   DequantizeLinear; int8 weights per channel, int32 biases; YAML recipes.
 //! - [`tune`]: accuracy search: per-node sensitivity, automatic mixed
 //!   precision, the range-gap guard.
+//! - [`pipeline`]: all of the above in the default order, one call
+//!   ([`pipeline::quantize`], [`pipeline::quantize_file`]): what
+//!   `onnxq quantize` runs.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
 
@@ -30,6 +33,7 @@ pub mod ir;
 pub mod lower;
 pub mod onnx;
 pub mod passes;
+pub mod pipeline;
 pub mod quantize;
 pub mod tract;
 pub mod tune;

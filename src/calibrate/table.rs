@@ -5,10 +5,12 @@
 //! (the model fingerprint must match).
 
 use super::methods::{range, RangeOptions};
-use super::{Collected, Method, Target};
+use super::samples::SampleSource;
+use super::{Calibrator, CollectOptions, Collected, Method, Target};
 use crate::error::{Error, Result};
+use crate::ir::Model;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The range of one tensor.
@@ -55,6 +57,44 @@ pub struct RangeTable {
 }
 
 impl RangeTable {
+    /// Calibrates `model` on `source`: the tensors of `wanted` (every
+    /// activation when `None`) are observed through tract, their ranges
+    /// computed by `opts.method` (with `auto`, one more pass chooses a
+    /// method per tensor). Returns the table and how many tract plans
+    /// the samples' shapes needed.
+    pub fn calibrate(
+        model: &Model,
+        wanted: Option<&BTreeSet<String>>,
+        source: &dyn SampleSource,
+        opts: &RangeOptions,
+        collect: &CollectOptions,
+        model_sha256: &str,
+    ) -> Result<(Self, usize)> {
+        let calibrator = Calibrator::observing(model, wanted)?;
+        let collected = calibrator.collect(
+            source,
+            &CollectOptions {
+                histograms: opts.method.needs_histogram(),
+                ..collect.clone()
+            },
+        )?;
+        let mut table = RangeTable::compute(&collected, opts, model_sha256);
+        if opts.method == Method::Auto {
+            let all: BTreeSet<String>;
+            let wanted = match wanted {
+                Some(w) => w,
+                None => {
+                    all = collected.stats.keys().cloned().collect();
+                    &all
+                }
+            };
+            let choices =
+                super::choose::choose(model, &collected, opts, wanted, source, collect.jobs)?;
+            table.apply_choices(&choices);
+        }
+        Ok((table, collected.plans))
+    }
+
     /// Ranges for every collected tensor.
     pub fn compute(collected: &Collected, opts: &RangeOptions, model_sha256: &str) -> Self {
         use rayon::prelude::*;

@@ -1,46 +1,12 @@
 //! `onnxq check`: the parity comparison on any quantized model.
 
-use super::calibrate::parse_dim;
-use super::quantize::ArithArg;
+use super::args::{parse_dim, GateArgs};
 use anyhow::Context;
 use onnxq::calibrate::open_source;
 use onnxq::ir::Model;
 use onnxq::passes::{prepare, PassOptions};
-use onnxq::verify::{self, Thresholds};
+use onnxq::verify;
 use std::path::PathBuf;
-
-/// Thresholds and arithmetic of a parity comparison (shared by `check` and
-/// `quantize`).
-#[derive(Debug, clap::Args)]
-pub struct GateArgs {
-    /// Every float output's SQNR against FP32 at least DB [default: 20].
-    #[arg(long, value_name = "DB")]
-    pub min_sqnr: Option<f64>,
-    /// Every output's cosine similarity at least C [default: 0.99].
-    #[arg(long, value_name = "C")]
-    pub min_cosine: Option<f64>,
-    /// Class-score outputs ([N, C]) agree on the top class for at least this
-    /// fraction of rows [default: 0.95].
-    #[arg(long, value_name = "F")]
-    pub min_top1: Option<f64>,
-    /// Requantization arithmetic of the int8 executor: ort (onnxruntime's
-    /// float32 multiplier) or exact (the ONNX reference, float64).
-    #[arg(long, value_enum, default_value = "ort")]
-    pub arith: ArithArg,
-}
-
-impl GateArgs {
-    /// The thresholds: these flags, else `fallback` (a recipe), else the
-    /// defaults.
-    pub fn thresholds(&self, fallback: [Option<f64>; 3]) -> Thresholds {
-        let d = Thresholds::default();
-        Thresholds {
-            min_sqnr_db: self.min_sqnr.or(fallback[0]).unwrap_or(d.min_sqnr_db),
-            min_cosine: self.min_cosine.or(fallback[1]).unwrap_or(d.min_cosine),
-            min_top1: self.min_top1.or(fallback[2]).unwrap_or(d.min_top1),
-        }
-    }
-}
 
 /// Compare a quantized model (onnxq's or another tool's, QDQ or QOperator)
 /// with its FP32 reference: the reference runs in tract, the quantized

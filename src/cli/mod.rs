@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 parity gate failed.
 
+mod args;
 mod calibrate;
 mod check;
 mod convert;

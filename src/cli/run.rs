@@ -1,7 +1,6 @@
 //! `onnxq run`: run a model on samples and write its outputs.
 
-use super::calibrate::parse_dim;
-use super::quantize::ArithArg;
+use super::args::{parse_dim, ArithArg};
 use anyhow::Context;
 use onnxq::calibrate::open_source;
 use onnxq::calibrate::samples::{check_sample, write_npz};

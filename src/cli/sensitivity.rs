@@ -1,14 +1,15 @@
 //! `onnxq sensitivity`: which nodes hurt the quantized model, node by node.
 
-use super::calibrate::{parse_dim, MethodArg};
-use super::quantize::{ActArg, Ranges};
+use super::args::{parse_dim, ActArg, MethodArg};
 use anyhow::Context;
-use onnxq::calibrate::{model_sha256, open_source, Method};
+use onnxq::calibrate::{model_sha256, open_source, CollectOptions, Method};
 use onnxq::ir::Model;
 use onnxq::passes::{prepare, PassOptions};
+use onnxq::pipeline::{range_options, Ranges, Samples};
 use onnxq::quantize::{QType, QuantizeConfig, Recipe};
 use onnxq::tune::{self, Evaluator, Score, SensitivityOptions};
 use onnxq::verify::Thresholds;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -111,10 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ranges: args.ranges.as_ref().map(|p| p.display().to_string()),
         method: args.method.map(Method::from),
         percentile: args.percentile,
-        activations: args.activations.map(|a| match a {
-            ActArg::Uint8 => QType::Uint8,
-            ActArg::Int8 => QType::Int8,
-        }),
+        activations: args.activations.map(QType::from),
         per_channel: args.per_tensor.then_some(false),
         op_types: (!args.op_types.is_empty()).then(|| args.op_types.clone()),
         exclude: args.exclude.clone(),
@@ -145,7 +143,28 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
     let start = Instant::now();
     let needed = tune::search_needed(&model, &cfg).with_context(what)?;
-    let ranges = Ranges::new(&model, &needed, &recipe, &cfg, args.jobs, &fingerprint)?;
+    let ropts = range_options(&recipe, &cfg)?;
+    let ranges = match (&recipe.ranges, &recipe.calib) {
+        (Some(path), _) => Ranges::from_table(path.as_ref(), &fingerprint, ropts)?,
+        (None, Some(src)) => {
+            let samples = Samples::Spec(src.clone());
+            if samples.is_random() {
+                eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
+            }
+            let specs = onnxq::ir::types::input_specs(&model.graph);
+            let source = samples.open(&specs, &recipe.dims, "calibration samples")?;
+            let collect = CollectOptions {
+                histograms: false,
+                per_channel: false,
+                jobs: args.jobs,
+                progress: std::io::stderr().is_terminal(),
+            };
+            Ranges::calibrated(&model, &needed, (src, source), ropts, collect, &fingerprint)?
+        }
+        (None, None) => anyhow::bail!(
+            "sensitivity needs calibration samples (--calib SRC) or a table (--ranges JSON)"
+        ),
+    };
     let validation = match (&recipe.validate, &recipe.calib) {
         (Some(v), _) | (None, Some(v)) => v.clone(),
         (None, None) => {

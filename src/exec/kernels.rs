@@ -21,10 +21,14 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How requantization rounds (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arith {
+    /// onnxruntime's CPU kernels: float32 multiplier, round half to even
+    /// (the default: what most quantized models run on).
+    #[default]
     Ort,
+    /// The ONNX reference: float64 requantization.
     Exact,
 }
 
@@ -495,7 +499,7 @@ fn batch_index(full: &[usize], own: &[usize], mut i: usize) -> usize {
 }
 
 /// The B operand of an integer MatMul, centred by its (per-column) zero
-/// points and packed for [`gemm`] once per batch matrix, so a constant
+/// points and packed for `gemm` once per batch matrix, so a constant
 /// weight is prepared once per model, not once per run.
 pub struct MatB {
     /// Shape after 1-D promotion (`[..., k, n]`).

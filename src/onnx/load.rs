@@ -24,6 +24,17 @@ pub struct LoadedModel {
     pub external: Vec<ExternalFile>,
 }
 
+impl LoadedModel {
+    /// The file's path for messages, or `the model` when it came from
+    /// bytes.
+    pub fn label(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "the model".to_string(),
+        }
+    }
+}
+
 /// Loads the model at `path`, with its external data.
 pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
     let path = path.as_ref();

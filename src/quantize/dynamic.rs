@@ -17,7 +17,7 @@
 //!   weight is transposed offline; Gemm's `alpha` goes into the weight
 //!   scale, `beta` into the bias constant (or a Mul when C is computed).
 //! - `MatMulInteger` (ONNX opset 10) accumulates exactly in int32; the
-//!   float rescale is one Mul by `x_scale · w_scale[n]` (a [N] vector built
+//!   float rescale is one Mul by `x_scale · w_scale[n]` (a `[N]` vector built
 //!   at run time from the scalar `x_scale`).
 //!
 //! Touches only the matched nodes; the output value keeps its name.

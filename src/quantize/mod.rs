@@ -125,7 +125,7 @@ impl QuantizeConfig {
         // computes wrong results with 8 bits: u8 activations × s8 weights,
         // which onnxruntime's x86 kernels without VNNI sum pairwise in
         // saturating int16. tract computes exactly; s8×s8 and u8×u8 paths
-        // widen first. Measured: README "Choosing the defaults".
+        // widen first. Measured: docs/defaults.md.
         let saturating_pair = cfg.activations == QType::Uint8
             && cfg.weights == QType::Int8
             && r.target != Some(crate::lower::Target::Tract);

@@ -235,7 +235,7 @@ pub struct Recipe {
     /// (measured on the calibration samples; default true with calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias_correction: Option<bool>,
-    /// Cross-layer equalization of layer pairs (Conv → [Relu] → Conv,
+    /// Cross-layer equalization of layer pairs (Conv → `[Relu]` → Conv,
     /// Gemm/MatMul alike) before calibration (default true with calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equalize: Option<bool>,

@@ -2,7 +2,7 @@
 //! they work on, reading a quantized weight's grid back from the QDQ model
 //! the plan produces, and the record that puts an initializer they changed back as it was when
 //! automatic mixed precision keeps its layer in float. Reads graphs only;
-//! [`put_back`] returns a changed copy.
+//! `put_back` returns a changed copy.
 
 use crate::error::Result;
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};

@@ -19,6 +19,8 @@
 //!   parameters against a direct computation), runs in tract close to FP32,
 //!   digits accuracy kept, deterministic bytes, recipes, errors.
 //! - `gate`: the parity gate in quantize, check, run.
+//! - `pipeline`: the library call (`onnxq::pipeline`) writes what the CLI
+//!   writes; samples from memory; a failed gate is a report; errors.
 //! - `tune`: sensitivity ranking, automatic mixed precision, the
 //!   range-gap guard on a detector head.
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
@@ -33,6 +35,7 @@ mod hostile;
 mod lower;
 mod malformed;
 mod optimize;
+mod pipeline;
 mod quantize;
 mod roundtrip;
 mod tune;

@@ -793,6 +793,8 @@ fn regex_free_secs(s: &str) -> String {
             (Some(a), Some(b)) if l.contains("calibration:") && b > a => {
                 format!("{} in T s{}", &l[..a], &l[b + 2..])
             }
+            // "time: 0.17 s (gptq 0.07, gate 0.06, …)"
+            _ if l.starts_with("  time: ") => "  time: T s (stages)".to_string(),
             // "parity (… of SRC, 0.03 s): passed"
             _ if l.contains("parity (") => match (l.rfind(", "), l.rfind(" s)")) {
                 (Some(a), Some(b)) if b > a => format!("{}, T s{}", &l[..a], &l[b + 2..]),

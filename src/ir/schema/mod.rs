@@ -11,17 +11,17 @@
 //!
 //! The checks are a registry ([`RULES`]: op type → rule), one file per op
 //! family:
-//! - [`conv`]: Conv, ConvTranspose, ConvInteger, QLinearConv and the pools:
+//! - `conv`: Conv, ConvTranspose, ConvInteger, QLinearConv and the pools:
 //!   kernel, stride, dilation and pad lists of the spatial rank and in range,
 //!   `group` dividing the channels;
-//! - [`axes`]: every `axis`/`axes`/`perm` attribute inside the rank of the
+//! - `axes`: every `axis`/`axes`/`perm` attribute inside the rank of the
 //!   tensor it indexes; normalization inputs of a usable rank;
-//! - [`sizes`]: ops whose output size comes from a constant input
+//! - `sizes`: ops whose output size comes from a constant input
 //!   (ConstantOfShape, Expand, Tile, Resize, Range, …) bounded by
 //!   [`MAX_ELEMENTS`].
 //!
 //! A rule sees what the graph knows of each input: its declared or inferred
-//! shape (else the rank [`ranks`] derives) and, for initializers and
+//! shape (else the rank `ranks` derives) and, for initializers and
 //! Constant outputs, its value. Where the rank is not known yet a
 //! rank-dependent check is skipped; `passes::prepare` runs the checks again
 //! after shape inference, when it is. Nodes inside subgraphs (If/Loop/Scan

@@ -1,0 +1,180 @@
+//! Activation ranges for the pipeline: read from a table or calibrated on
+//! samples, calibrated again for the tensors a later plan needs (the range
+//! guard's and the automatic mode's variants), and the range guard itself.
+
+use crate::calibrate::samples::SampleSource;
+use crate::calibrate::{CollectOptions, Method, RangeOptions, RangeTable, Target};
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::quantize::{plan_model, QuantizeConfig, Recipe};
+use crate::tune;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The range options a recipe asks for (method, percentile, and the
+/// activation type `cfg` quantizes to).
+pub fn range_options(recipe: &Recipe, cfg: &QuantizeConfig) -> Result<RangeOptions> {
+    let percentile = recipe.percentile.unwrap_or(99.999);
+    if !(50.0..=100.0).contains(&percentile) {
+        return Err(Error::Invalid(format!(
+            "percentile {percentile} is outside 50..=100"
+        )));
+    }
+    Ok(RangeOptions {
+        method: recipe.method.unwrap_or(Method::Minmax),
+        percentile,
+        target: if cfg.activations.is_signed() {
+            Target::Int8
+        } else {
+            Target::Uint8
+        },
+    })
+}
+
+/// Activation ranges, and the samples to calibrate more of them on.
+pub struct Ranges {
+    pub table: RangeTable,
+    /// Where they came from: the table's path or the samples' label.
+    pub source_note: String,
+    calib: Option<Arc<dyn SampleSource>>,
+    ropts: RangeOptions,
+    collect: CollectOptions,
+    fingerprint: String,
+    /// Seconds spent calibrating so far.
+    pub secs: f64,
+}
+
+impl Ranges {
+    /// The table at `path`, refused when it was made for another model
+    /// (`fingerprint`: [`crate::calibrate::model_sha256`] of the model as
+    /// loaded).
+    pub fn from_table(path: &Path, fingerprint: &str, ropts: RangeOptions) -> Result<Self> {
+        let table = RangeTable::load(path)?;
+        table.check_model(path, fingerprint)?;
+        Ok(Ranges {
+            table,
+            source_note: format!("table {}", path.display()),
+            calib: None,
+            ropts,
+            collect: CollectOptions::default(),
+            fingerprint: fingerprint.to_string(),
+            secs: 0.0,
+        })
+    }
+
+    /// The ranges of the tensors `needed` (names in the prepared `model`),
+    /// calibrated on `source` (labelled `note`).
+    pub fn calibrated(
+        model: &Model,
+        needed: &BTreeSet<String>,
+        (note, source): (&str, Arc<dyn SampleSource>),
+        ropts: RangeOptions,
+        collect: CollectOptions,
+        fingerprint: &str,
+    ) -> Result<Self> {
+        let mut r = Ranges {
+            table: RangeTable {
+                onnxq_version: crate::VERSION.to_string(),
+                model_sha256: fingerprint.to_string(),
+                samples_sha256: String::new(),
+                samples: 0,
+                method: ropts.method,
+                percentile: ropts.percentile,
+                target: ropts.target,
+                tensors: BTreeMap::new(),
+            },
+            source_note: note.to_string(),
+            calib: Some(source),
+            ropts,
+            collect,
+            fingerprint: fingerprint.to_string(),
+            secs: 0.0,
+        };
+        r.ensure(model, needed)?;
+        Ok(r)
+    }
+
+    /// Calibrates the tensors of `wanted` the table lacks (nothing to do
+    /// for a table read from a file: `onnxq calibrate` records every
+    /// tensor).
+    pub fn ensure(&mut self, model: &Model, wanted: &BTreeSet<String>) -> Result<()> {
+        let Some(source) = &self.calib else {
+            return Ok(());
+        };
+        let missing: BTreeSet<String> = wanted
+            .iter()
+            .filter(|t| !self.table.tensors.contains_key(*t))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let (t, _) = RangeTable::calibrate(
+            model,
+            Some(&missing),
+            source.as_ref(),
+            &self.ropts,
+            &self.collect,
+            &self.fingerprint,
+        )?;
+        self.table.samples = t.samples;
+        self.table.samples_sha256 = t.samples_sha256;
+        self.table.tensors.extend(t.tensors);
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// `(lo, hi)` per tensor name.
+    pub fn map(&self) -> BTreeMap<String, (f32, f32)> {
+        self.table
+            .tensors
+            .iter()
+            .map(|(k, r)| (k.clone(), (r.lo, r.hi)))
+            .collect()
+    }
+}
+
+/// A Concat or Add the range guard kept float.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GuardedNode {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// The range guard: keeps Concat/Add nodes whose inputs' ranges are more
+/// than `max_ratio` apart in float (in `cfg.float_ids`), re-planning until
+/// no gap is left; returns the nodes it kept.
+pub fn guard_ranges(
+    model: &Model,
+    cfg: &mut QuantizeConfig,
+    ranges: &mut Ranges,
+    max_ratio: f64,
+) -> Result<Vec<GuardedNode>> {
+    let mut guarded = Vec::new();
+    if !(max_ratio.is_finite()) {
+        return Ok(guarded);
+    }
+    for _ in 0..8 {
+        let plan = plan_model(model, cfg)?;
+        ranges.ensure(model, &plan.needed_ranges(model))?;
+        let gaps = tune::range_gaps(model, &plan, &ranges.map(), max_ratio);
+        if gaps.is_empty() {
+            break;
+        }
+        for (id, reason) in gaps {
+            if let Some(n) = model.graph.node(id) {
+                guarded.push(GuardedNode {
+                    node: n.name.clone(),
+                    op: n.op_type.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            cfg.float_ids.insert(id, reason);
+        }
+    }
+    Ok(guarded)
+}

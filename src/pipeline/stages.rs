@@ -1,0 +1,519 @@
+//! The stages of one run, in order: options resolved, the model prepared
+//! (and equalized), then static (ranges, guard, GPTQ, bias correction,
+//! build, gate, automatic mixed precision) or dynamic quantization, then
+//! onnxq's metadata stamped and the report assembled.
+
+use super::auto::auto_mixed_precision;
+use super::ranges::{guard_ranges, range_options, Ranges};
+use super::report::{Calibration, GptqOutcome, ModelCheck, Report};
+use super::steps::{better, build, worst_sqnr, Built, Clock, Gate, Stage};
+use super::{in_model, Options, Quantized, Samples};
+use crate::calibrate::samples::SampleSource;
+use crate::calibrate::{model_sha256, CollectOptions};
+use crate::error::{Error, Result};
+use crate::ir::types::{input_specs, Dim};
+use crate::ir::Model;
+use crate::lower::Target;
+use crate::onnx::LoadedModel;
+use crate::passes::{prepare, PassOptions};
+use crate::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
+use crate::quantize::{plan_model, Format, Mode, QuantizeConfig};
+use crate::tune::bias::{correct_biases, Corrected};
+use crate::tune::gptq::round_weights;
+use crate::tune::Budget;
+use crate::verify::{Thresholds, Verdict};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+/// The options after defaults, and the checks between them.
+struct Settings {
+    mode: Mode,
+    format: Format,
+    target: Target,
+    auto: bool,
+    budget: Budget,
+    max_ratio: f64,
+    thresholds: Thresholds,
+    calib: Option<Samples>,
+}
+
+fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
+    let recipe = &o.recipe;
+    let calib = o.calibration();
+    if calib.is_some() && recipe.ranges.is_some() {
+        return Err(invalid(
+            "give calibration samples (calib) or a calibration table (ranges), not both",
+        ));
+    }
+    let mode = recipe.mode.unwrap_or(Mode::Static);
+    let format = recipe.format.unwrap_or(Format::Qoperator);
+    if mode == Mode::Dynamic && format == Format::Qdq {
+        return Err(invalid("--mode dynamic writes integer operators (DynamicQuantizeLinear, MatMulInteger); --format qdq is for static quantization"));
+    }
+    if mode == Mode::Static && calib.is_none() && recipe.ranges.is_none() {
+        return Err(invalid(
+            "quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)",
+        ));
+    }
+    if format == Format::Qdq && recipe.target.is_some() {
+        warnings.push(
+            "--target applies to the qoperator format; the QDQ output uses standard operators only"
+                .into(),
+        );
+    }
+    let max_ratio = recipe.max_range_ratio.unwrap_or(100.0);
+    if max_ratio.is_nan() || max_ratio < 1.0 {
+        return Err(invalid(format!(
+            "max-range-ratio {max_ratio} must be at least 1"
+        )));
+    }
+    let d = Thresholds::default();
+    Ok(Settings {
+        mode,
+        format,
+        target: recipe.target.unwrap_or(Target::Onnx),
+        auto: recipe.auto.unwrap_or(true),
+        budget: Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?,
+        max_ratio,
+        thresholds: Thresholds {
+            min_sqnr_db: recipe.min_sqnr.unwrap_or(d.min_sqnr_db),
+            min_cosine: recipe.min_cosine.unwrap_or(d.min_cosine),
+            min_top1: recipe.min_top1.unwrap_or(d.min_top1),
+        },
+        calib,
+    })
+}
+
+/// What static or dynamic quantization hands back.
+struct Outcome {
+    built: Built,
+    verdict: Verdict,
+    calibration: Calibration,
+    calibrate_secs: f64,
+    range_guard: Vec<super::GuardedNode>,
+    mixed: Option<crate::tune::MixedPrecision>,
+    corrected: Vec<Corrected>,
+    gptq: Option<GptqOutcome>,
+}
+
+/// Everything static and dynamic quantization share.
+struct Run<'a> {
+    o: &'a Options,
+    s: &'a Settings,
+    cfg: QuantizeConfig,
+    fp32: &'a Model,
+    gate: &'a Gate<'a>,
+    fingerprint: &'a str,
+    /// The model's name for errors.
+    what: &'a str,
+    warnings: &'a mut Vec<String>,
+}
+
+pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
+    let mut warnings = Vec::new();
+    let s = settings(o, &mut warnings)?;
+    let recipe = &o.recipe;
+    let cfg = QuantizeConfig::from_recipe(recipe)?;
+    if cfg.has_wide() && (s.format != Format::Qdq || s.mode == Mode::Dynamic) {
+        return Err(invalid("16-bit activations (recipe tensors with type uint16/int16) need --format qdq (opset 21): the integer operators take 8 bits"));
+    }
+    let clock = Clock::default();
+    let what = loaded.label();
+    let fingerprint = model_sha256(&loaded.proto);
+    let size_before = prost::Message::encoded_len(&loaded.proto) as u64;
+    let (mut model, opset_before) = clock.time(Stage::Prepare, || -> Result<_> {
+        let mut model = Model::from_proto(&loaded.proto).map_err(|e| in_model(&what, e))?;
+        let opset_before = model.onnx_opset()?;
+        let min_opset = match s.mode {
+            Mode::Static => cfg.min_opset(),
+            Mode::Dynamic => DYNAMIC_MIN_OPSET,
+        };
+        let want = recipe.opset.unwrap_or(0).max(min_opset);
+        let opts = PassOptions {
+            target_opset: (want > opset_before).then_some(want),
+            ..Default::default()
+        };
+        prepare(&mut model, &opts).map_err(|e| in_model(&what, e))?;
+        Ok((model, opset_before))
+    })?;
+    // Cross-layer equalization: the working model is rescaled, the gate
+    // still compares with the prepared model as given. On by default when
+    // calibrating here (docs/defaults.md: better or equal on 10 of 11
+    // suite models); a ranges table was made without it.
+    let equalize = match (recipe.equalize, &recipe.ranges) {
+        (Some(true), Some(_)) if s.mode == Mode::Static => return Err(invalid("--equalize rescales activations, so a --ranges table made without it does not fit: calibrate with --calib SRC instead (or --equalize false)")),
+        (Some(e), _) => e,
+        (None, ranges) => s.mode == Mode::Static && ranges.is_none(),
+    };
+    let reference = equalize.then(|| model.clone());
+    let equalized = if equalize {
+        let e = clock.time(Stage::Equalize, || {
+            crate::passes::equalize::equalize(&mut model)
+        });
+        Some(e.map_err(|e| in_model(&what, e))?)
+    } else {
+        None
+    };
+    let fp32 = model;
+    let reference = reference.as_ref().unwrap_or(&fp32);
+
+    // The gate's samples: given, else the calibration samples, else
+    // random inputs (symbolic dims nobody sized are 1).
+    let specs = input_specs(&fp32.graph);
+    let mut gate_dims = recipe.dims.clone();
+    let validation = if let Some(v) = &o.validation {
+        v.clone()
+    } else if let Some(v) = &recipe.validate {
+        Samples::Spec(v.clone())
+    } else if let Some(c) = &s.calib {
+        c.clone()
+    } else {
+        for d in specs.iter().flat_map(|s| s.dims.iter().flatten()) {
+            if let Dim::Symbolic(name) = d {
+                gate_dims.entry(name.clone()).or_insert(1);
+            }
+        }
+        warnings.push("no --validate or --calib samples: the parity gate runs on random:8 inputs; give --validate SRC for a meaningful check".into());
+        Samples::Spec("random:8:0".into())
+    };
+    let gate = Gate {
+        reference,
+        source: validation.open(&specs, &gate_dims, "validation samples")?,
+        arith: o.arith,
+        thresholds: s.thresholds,
+        rescaled: equalized
+            .as_ref()
+            .map(|e| e.rescaled.clone())
+            .unwrap_or_default(),
+        clock: &clock,
+    };
+    let mut run = Run {
+        o,
+        s: &s,
+        cfg,
+        fp32: &fp32,
+        gate: &gate,
+        fingerprint: &fingerprint,
+        what: &what,
+        warnings: &mut warnings,
+    };
+    let out = match s.mode {
+        Mode::Static => run.quantize_static()?,
+        Mode::Dynamic => run.quantize_dynamic()?,
+    };
+    let mut timings = clock.get();
+    timings.calibrate = out.calibrate_secs;
+    let start = Instant::now();
+    let format_name = match (s.mode, s.format) {
+        (Mode::Dynamic, _) => "dynamic",
+        (_, f) => f.name(),
+    };
+    let target_name =
+        (s.mode == Mode::Static && s.format == Format::Qoperator).then_some(s.target.name());
+    let mut model = out.built.model;
+    model.set_metadata("onnxq.version", crate::VERSION);
+    model.set_metadata("onnxq.format", format_name);
+    if let Some(t) = target_name {
+        model.set_metadata("onnxq.target", t);
+    }
+    model.set_metadata("onnxq.recipe", &recipe.to_yaml()?);
+    let calibration_json =
+        serde_json::to_string(&out.calibration).map_err(|e| invalid(e.to_string()))?;
+    model.set_metadata("onnxq.calibration", &calibration_json);
+    if let Some(m) = out.mixed.as_ref().filter(|m| !m.kept_float.is_empty()) {
+        let key = if m.kept_as == "float" {
+            "onnxq.kept_float"
+        } else {
+            "onnxq.kept_wide"
+        };
+        model.set_metadata(key, &m.kept_float.join(","));
+    }
+    if equalized.as_ref().is_some_and(|e| e.pairs > 0) {
+        // `onnxq check` redoes the (deterministic) balance on its FP32
+        // reference to compare the rescaled layers.
+        model.set_metadata("onnxq.equalized", "true");
+    }
+    let verdict = out.verdict;
+    let parity: serde_json::Map<String, serde_json::Value> = verdict
+        .outputs
+        .iter()
+        .map(|o| {
+            let v = serde_json::json!({"sqnr_db": o.sqnr_db, "cosine": o.cosine, "top1": o.top1_agreement});
+            (o.name.clone(), v)
+        })
+        .collect();
+    let parity = serde_json::json!({"samples": verdict.samples, "source": validation.label(), "arith": verdict.arith, "outputs": parity});
+    model.set_metadata("onnxq.parity", &parity.to_string());
+    let proto = model.to_proto()?;
+    timings.build += start.elapsed().as_secs_f64();
+    let mut notes = Vec::new();
+    if s.mode == Mode::Static && s.calib.is_none() {
+        if recipe.bias_correction.is_none() {
+            notes.push("bias correction: off (it measures on calibration samples; a --ranges table has none)".to_string());
+        }
+        if recipe.gptq.is_none() {
+            notes.push("error-compensating rounding: off (it measures on calibration samples; a --ranges table has none)".to_string());
+        }
+        if recipe.equalize.is_none() {
+            notes.push(
+                "cross-layer equalization: off (the --ranges table was calibrated without it)"
+                    .to_string(),
+            );
+        }
+    }
+    let report = Report {
+        onnxq_version: crate::VERSION,
+        model: loaded
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        output: String::new(),
+        format: format_name,
+        mode: s.mode.name(),
+        target: target_name,
+        opset_before,
+        opset_after: model.onnx_opset()?,
+        size_before,
+        size_after: prost::Message::encoded_len(&proto) as u64,
+        calibration: out.calibration,
+        quantization: out.built.report,
+        lowering: out.built.lowering,
+        range_guard: out.range_guard,
+        mixed_precision: out.mixed,
+        bias_correction: out.corrected,
+        gptq: out.gptq,
+        equalization: equalized,
+        parity: verdict,
+        validation: validation.label().to_string(),
+        timings,
+        warnings,
+        notes,
+        written: false,
+    };
+    Ok(Quantized {
+        model: proto,
+        report,
+    })
+}
+
+/// Bias correction, the built model and its gate verdict, for one choice
+/// of weights.
+struct Finished {
+    base: Model,
+    corrected: Vec<Corrected>,
+    built: Built,
+    verdict: Verdict,
+}
+
+impl Run<'_> {
+    fn collect(&self) -> CollectOptions {
+        CollectOptions {
+            histograms: false,
+            per_channel: false,
+            jobs: self.o.jobs,
+            progress: self.o.progress,
+        }
+    }
+
+    fn quantize_static(&mut self) -> Result<Outcome> {
+        let (o, s, fp32, gate) = (self.o, self.s, self.fp32, self.gate);
+        let recipe = &o.recipe;
+        let clock = gate.clock;
+        let what = self.what;
+        let plan = plan_model(fp32, &self.cfg).map_err(|e| in_model(what, e))?;
+        let specs = input_specs(&fp32.graph);
+        let calib = match &s.calib {
+            Some(c) => Some(c.open(&specs, &recipe.dims, "calibration samples")?),
+            None => None,
+        };
+        let ropts = range_options(recipe, &self.cfg)?;
+        let mut ranges = match (&recipe.ranges, &calib, &s.calib) {
+            (Some(path), _, _) => Ranges::from_table(Path::new(path), self.fingerprint, ropts)?,
+            (None, Some(source), Some(samples)) => {
+                if samples.is_random() {
+                    self.warnings.push("random samples give ranges unlike real data; calibrate on real samples for a usable model".into());
+                }
+                Ranges::calibrated(
+                    fp32,
+                    &plan.needed_ranges(fp32),
+                    (samples.label(), source.clone()),
+                    ropts,
+                    self.collect(),
+                    self.fingerprint,
+                )?
+            }
+            _ => {
+                return Err(invalid(
+                    "quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)",
+                ))
+            }
+        };
+        let range_guard = guard_ranges(fp32, &mut self.cfg, &mut ranges, s.max_ratio)
+            .map_err(|e| in_model(what, e))?;
+        let map = ranges.map();
+        let calib_source = |what: &str| -> Result<&Arc<dyn SampleSource>> {
+            calib.as_ref().ok_or_else(|| {
+                invalid(format!("{what} measures on the calibration samples: give --calib SRC (or --{what} false)"))
+            })
+        };
+        let jobs = o.jobs;
+        // Bias correction, quantization and the gate, on the FP32 weights
+        // or on GPTQ's (whose scales `cfg` pins). Parity is always against
+        // the model as given.
+        let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
+        let finish = |weights: &Model, cfg: &QuantizeConfig| -> Result<Finished> {
+            let (base, corrected) = if bias_correction {
+                let source = calib_source("bias-correction")?;
+                clock
+                    .time(Stage::BiasCorrection, || {
+                        correct_biases(fp32, weights, cfg, &map, source.as_ref(), jobs)
+                    })
+                    .map_err(|e| in_model("bias correction", e))?
+            } else {
+                (weights.clone(), Vec::new())
+            };
+            let built = clock.time(Stage::Build, || {
+                build(&base, cfg, &map, (s.format, s.target)).map_err(|e| in_model(what, e))
+            })?;
+            let verdict = gate.judge(&built.model)?;
+            Ok(Finished {
+                base,
+                corrected,
+                built,
+                verdict,
+            })
+        };
+        let mut gptq = None;
+        let done = if recipe.gptq.unwrap_or(s.calib.is_some()) {
+            let source = calib_source("gptq")?;
+            let r = clock
+                .time(Stage::Gptq, || {
+                    round_weights(fp32, &self.cfg, &map, source.as_ref(), jobs)
+                })
+                .map_err(|e| in_model("error-compensating weight rounding", e))?;
+            let mut pinned = self.cfg.clone();
+            pinned.weight_grids = r.grids;
+            let with = finish(&r.model, &pinned)?;
+            // Each layer's gain is on its own FP32 inputs; the whole model,
+            // on the gate's samples, decides whether it stays.
+            let (done, check) = if r.rounded.iter().any(|r| r.taken) {
+                let without = finish(fp32, &self.cfg)?;
+                let check = ModelCheck {
+                    compensated_db: worst_sqnr(&with.verdict),
+                    nearest_db: worst_sqnr(&without.verdict),
+                    kept: better(&with.verdict, &without.verdict),
+                };
+                if check.kept {
+                    self.cfg = pinned;
+                    (with, Some(check))
+                } else {
+                    (without, Some(check))
+                }
+            } else {
+                (with, None)
+            };
+            gptq = Some(GptqOutcome {
+                layers: r.rounded,
+                skipped: r.skipped,
+                model_check: check,
+            });
+            done
+        } else {
+            finish(fp32, &self.cfg)?
+        };
+        let Finished {
+            base,
+            corrected,
+            mut built,
+            mut verdict,
+        } = done;
+        let mut mixed = None;
+        if !verdict.passed && s.auto {
+            let wide = s.format == Format::Qdq && fp32.onnx_opset()? >= 21;
+            let (rec, last) = auto_mixed_precision(
+                fp32,
+                &self.cfg,
+                &mut ranges,
+                (s.budget, jobs, wide),
+                (worst_sqnr(&verdict), gate),
+                |c, r| {
+                    // Float layers get their own weights and biases back.
+                    let m = crate::tune::bias::restore(&base, &corrected, &c.float_ids);
+                    let m = match &gptq {
+                        Some(g) if g.kept() => {
+                            crate::tune::gptq::restore(&m, &g.layers, &c.float_ids)
+                        }
+                        _ => m,
+                    };
+                    let b = clock.time(Stage::Build, || build(&m, c, r, (s.format, s.target)))?;
+                    let v = gate.judge(&b.model)?;
+                    Ok((v.passed, worst_sqnr(&v), (b, v)))
+                },
+            )?;
+            if let Some((b, v)) = last {
+                built = b;
+                verdict = v;
+            }
+            mixed = Some(rec);
+        }
+        let t = &ranges.table;
+        let calibration = Calibration {
+            source: ranges.source_note.clone(),
+            method: t.method.name().to_string(),
+            percentile: Some(t.percentile),
+            samples: t.samples,
+            samples_sha256: t.samples_sha256.clone(),
+            model_sha256: self.fingerprint.to_string(),
+            chosen: t
+                .chosen()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        Ok(Outcome {
+            built,
+            verdict,
+            calibration,
+            calibrate_secs: ranges.secs,
+            range_guard,
+            mixed,
+            corrected,
+            gptq,
+        })
+    }
+
+    fn quantize_dynamic(&mut self) -> Result<Outcome> {
+        if self.s.calib.is_some() || self.o.recipe.ranges.is_some() {
+            self.warnings.push("--mode dynamic computes activation ranges at run time; the calibration samples are not used".into());
+        }
+        let clock = self.gate.clock;
+        let mut model = self.fp32.clone();
+        let report = clock
+            .time(Stage::Build, || quantize_dynamic(&mut model, &self.cfg))
+            .map_err(|e| in_model(self.what, e))?;
+        let verdict = self.gate.judge(&model)?;
+        Ok(Outcome {
+            built: Built {
+                model,
+                report,
+                lowering: None,
+            },
+            verdict,
+            calibration: Calibration {
+                method: "dynamic".into(),
+                ..Calibration::default()
+            },
+            calibrate_secs: 0.0,
+            range_guard: Vec::new(),
+            mixed: None,
+            corrected: Vec::new(),
+            gptq: None,
+        })
+    }
+}

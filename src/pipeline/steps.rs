@@ -1,0 +1,134 @@
+//! What every stage uses: the clock that times the stages, one build of a
+//! quantized model (plan, Q/DQ, lowering), and the parity gate.
+
+use super::in_model;
+use super::report::Timings;
+use crate::calibrate::samples::SampleSource;
+use crate::error::Result;
+use crate::exec::kernels::Arith;
+use crate::ir::Model;
+use crate::lower::{lower, LowerOptions, LowerReport, Target};
+use crate::passes::equalize::ChannelScale;
+use crate::quantize::{plan_model, Format, QuantizeConfig, QuantizeReport};
+use crate::verify::{self, Thresholds, Verdict};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A stage whose seconds [`Clock`] adds up.
+#[derive(Clone, Copy)]
+pub(super) enum Stage {
+    Prepare,
+    Equalize,
+    Gptq,
+    BiasCorrection,
+    Build,
+    Gate,
+    MixedPrecision,
+}
+
+/// Seconds per stage, added to from closures that only borrow it.
+#[derive(Default)]
+pub(super) struct Clock(Cell<Timings>);
+
+impl Clock {
+    /// Runs `f`, counting its time to `stage`.
+    pub(super) fn time<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let secs = start.elapsed().as_secs_f64();
+        let mut t = self.0.get();
+        *match stage {
+            Stage::Prepare => &mut t.prepare,
+            Stage::Equalize => &mut t.equalize,
+            Stage::Gptq => &mut t.gptq,
+            Stage::BiasCorrection => &mut t.bias_correction,
+            Stage::Build => &mut t.build,
+            Stage::Gate => &mut t.gate,
+            Stage::MixedPrecision => &mut t.mixed_precision,
+        } += secs;
+        self.0.set(t);
+        out
+    }
+
+    pub(super) fn get(&self) -> Timings {
+        self.0.get()
+    }
+}
+
+/// One quantized model: the plan under `cfg`, Q/DQ insertion, lowering.
+pub(super) struct Built {
+    pub model: Model,
+    pub report: QuantizeReport,
+    pub lowering: Option<LowerReport>,
+}
+
+/// Builds the quantized model of `fp32` under `cfg` and `ranges`.
+pub(super) fn build(
+    fp32: &Model,
+    cfg: &QuantizeConfig,
+    ranges: &BTreeMap<String, (f32, f32)>,
+    (format, target): (Format, Target),
+) -> Result<Built> {
+    let mut model = fp32.clone();
+    let plan = plan_model(&model, cfg)?;
+    let report = crate::quantize::quantize(&mut model, &plan, ranges, cfg)?;
+    let lowering = match format {
+        Format::Qoperator => Some(lower(&mut model, &LowerOptions { target })?),
+        Format::Qdq => None,
+    };
+    Ok(Built {
+        model,
+        report,
+        lowering,
+    })
+}
+
+/// The parity gate: the model as given (tract) against a quantized one
+/// (the int8 executor) on the validation samples.
+pub(super) struct Gate<'a> {
+    pub reference: &'a Model,
+    pub source: Arc<dyn SampleSource>,
+    pub arith: Arith,
+    pub thresholds: Thresholds,
+    /// Tensors cross-layer equalization rescaled (scaled back before the
+    /// per-layer comparison).
+    pub rescaled: BTreeMap<String, ChannelScale>,
+    pub clock: &'a Clock,
+}
+
+impl Gate<'_> {
+    pub(super) fn judge(&self, model: &Model) -> Result<Verdict> {
+        self.clock.time(Stage::Gate, || {
+            verify::compare(
+                self.reference,
+                model,
+                self.source.as_ref(),
+                self.arith,
+                self.thresholds,
+                true,
+                &self.rescaled,
+            )
+            .map_err(|e| in_model("the parity check", e))
+        })
+    }
+}
+
+/// The worst output's SQNR of a verdict.
+pub(super) fn worst_sqnr(v: &Verdict) -> f64 {
+    v.outputs
+        .iter()
+        .map(|o| o.sqnr_db)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Whether verdict `a` beats `b`: a pass beats a failure, then the higher
+/// worst-output SQNR wins; a tie goes to `b`.
+pub(super) fn better(a: &Verdict, b: &Verdict) -> bool {
+    match (a.passed, b.passed) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => worst_sqnr(a).total_cmp(&worst_sqnr(b)).is_gt(),
+    }
+}

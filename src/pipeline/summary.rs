@@ -1,0 +1,236 @@
+//! The text summary of a [`Report`]: what `onnxq quantize` prints on
+//! stderr after a run (what was quantized, what stayed float and why,
+//! the accuracy steps, the gate's verdict, the time per stage).
+
+use super::report::{GptqOutcome, Report};
+use crate::tune::gptq::Rounded;
+use crate::tune::MixedPrecision;
+use crate::verify;
+use std::collections::BTreeMap;
+
+/// `Conv 3, Relu 2`, or `none`.
+pub fn by_op(m: &BTreeMap<String, usize>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The whole summary, one fact a line (warnings are not in it: they are
+/// the caller's to print first).
+pub fn summary(r: &Report) -> String {
+    let q = &r.quantization;
+    let nq: usize = q.quantized.values().sum();
+    let nf: usize = q.float.values().sum();
+    let opset = if r.opset_before == r.opset_after {
+        format!("opset {}", r.opset_after)
+    } else {
+        format!("opset {} → {}", r.opset_before, r.opset_after)
+    };
+    let label = match (r.format, r.target) {
+        ("dynamic", _) => "dynamic".to_string(),
+        ("qdq", _) => "QDQ".to_string(),
+        (_, Some(t)) => format!("QOperator for {t}"),
+        (f, None) => f.to_string(),
+    };
+    let verb = if r.written { "wrote" } else { "did not write" };
+    let output = if r.output.is_empty() {
+        "the model"
+    } else {
+        &r.output
+    };
+    let mut s = format!(
+        "{verb} {output} ({label}, {opset})\n  quantized nodes: {nq} ({})\n  float nodes:     {nf} ({})\n",
+        by_op(&q.quantized),
+        by_op(&q.float),
+    );
+    if let Some(l) = &r.lowering {
+        s += &format!(
+            "  tensors: {} activations, {} weights ({} per channel, {}-bit), {} int32 biases\n",
+            q.activations, q.weights, q.per_channel_weights, q.weight_bits, q.biases
+        );
+        s += &format!(
+            "  integer ops: {}; {} QuantizeLinear, {} DequantizeLinear at float boundaries\n",
+            by_op(&l.integer_ops),
+            l.quantize_linear,
+            l.dequantize_linear
+        );
+        if !l.kept_qdq.is_empty() {
+            s += &format!(
+                "  float between DequantizeLinear and QuantizeLinear: {}\n",
+                by_op(&l.kept_qdq)
+            );
+        }
+    } else if r.mode == "static" {
+        s += &format!(
+            "  tensors: {} activations, {} weights ({} per channel, {}-bit), {} int32 biases; {} QuantizeLinear, {} DequantizeLinear\n",
+            q.activations, q.weights, q.per_channel_weights, q.weight_bits, q.biases, q.quantize_linear, q.dequantize_linear
+        );
+    } else {
+        s += &format!(
+            "  weights: {} int8 ({} per channel, {}-bit); activations quantized at run time\n",
+            q.weights, q.per_channel_weights, q.weight_bits
+        );
+    }
+    if q.weight_scales_raised > 0 {
+        s += &format!(
+            "  note: {} weight scale(s) raised so the bias fits int32\n",
+            q.weight_scales_raised
+        );
+    }
+    let c = &r.calibration;
+    if r.mode == "static" {
+        let method = match c.method.as_str() {
+            "percentile" => format!("percentile {}", c.percentile.unwrap_or(f64::NAN)),
+            "auto" => format!("auto (chosen per tensor: {})", by_op(&c.chosen)),
+            m => m.to_string(),
+        };
+        s += &format!(
+            "  calibration: {method} on {} samples ({}) in {:.2} s\n",
+            c.samples, c.source, r.timings.calibrate
+        );
+    }
+    s += &format!(
+        "  size: {} → {} ({:.1}%)\n",
+        crate::inspect::human_bytes(r.size_before),
+        crate::inspect::human_bytes(r.size_after),
+        100.0 * r.size_after as f64 / r.size_before.max(1) as f64
+    );
+    for g in &r.range_guard {
+        s += &format!("  kept float: {} ({}): {}\n", g.node, g.op, g.reason);
+    }
+    for n in &r.notes {
+        s += &format!("  {n}\n");
+    }
+    if let Some(g) = &r.gptq {
+        s += &describe_gptq(g);
+    }
+    if !r.bias_correction.is_empty() {
+        let max = r
+            .bias_correction
+            .iter()
+            .map(|c| c.max_shift)
+            .fold(0.0, f32::max);
+        s += &format!(
+            "  bias correction: {} layer(s), largest mean shift removed {max:.3e}\n",
+            r.bias_correction.len()
+        );
+    }
+    if let Some(e) = &r.equalization {
+        s += &format!(
+            "  cross-layer equalization: {} layer pair(s) in {} round(s); widest channel weight spread {:.1}x -> {:.1}x\n",
+            e.pairs, e.rounds, e.worst_spread_before, e.worst_spread_after
+        );
+    }
+    if let Some(m) = &r.mixed_precision {
+        s += &describe_mixed(m);
+    }
+    let v = &r.parity;
+    s += &format!(
+        "  parity (int8 executor vs FP32 on {} samples of {}, {:.2} s): {}\n{}",
+        v.samples,
+        r.validation,
+        r.timings.gate,
+        if v.passed { "passed" } else { "FAILED" },
+        verify::describe(v, if v.passed { 0 } else { 5 })
+    );
+    s += &format!("  time: {}\n", r.timings.line());
+    s
+}
+
+/// How many layers took error-compensating rounding, the median layer
+/// output SQNR on the calibration inputs with nearest and with
+/// compensated rounding, what was left alone, and whether the whole model
+/// kept it.
+fn describe_gptq(g: &GptqOutcome) -> String {
+    let (layers, skipped) = (&g.layers, &g.skipped);
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let taken: Vec<&Rounded> = layers.iter().filter(|r| r.taken).collect();
+    let mut out = format!(
+        "  error-compensating rounding (GPTQ): {} of {} layer(s)",
+        taken.len(),
+        layers.len() + skipped.len()
+    );
+    if !taken.is_empty() {
+        out += &format!(
+            "; layer output SQNR on the calibration samples, median {:.1} dB -> {:.1} dB",
+            median(taken.iter().map(|r| r.nearest_db).collect()),
+            median(taken.iter().map(|r| r.compensated_db).collect())
+        );
+    }
+    out += "\n";
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in skipped {
+        *reasons.entry(s.reason.as_str()).or_default() += 1;
+    }
+    let not_better = layers.len() - taken.len();
+    if not_better > 0 {
+        out += &format!(
+            "    nearest rounding kept: {not_better} layer(s) where compensation was not better\n"
+        );
+    }
+    for (reason, n) in reasons {
+        out += &format!("    nearest rounding kept: {n} layer(s): {reason}\n");
+    }
+    if let Some(c) = &g.model_check {
+        out += &format!(
+            "    whole model on the gate's samples, worst output: {:.1} dB with it, {:.1} dB with nearest rounding: {}\n",
+            c.compensated_db,
+            c.nearest_db,
+            if c.kept {
+                "kept"
+            } else {
+                "dropped, nearest rounding written"
+            }
+        );
+    }
+    out
+}
+
+/// The automatic mode's steps and outcome.
+fn describe_mixed(m: &MixedPrecision) -> String {
+    let mut s = format!(
+        "  automatic mixed precision: gate failed at {:.1} dB; kept {} of {} candidate node(s) in {} (budget {})\n",
+        m.start_sqnr_db,
+        m.kept_float.len(),
+        m.candidates,
+        m.kept_as,
+        m.budget
+    );
+    for (i, st) in m.steps.iter().enumerate() {
+        s += &format!(
+            "    step {}: {} {} → worst output {:.1} dB ({:+.1} dB){}\n",
+            i + 1,
+            m.kept_as,
+            st.kept_float.join(", "),
+            st.worst_sqnr_db,
+            st.gain_db,
+            if st.passed { ", gate passed" } else { "" }
+        );
+    }
+    if m.steps.is_empty() {
+        s += "    no step: the budget allows no node (--max-float)\n";
+    } else if m.stopped_early {
+        s += "    stopped: the last step did not raise the worst output's SQNR, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
+    } else if !m.passed {
+        s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
+    }
+    if !m.passed {
+        s += &if m.kept_float.is_empty() {
+            "    no step improved the model: every node stays quantized\n".to_string()
+        } else {
+            format!(
+                "    kept the best attempt: {} {}\n",
+                m.kept_as,
+                m.kept_float.join(", ")
+            )
+        };
+    }
+    s
+}
