@@ -191,6 +191,7 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
             .map(|e| e.rescaled.clone())
             .unwrap_or_default(),
         clock: &clock,
+        pool: crate::calibrate::worker_pool(o.jobs)?.0,
     };
     let mut run = Run {
         o,

@@ -96,21 +96,28 @@ pub(super) struct Gate<'a> {
     /// per-layer comparison).
     pub rescaled: BTreeMap<String, ChannelScale>,
     pub clock: &'a Clock,
+    /// The workers the comparison runs samples on (`--jobs`).
+    pub pool: rayon::ThreadPool,
 }
 
 impl Gate<'_> {
     pub(super) fn judge(&self, model: &Model) -> Result<Verdict> {
+        let (reference, source, rescaled) = (self.reference, &self.source, &self.rescaled);
+        let (arith, thresholds) = (self.arith, self.thresholds);
         self.clock.time(Stage::Gate, || {
-            verify::compare(
-                self.reference,
-                model,
-                self.source.as_ref(),
-                self.arith,
-                self.thresholds,
-                true,
-                &self.rescaled,
-            )
-            .map_err(|e| in_model("the parity check", e))
+            self.pool
+                .install(|| {
+                    verify::compare(
+                        reference,
+                        model,
+                        source.as_ref(),
+                        arith,
+                        thresholds,
+                        true,
+                        rescaled,
+                    )
+                })
+                .map_err(|e| in_model("the parity check", e))
         })
     }
 }

@@ -286,6 +286,19 @@ pub enum Level {
     Typed,
 }
 
+impl Level {
+    /// What [`Runner::new`] uses for `model`: optimized, unless the graph
+    /// is past [`OPTIMIZE_MAX_NODES`].
+    pub fn for_model(model: &ModelProto) -> Level {
+        let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
+        if nodes > OPTIMIZE_MAX_NODES {
+            Level::Typed
+        } else {
+            Level::Optimized
+        }
+    }
+}
+
 /// The largest graph (in nodes) [`Runner::new`] hands to tract's optimizer.
 /// Its passes grow faster than the node count (a chain of 1,000 MatMuls:
 /// ~1.8 s a plan, of 2,000: ~10 s, of 10,000: hours); past this size plans
@@ -309,13 +322,7 @@ impl Runner {
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
     ) -> Result<Self> {
-        let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
-        let level = if nodes > OPTIMIZE_MAX_NODES {
-            Level::Typed
-        } else {
-            Level::Optimized
-        };
-        Self::with_level(model, inputs, outputs, level)
+        Self::with_level(model, inputs, outputs, Level::for_model(model))
     }
 
     /// Like [`Runner::new`], at a chosen optimization level.

@@ -243,7 +243,7 @@ pub fn correct_biases(
         }
     }
     let proto = aug.to_proto()?;
-    let per_sample = run_on_samples(&proto, &names, Level::Typed, source, jobs)?;
+    let per_sample = run_on_samples(&proto, &names, Level::for_model(&proto), source, jobs)?;
     let mut sums: Vec<Vec<f64>> = kept.iter().map(|t| vec![0.0; t.channels]).collect();
     for s in per_sample {
         for (acc, v) in sums.iter_mut().zip(s) {

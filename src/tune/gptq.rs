@@ -584,7 +584,7 @@ pub fn round_weights(
             }
         }
         let proto = aug.to_proto()?;
-        let sums = sum_on_samples(&proto, &names, Level::Typed, source, jobs)?;
+        let sums = sum_on_samples(&proto, &names, Level::for_model(&proto), source, jobs)?;
         let results: Vec<_> = pool.install(|| {
             kept.par_iter()
                 .zip(sums.par_iter())

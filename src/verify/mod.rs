@@ -15,9 +15,10 @@ use crate::error::{Error, Result};
 use crate::exec::kernels::Arith;
 use crate::exec::Executor;
 use crate::ir::types::input_specs;
-use crate::ir::{DataType, Model};
+use crate::ir::{DataType, Model, Tensor};
 use crate::passes::equalize::ChannelScale;
 use crate::tract::Runner;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
 /// Gate thresholds (every output must meet all that apply).
@@ -200,7 +201,7 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
 
 /// Quantized tensors of `q` with a float counterpart in `fp`: (int8 name,
 /// FP32 name, producing node, op, scale, zero point).
-fn layer_pairs(fp: &Model, q: &Model) -> Vec<(String, String, String, String, f32, i64)> {
+fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
     let g = &q.graph;
     let mut params: HashMap<String, (f32, i64)> = HashMap::new();
     let scalar = |v: Option<crate::ir::ValueId>| -> Option<f32> {
@@ -264,6 +265,58 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<(String, String, String, String, f3
     out
 }
 
+/// Input dtypes and shapes of a sample: one tract plan each.
+type Signature = Vec<(DataType, Vec<usize>)>;
+
+/// A (quantized tensor, FP32 tensor, node, op, scale, zero point) pair the
+/// per-layer comparison dequantizes and compares.
+type LayerPair = (String, String, String, String, f32, i64);
+
+/// Adds one sample's outputs (and compared intermediates) to the
+/// accumulators.
+fn accumulate(
+    (out_names, pairs, rescaled): (&[String], &[LayerPair], &BTreeMap<String, ChannelScale>),
+    (reference, got): (&[Tensor], &BTreeMap<String, Tensor>),
+    (outs, layers): (&mut [Accum], &mut [Accum]),
+) -> Result<()> {
+    for (k, name) in out_names.iter().enumerate() {
+        let r = &reference[k];
+        let t = got
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, "the INT8 model has no output of this name"))?;
+        if !r.dtype().is_float() {
+            continue;
+        }
+        if r.dims() != t.dims() {
+            return Err(Error::tensor(
+                name,
+                format!("FP32 output {:?}, INT8 output {:?}", r.dims(), t.dims()),
+            ));
+        }
+        outs[k].add(&r.to_f32_vec()?, &t.to_f32_vec()?, r.dims());
+    }
+    for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
+        let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
+            continue;
+        };
+        if r.dims() != t.dims() {
+            continue;
+        }
+        let mut deq: Vec<f32> = t
+            .to_i64_vec()?
+            .iter()
+            .map(|&q| (q - z) as f32 * s)
+            .collect();
+        if let Some(scale) = rescaled.get(&pairs[k].1) {
+            if scale.undo(&mut deq, t.dims()).is_none() {
+                continue;
+            }
+        }
+        layers[k].add(&r.to_f32_vec()?, &deq, &[]);
+    }
+    Ok(())
+}
+
 /// Compares `int8` with `fp32` on `samples` (checked against the FP32
 /// model's inputs). `per_layer`: also compare quantized intermediates;
 /// those named in `rescaled` (cross-layer equalization divided them per
@@ -297,62 +350,54 @@ pub fn compare(
     let mut fp_names = out_names.clone();
     fp_names.extend(pairs.iter().map(|p| p.1.clone()));
     let fp_proto = fp32.to_proto()?;
-    let mut runners: HashMap<Vec<(DataType, Vec<usize>)>, Runner> = HashMap::new();
+    let mut runners: HashMap<Signature, Runner> = HashMap::new();
     let mut outs: Vec<Accum> = vec![Accum::default(); out_names.len()];
     let mut layers: Vec<Accum> = vec![Accum::default(); pairs.len()];
     let mut beyond = 0;
-    for i in 0..samples.len() {
-        let sample = samples.load(i)?;
-        check_sample(&samples.name(i), &sample, &specs)?;
-        let sig: Vec<(DataType, Vec<usize>)> = sample
-            .iter()
-            .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
+    // A chunk of samples (one per worker of the current rayon pool) runs
+    // in parallel, FP32 in tract and INT8 in the executor; the chunk's
+    // results are then accumulated in sample order, so the verdict is the
+    // same for any number of workers. Memory: one chunk's outputs and
+    // compared intermediates.
+    let chunk = rayon::current_num_threads().max(1);
+    let mut start = 0;
+    while start < samples.len() {
+        let end = (start + chunk).min(samples.len());
+        let mut loaded = Vec::with_capacity(end - start);
+        for i in start..end {
+            let sample = samples.load(i)?;
+            check_sample(&samples.name(i), &sample, &specs)?;
+            let sig: Signature = sample
+                .iter()
+                .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
+                .collect();
+            if !runners.contains_key(&sig) {
+                let s: Vec<_> = sample
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                    .collect();
+                runners.insert(sig.clone(), Runner::new(&fp_proto, &s, Some(&fp_names))?);
+            }
+            loaded.push((sample, sig));
+        }
+        let results: Vec<Result<_>> = loaded
+            .par_iter()
+            .map(|(sample, sig)| {
+                let reference = runners[sig].run(sample)?;
+                let (got, stats) = exec.run(sample)?;
+                Ok((reference, got, stats))
+            })
             .collect();
-        if !runners.contains_key(&sig) {
-            let s: Vec<_> = sample
-                .iter()
-                .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
-                .collect();
-            runners.insert(sig.clone(), Runner::new(&fp_proto, &s, Some(&fp_names))?);
+        for r in results {
+            let (reference, got, stats) = r?;
+            beyond += stats.accumulators_beyond_2_24;
+            accumulate(
+                (&out_names, &pairs, rescaled),
+                (&reference, &got),
+                (&mut outs, &mut layers),
+            )?;
         }
-        let reference = runners[&sig].run(&sample)?;
-        let (got, stats) = exec.run(&sample)?;
-        beyond += stats.accumulators_beyond_2_24;
-        for (k, name) in out_names.iter().enumerate() {
-            let r = &reference[k];
-            let t = got
-                .get(name)
-                .ok_or_else(|| Error::tensor(name, "the INT8 model has no output of this name"))?;
-            if !r.dtype().is_float() {
-                continue;
-            }
-            if r.dims() != t.dims() {
-                return Err(Error::tensor(
-                    name,
-                    format!("FP32 output {:?}, INT8 output {:?}", r.dims(), t.dims()),
-                ));
-            }
-            outs[k].add(&r.to_f32_vec()?, &t.to_f32_vec()?, r.dims());
-        }
-        for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
-            let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
-                continue;
-            };
-            if r.dims() != t.dims() {
-                continue;
-            }
-            let mut deq: Vec<f32> = t
-                .to_i64_vec()?
-                .iter()
-                .map(|&q| (q - z) as f32 * s)
-                .collect();
-            if let Some(scale) = rescaled.get(&pairs[k].1) {
-                if scale.undo(&mut deq, t.dims()).is_none() {
-                    continue;
-                }
-            }
-            layers[k].add(&r.to_f32_vec()?, &deq, &[]);
-        }
+        start = end;
     }
     let outputs: Vec<OutputMetrics> = out_names
         .iter()
