@@ -40,9 +40,12 @@ target/bench-suite/):
     Erf formula, as PyTorch exports it below opset 20);
   - the PaddleOCR v4 det / rec / cls exports that rapidocr_onnxruntime
     ships (tools/requirements-models.txt), when installed.
-Inputs of the untrained models and the OCR rec / cls are seeded
+Inputs of the untrained models and the OCR cls are seeded
 standard-normal samples; the OCR det gets synthetic text pages
-(`text_page`), scored by the IoU of its text masks at 0.3.
+(`text_page`), scored by the IoU of its text masks at 0.3; the OCR rec
+gets text lines rendered with Pillow (`text_line`), scored by its greedy
+CTC strings: the fraction identical to FP32's, and the character error
+rate against them.
 Prints a Markdown table (also written to --work/table.md) and a second
 one of ratios onnxq / onnxruntime per model (each onnxq format against
 onnxruntime's same format with MinMax, its default); `--summary-of
@@ -328,13 +331,63 @@ def text_page(rng, h, w):
     return ((np.clip(rgb, 0, 1) - 0.5) / 0.5)[None].astype(np.float32)
 
 
-def text_samples(folder, n, seed, shape):
-    """`n` synthetic text pages (input `x`), one .npz per sample."""
+# Characters of the rendered text lines: all in the PaddleOCR v4
+# recognizer's dictionary (ppocr_keys_v1 holds digits, Latin letters and
+# ASCII punctuation besides the Chinese characters).
+LINE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-.:/%"
+
+
+def text_line(rng, h, w):
+    """A text line as PaddleOCR's recognizer sees it, [1, 3, h, w]: 4-16
+    random characters (words split by spaces) rendered with Pillow's
+    built-in scalable font at 55-80% of the height, dark ink on a light,
+    slightly noisy background, normalized as its preprocessing does
+    ((x / 255 - 0.5) / 0.5). Unlike noise, it makes the CTC output emit
+    characters, so the decoded strings can be compared."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = int(h * rng.uniform(0.55, 0.8))
+    font = ImageFont.load_default(size=size)
+    n = int(rng.integers(4, 17))
+    text = "".join(LINE_CHARS[int(rng.integers(len(LINE_CHARS)))] if rng.random() > 0.12 else " " for _ in range(n)).strip() or "0"
+    bg, ink = int(rng.integers(190, 256)), int(rng.integers(0, 80))
+    img = Image.new("L", (w, h), bg)
+    ImageDraw.Draw(img).text((int(rng.integers(2, 12)), (h - size) // 2 - 2), text, font=font, fill=ink)
+    x = np.asarray(img, np.float32) + rng.normal(0, 4, (h, w)).astype(np.float32)
+    x = np.clip(x, 0, 255) / 255.0
+    return ((np.stack([x] * 3) - 0.5) / 0.5)[None].astype(np.float32)
+
+
+def ctc_decode(probs):
+    """Greedy CTC decoding of a [T, C] output (blank 0): the argmax per
+    position, repeats collapsed, blanks dropped."""
+    best = np.asarray(probs).argmax(-1)
+    out, prev = [], -1
+    for t in best:
+        if t != prev and t != 0:
+            out.append(int(t))
+        prev = t
+    return out
+
+
+def edit_distance(a, b):
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[len(b)]
+
+
+def text_samples(folder, n, seed, shape, draw=None):
+    """`n` synthetic text pages (or lines, `draw=text_line`) as input `x`,
+    one .npz per sample."""
+    draw = draw or text_page
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     feeds = []
     for s in range(n):
-        feed = {"x": text_page(rng, shape[2], shape[3])}
+        feed = {"x": draw(rng, shape[2], shape[3])}
         np.savez(os.path.join(folder, f"{s:04d}.npz"), **feed)
         feeds.append(feed)
     return feeds
@@ -397,11 +450,13 @@ def suite(work, n_calib, n_hold, only):
                 shutil.rmtree(calib, ignore_errors=True)
                 fixed = {"x": shapes[kind]}
                 hold_dir = os.path.join(work, f"{name}_hold")
-                if kind == "det":
-                    # The det's map on noise is 0 everywhere: text pages.
+                if kind in ("det", "rec"):
+                    # The det's map on noise is 0 everywhere, and the rec
+                    # decodes noise to blanks: text pages and text lines.
+                    draw = text_page if kind == "det" else text_line
                     shutil.rmtree(hold_dir, ignore_errors=True)
-                    text_samples(calib, n_calib, seed=1, shape=shapes[kind])
-                    hold = text_samples(hold_dir, n_hold, seed=2, shape=shapes[kind])
+                    text_samples(calib, n_calib, seed=1, shape=shapes[kind], draw=draw)
+                    hold = text_samples(hold_dir, n_hold, seed=2, shape=shapes[kind], draw=draw)
                 else:
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
@@ -459,6 +514,14 @@ def evaluate(path, feeds, want, labels):
         a = np.concatenate([np.asarray(x[0]).ravel() > 0.3 for x in want])
         b = np.concatenate([np.asarray(x[0]).ravel() > 0.3 for x in got])
         res["metric"] = ("mask IoU", float(np.sum(a & b) / max(1, np.sum(a | b))))
+    if w0.ndim == 3 and w0.shape[0] == 1 and w0.shape[-1] > 1 and np.allclose(np.sum(w0, -1), 1, atol=1e-3):
+        # Per-position probabilities (a CTC recognizer): the greedy decoded
+        # strings, identical to FP32's (fraction of samples), and the
+        # character error rate against FP32's strings.
+        seq_w = [ctc_decode(x[0][0]) for x in want]
+        seq_g = [ctc_decode(x[0][0]) for x in got]
+        res["metric"] = ("CTC strings = FP32", float(np.mean([a == b for a, b in zip(seq_w, seq_g)])))
+        res["cer"] = sum(edit_distance(a, b) for a, b in zip(seq_w, seq_g)) / max(1, sum(len(a) for a in seq_w))
     if w0.ndim == 3 and w0.shape[0] == 1 and w0.shape[-1] > 1:
         # Sequence outputs: cosine of the flattened embeddings.
         w = np.concatenate([np.asarray(x[0], np.float64).ravel() for x in want])
@@ -565,6 +628,8 @@ def render(rows, total):
         m = ev.get("metric")
         if m and m[0] == "accuracy":
             metric = f"accuracy {100 * m[1]:.2f}%"
+        elif m and "cer" in ev:
+            metric = f"{m[0]} {100 * m[1]:.1f}%, CER {100 * ev['cer']:.1f}%"
         elif m:
             metric = f"{m[0]} {100 * m[1]:.1f}%"
         elif "cosine" in ev:
