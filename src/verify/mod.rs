@@ -11,6 +11,8 @@
 //! at the top. Reads both models; writes nothing.
 
 use crate::calibrate::samples::{check_sample, SampleSource};
+pub mod kinds;
+
 use crate::error::{Error, Result};
 use crate::exec::kernels::Arith;
 use crate::exec::Executor;
@@ -56,6 +58,15 @@ pub struct OutputMetrics {
     /// Class-score outputs only.
     pub top1_agreement: Option<f64>,
     pub top5_agreement: Option<f64>,
+    /// Class probabilities per position (a Softmax over a sequence or a
+    /// map): top-1 agreement per position, and on the foreground
+    /// positions ([`kinds`]). Reported, not gated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positions: Option<kinds::PositionMetrics>,
+    /// Per-element probabilities (a Sigmoid map): IoU of the `p > 0.5`
+    /// masks. Reported, not gated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_iou: Option<f64>,
     /// Why the output fails the gate (empty when it passes).
     pub failures: Vec<String>,
 }
@@ -162,6 +173,8 @@ impl Accum {
             sqnr_db: a.sqnr(),
             top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
             top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
+            positions: None,
+            mask_iou: None,
             failures: Vec::new(),
         };
         // NaN metrics fail: `meets` is false for them.
@@ -274,10 +287,16 @@ type LayerPair = (String, String, String, String, f32, i64);
 
 /// Adds one sample's outputs (and compared intermediates) to the
 /// accumulators.
+#[allow(clippy::type_complexity)]
 fn accumulate(
-    (out_names, pairs, rescaled): (&[String], &[LayerPair], &BTreeMap<String, ChannelScale>),
+    (out_names, kinds, pairs, rescaled): (
+        &[String],
+        &[kinds::Kind],
+        &[LayerPair],
+        &BTreeMap<String, ChannelScale>,
+    ),
     (reference, got): (&[Tensor], &BTreeMap<String, Tensor>),
-    (outs, layers): (&mut [Accum], &mut [Accum]),
+    (outs, tasks, layers): (&mut [Accum], &mut [kinds::TaskAccum], &mut [Accum]),
 ) -> Result<()> {
     for (k, name) in out_names.iter().enumerate() {
         let r = &reference[k];
@@ -293,7 +312,11 @@ fn accumulate(
                 format!("FP32 output {:?}, INT8 output {:?}", r.dims(), t.dims()),
             ));
         }
-        outs[k].add(&r.to_f32_vec()?, &t.to_f32_vec()?, r.dims());
+        let (fa, fb) = (r.to_f32_vec()?, t.to_f32_vec()?);
+        outs[k].add(&fa, &fb, r.dims());
+        if let Some(&kind) = kinds.get(k) {
+            tasks[k].add(kind, &fa, &fb, r.dims());
+        }
     }
     for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
         let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
@@ -352,6 +375,8 @@ pub fn compare(
     let fp_proto = fp32.to_proto()?;
     let mut runners: HashMap<Signature, Runner> = HashMap::new();
     let mut outs: Vec<Accum> = vec![Accum::default(); out_names.len()];
+    let kinds = kinds::output_kinds(fp32);
+    let mut tasks: Vec<kinds::TaskAccum> = vec![kinds::TaskAccum::default(); out_names.len()];
     let mut layers: Vec<Accum> = vec![Accum::default(); pairs.len()];
     let mut beyond = 0;
     // A chunk of samples (one per worker of the current rayon pool) runs
@@ -392,18 +417,22 @@ pub fn compare(
             let (reference, got, stats) = r?;
             beyond += stats.accumulators_beyond_2_24;
             accumulate(
-                (&out_names, &pairs, rescaled),
+                (&out_names, &kinds, &pairs, rescaled),
                 (&reference, &got),
-                (&mut outs, &mut layers),
+                (&mut outs, &mut tasks, &mut layers),
             )?;
         }
         start = end;
     }
     let outputs: Vec<OutputMetrics> = out_names
         .iter()
-        .zip(&outs)
-        .filter(|(_, a)| a.n > 0)
-        .map(|(name, a)| a.output_metrics(name, &thresholds))
+        .zip(outs.iter().zip(&tasks))
+        .filter(|(_, (a, _))| a.n > 0)
+        .map(|(name, (a, task))| OutputMetrics {
+            positions: task.positions(),
+            mask_iou: task.mask_iou(),
+            ..a.output_metrics(name, &thresholds)
+        })
         .collect();
     let mut layer_metrics: Vec<LayerMetrics> = pairs
         .iter()
@@ -444,6 +473,17 @@ pub fn describe(v: &Verdict, worst: usize) -> String {
         );
         if let (Some(t1), Some(t5)) = (o.top1_agreement, o.top5_agreement) {
             line += &format!(", top-1 {:.1}%, top-5 {:.1}%", 100.0 * t1, 100.0 * t5);
+        }
+        if let Some(p) = &o.positions {
+            line += &format!(
+                ", top-1 per position {:.1}% ({:.1}% of {} foreground)",
+                100.0 * p.top1_agreement,
+                100.0 * p.foreground_top1_agreement,
+                p.foreground_positions
+            );
+        }
+        if let Some(iou) = o.mask_iou {
+            line += &format!(", mask IoU {:.1}%", 100.0 * iou);
         }
         if !o.failures.is_empty() {
             line += &format!("  FAIL: {}", o.failures.join("; "));
