@@ -68,23 +68,32 @@ impl Report {
     }
 }
 
-/// How the activation ranges were obtained.
+/// How the activation ranges were obtained (dynamic mode: only
+/// `method: dynamic`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Calibration {
     /// The samples' source, or `table PATH`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub source: String,
     /// `minmax`, `percentile`, …; `dynamic` when ranges are computed at
     /// run time.
     pub method: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percentile: Option<f64>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub samples: usize,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub samples_sha256: String,
     /// Fingerprint of the model as loaded.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub model_sha256: String,
     /// With method `auto`: how many tensors each method got.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub chosen: BTreeMap<String, usize>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Wall seconds per stage. Each second is counted once: the builds and

@@ -214,8 +214,9 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
         (Mode::Dynamic, _) => "dynamic",
         (_, f) => f.name(),
     };
-    let target_name =
-        (s.mode == Mode::Static && s.format == Format::Qoperator).then_some(s.target.name());
+    // As before the pipeline moved here: the QOperator format (dynamic
+    // mode's too) records its target.
+    let target_name = (s.format == Format::Qoperator).then_some(s.target.name());
     let mut model = out.built.model;
     model.set_metadata("onnxq.version", crate::VERSION);
     model.set_metadata("onnxq.format", format_name);

@@ -151,3 +151,35 @@ fn bad_options_are_errors_naming_what_is_wrong() {
     assert!(e.contains("max-range-ratio 0.5"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn dynamic_mode_reports_as_the_command_always_has() {
+    let model = onnxq::onnx::load_model(testdata("quirks/transformer_opset17.onnx")).unwrap();
+    let options = Options::from_recipe(onnxq::quantize::Recipe {
+        mode: Some(onnxq::quantize::Mode::Dynamic),
+        validate: Some(
+            testdata("quirks/transformer_calib")
+                .to_str()
+                .unwrap()
+                .into(),
+        ),
+        ..Default::default()
+    });
+    let done = quantize(&model, &options).unwrap();
+    let r = serde_json::to_value(&done.report).unwrap();
+    assert_eq!(r["format"], "dynamic");
+    assert_eq!(r["target"], "onnx");
+    assert_eq!(r["calibration"], serde_json::json!({"method": "dynamic"}));
+    let meta: std::collections::BTreeMap<_, _> = done
+        .model
+        .metadata_props
+        .iter()
+        .map(|p| {
+            (
+                p.key.clone().unwrap_or_default(),
+                p.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(meta["onnxq.calibration"], r#"{"method":"dynamic"}"#);
+}
