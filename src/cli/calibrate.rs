@@ -3,7 +3,7 @@
 
 use super::args::{parse_dim, MethodArg};
 use onnxq::calibrate::{CollectOptions, Method, RangeOptions, Target};
-use onnxq::pipeline::{by_op, Samples};
+use onnxq::pipeline::{by_op, Samples, RANDOM_RANGES_WARNING};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let done = onnxq::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;
     let table = &done.table;
     if samples.is_random() {
-        eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
+        eprintln!("warning: {RANDOM_RANGES_WARNING}");
     }
     table.save(&args.output)?;
     eprintln!(

@@ -143,28 +143,34 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
     let start = Instant::now();
     let needed = tune::search_needed(&model, &cfg).with_context(what)?;
-    let ropts = range_options(&recipe, &cfg)?;
-    let ranges = match (&recipe.ranges, &recipe.calib) {
-        (Some(path), _) => Ranges::from_table(path.as_ref(), &fingerprint, ropts)?,
-        (None, Some(src)) => {
-            let samples = Samples::Spec(src.clone());
-            if samples.is_random() {
-                eprintln!("warning: random samples give ranges unlike real data; calibrate on real samples for a usable model");
-            }
+    let samples = recipe.calib.clone().map(Samples::Spec);
+    let calib = match &samples {
+        Some(c) => {
             let specs = onnxq::ir::types::input_specs(&model.graph);
-            let source = samples.open(&specs, &recipe.dims, "calibration samples")?;
-            let collect = CollectOptions {
-                histograms: false,
-                per_channel: false,
-                jobs: args.jobs,
-                progress: std::io::stderr().is_terminal(),
-            };
-            Ranges::calibrated(&model, &needed, (src, source), ropts, collect, &fingerprint)?
+            Some((c, c.open(&specs, &recipe.dims, "calibration samples")?))
         }
-        (None, None) => anyhow::bail!(
-            "sensitivity needs calibration samples (--calib SRC) or a table (--ranges JSON)"
-        ),
+        None => None,
     };
+    let collect = CollectOptions {
+        histograms: false,
+        per_channel: false,
+        jobs: args.jobs,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let mut warnings = Vec::new();
+    let ranges = Ranges::obtain(
+        &model,
+        &needed,
+        recipe.ranges.as_deref().map(std::path::Path::new),
+        calib,
+        range_options(&recipe, &cfg)?,
+        collect,
+        &fingerprint,
+        &mut warnings,
+    )?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let validation = match (&recipe.validate, &recipe.calib) {
         (Some(v), _) | (None, Some(v)) => v.clone(),
         (None, None) => {

@@ -46,7 +46,7 @@ mod stages;
 mod steps;
 mod summary;
 
-pub use ranges::{guard_ranges, range_options, GuardedNode, Ranges};
+pub use ranges::{guard_ranges, range_options, GuardedNode, Ranges, RANDOM_RANGES_WARNING};
 pub use report::{Calibration, GptqOutcome, ModelCheck, Report, Timings};
 pub use summary::{by_op, summary};
 
@@ -249,12 +249,7 @@ pub fn calibrate(
     collect: &CollectOptions,
     dims: &BTreeMap<String, usize>,
 ) -> Result<Calibrated> {
-    if !(50.0..=100.0).contains(&ropts.percentile) {
-        return Err(Error::Invalid(format!(
-            "percentile {} is outside 50..=100",
-            ropts.percentile
-        )));
-    }
+    ranges::check_percentile(ropts.percentile)?;
     let fingerprint = crate::calibrate::model_sha256(&loaded.proto);
     let what = loaded.label();
     let mut model = Model::from_proto(&loaded.proto).map_err(|e| in_model(&what, e))?;

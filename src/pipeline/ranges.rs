@@ -2,6 +2,7 @@
 //! samples, calibrated again for the tensors a later plan needs (the range
 //! guard's and the automatic mode's variants), and the range guard itself.
 
+use super::Samples;
 use crate::calibrate::samples::SampleSource;
 use crate::calibrate::{CollectOptions, Method, RangeOptions, RangeTable, Target};
 use crate::error::{Error, Result};
@@ -13,15 +14,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The range options a recipe asks for (method, percentile, and the
-/// activation type `cfg` quantizes to).
-pub fn range_options(recipe: &Recipe, cfg: &QuantizeConfig) -> Result<RangeOptions> {
-    let percentile = recipe.percentile.unwrap_or(99.999);
+/// What a run calibrated on `random:` samples is told.
+pub const RANDOM_RANGES_WARNING: &str =
+    "random samples give ranges unlike real data; calibrate on real samples for a usable model";
+
+/// Refuses a percentile outside 50..=100.
+pub(super) fn check_percentile(percentile: f64) -> Result<()> {
     if !(50.0..=100.0).contains(&percentile) {
         return Err(Error::Invalid(format!(
             "percentile {percentile} is outside 50..=100"
         )));
     }
+    Ok(())
+}
+
+/// The range options a recipe asks for (method, percentile, and the
+/// activation type `cfg` quantizes to).
+pub fn range_options(recipe: &Recipe, cfg: &QuantizeConfig) -> Result<RangeOptions> {
+    let percentile = recipe.percentile.unwrap_or(99.999);
+    check_percentile(percentile)?;
     Ok(RangeOptions {
         method: recipe.method.unwrap_or(Method::Minmax),
         percentile,
@@ -94,6 +105,36 @@ impl Ranges {
         };
         r.ensure(model, needed)?;
         Ok(r)
+    }
+
+    /// The ranges of `needed`: from the table at `table`, else calibrated
+    /// on `calib` (the samples and their opened source; random ones add
+    /// [`RANDOM_RANGES_WARNING`] to `warnings`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn obtain(
+        model: &Model,
+        needed: &BTreeSet<String>,
+        table: Option<&Path>,
+        calib: Option<(&Samples, Arc<dyn SampleSource>)>,
+        ropts: RangeOptions,
+        collect: CollectOptions,
+        fingerprint: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self> {
+        match (table, calib) {
+            (Some(path), _) => Self::from_table(path, fingerprint, ropts),
+            (None, Some((samples, source))) => {
+                if samples.is_random() {
+                    warnings.push(RANDOM_RANGES_WARNING.to_string());
+                }
+                let note = (samples.label(), source);
+                Self::calibrated(model, needed, note, ropts, collect, fingerprint)
+            }
+            (None, None) => Err(Error::Invalid(
+                "activation ranges need calibration samples (--calib SRC) or a table (--ranges JSON)"
+                    .into(),
+            )),
+        }
     }
 
     /// Calibrates the tensors of `wanted` the table lacks (nothing to do

@@ -335,27 +335,16 @@ impl Run<'_> {
             None => None,
         };
         let ropts = range_options(recipe, &self.cfg)?;
-        let mut ranges = match (&recipe.ranges, &calib, &s.calib) {
-            (Some(path), _, _) => Ranges::from_table(Path::new(path), self.fingerprint, ropts)?,
-            (None, Some(source), Some(samples)) => {
-                if samples.is_random() {
-                    self.warnings.push("random samples give ranges unlike real data; calibrate on real samples for a usable model".into());
-                }
-                Ranges::calibrated(
-                    fp32,
-                    &plan.needed_ranges(fp32),
-                    (samples.label(), source.clone()),
-                    ropts,
-                    self.collect(),
-                    self.fingerprint,
-                )?
-            }
-            _ => {
-                return Err(invalid(
-                    "quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)",
-                ))
-            }
-        };
+        let mut ranges = Ranges::obtain(
+            fp32,
+            &plan.needed_ranges(fp32),
+            recipe.ranges.as_deref().map(Path::new),
+            s.calib.as_ref().zip(calib.clone()),
+            ropts,
+            self.collect(),
+            self.fingerprint,
+            self.warnings,
+        )?;
         let range_guard = guard_ranges(fp32, &mut self.cfg, &mut ranges, s.max_ratio)
             .map_err(|e| in_model(what, e))?;
         let map = ranges.map();
