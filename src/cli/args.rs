@@ -6,7 +6,9 @@
 use onnxq::calibrate::Method;
 use onnxq::exec::kernels::Arith;
 use onnxq::quantize::QType;
-use onnxq::verify::Thresholds;
+use onnxq::quantize::Recipe;
+use onnxq::verify::Metric;
+use std::collections::BTreeMap;
 
 /// `NAME=VALUE` of `--dim`.
 pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
@@ -86,19 +88,42 @@ impl From<ArithArg> for Arith {
 }
 
 /// Thresholds and arithmetic of a parity comparison (shared by `check` and
-/// `quantize`).
+/// `quantize`). Each output is held to the metric its kind picks (a
+/// Softmax sequence: foreground top-1; a Sigmoid map: mask IoU; class rows:
+/// top-1; anything else: SQNR and cosine), unless `--gate-output` names it.
 #[derive(Debug, clap::Args)]
 pub struct GateArgs {
-    /// Every float output's SQNR against FP32 at least DB [default: 20].
+    /// Outputs without a task metric: SQNR against FP32 at least DB
+    /// [default: 20].
     #[arg(long, value_name = "DB")]
     pub min_sqnr: Option<f64>,
-    /// Every output's cosine similarity at least C [default: 0.99].
+    /// Outputs without a task metric: cosine similarity at least C
+    /// [default: 0.99].
     #[arg(long, value_name = "C")]
     pub min_cosine: Option<f64>,
-    /// Class-score outputs ([N, C]) agree on the top class for at least this
-    /// fraction of rows [default: 0.95].
+    /// Class scores ([N, C], or a Softmax over C): the top class agrees
+    /// with FP32's on at least this fraction of the decisive rows (near-ties,
+    /// where FP32's margin is within twice the noise quantization adds to
+    /// the margins, aside) [default: 0.95].
     #[arg(long, value_name = "F")]
     pub min_top1: Option<f64>,
+    /// A Softmax over a sequence or a map (a CTC recognizer, a segmenter):
+    /// the top class agrees on at least this fraction of the foreground
+    /// positions (where either side's top class is not the sample's most
+    /// frequent one, e.g. CTC's blank) [default: 0.9].
+    #[arg(long, value_name = "F")]
+    pub min_foreground_top1: Option<f64>,
+    /// A Sigmoid map (a text detector's probabilities, a mask): IoU of the
+    /// p > 0.5 masks at least F [default: 0.9].
+    #[arg(long, value_name = "F")]
+    pub min_mask_iou: Option<f64>,
+    /// Hold output NAME to exactly these metrics instead of the one its kind
+    /// picks: NAME=METRIC:MIN[,METRIC:MIN] with METRIC one of sqnr, cosine,
+    /// top1, foreground_top1, mask_iou (e.g. boxes=sqnr:15), or NAME=none
+    /// (reported, not gated). Repeatable; over the recipe's gate-outputs.
+    #[arg(long = "gate-output", value_name = "NAME=METRIC:MIN",
+          value_parser = onnxq::verify::gate::parse_output_gate)]
+    pub outputs: Vec<(String, BTreeMap<Metric, f64>)>,
     /// Requantization arithmetic of the int8 executor: ort (onnxruntime's
     /// float32 multiplier) or exact (the ONNX reference, float64).
     #[arg(long, value_enum, default_value = "ort")]
@@ -106,14 +131,17 @@ pub struct GateArgs {
 }
 
 impl GateArgs {
-    /// The thresholds: these flags, else `fallback` (a recipe), else the
-    /// defaults.
-    pub fn thresholds(&self, fallback: [Option<f64>; 3]) -> Thresholds {
-        let d = Thresholds::default();
-        Thresholds {
-            min_sqnr_db: self.min_sqnr.or(fallback[0]).unwrap_or(d.min_sqnr_db),
-            min_cosine: self.min_cosine.or(fallback[1]).unwrap_or(d.min_cosine),
-            min_top1: self.min_top1.or(fallback[2]).unwrap_or(d.min_top1),
+    /// These flags as a recipe (only the gate's keys set), to overlay on a
+    /// recipe file.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            min_sqnr: self.min_sqnr,
+            min_cosine: self.min_cosine,
+            min_top1: self.min_top1,
+            min_foreground_top1: self.min_foreground_top1,
+            min_mask_iou: self.min_mask_iou,
+            gate_outputs: self.outputs.iter().cloned().collect(),
+            ..Recipe::default()
         }
     }
 }

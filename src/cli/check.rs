@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     // The same preparation quantize starts from, so value names match.
     prepare(&mut fp32, &PassOptions::default()).with_context(|| reference.display().to_string())?;
     let q = load(&args.model)?;
-    let thresholds = args.gate.thresholds([None; 3]);
+    let thresholds = args.gate.recipe().thresholds();
     let specs = onnxq::ir::types::input_specs(&fp32.graph);
     let dims = args.dims.iter().cloned().collect();
     let source = open_source(data, &specs, &dims)?;
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         &q,
         source.as_ref(),
         args.gate.arith.into(),
-        thresholds,
+        &thresholds,
         true,
         &rescaled,
     )

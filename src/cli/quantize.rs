@@ -239,9 +239,6 @@ impl Args {
             dims: self.dims.iter().cloned().collect(),
             opset: self.opset,
             validate: self.validate.clone(),
-            min_sqnr: self.gate.min_sqnr,
-            min_cosine: self.gate.min_cosine,
-            min_top1: self.gate.min_top1,
             auto: self.no_auto.then_some(false),
             max_float: self.max_float.clone(),
             max_range_ratio: self.max_range_ratio,
@@ -250,6 +247,7 @@ impl Args {
             gptq: self.gptq,
             nodes: BTreeMap::new(),
             tensors: BTreeMap::new(),
+            ..self.gate.recipe()
         }
     }
 }

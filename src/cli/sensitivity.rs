@@ -8,7 +8,6 @@ use onnxq::passes::{prepare, PassOptions};
 use onnxq::pipeline::{range_options, Ranges, Samples};
 use onnxq::quantize::{QType, QuantizeConfig, Recipe};
 use onnxq::tune::{self, Evaluator, Score, SensitivityOptions};
-use onnxq::verify::Thresholds;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -180,11 +179,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let specs = onnxq::ir::types::input_specs(&model.graph);
     let source = open_source(&validation, &specs, &recipe.dims)
         .with_context(|| format!("validation samples {validation}"))?;
-    let thresholds = Thresholds {
-        min_sqnr_db: recipe.min_sqnr.unwrap_or(Thresholds::default().min_sqnr_db),
-        ..Thresholds::default()
-    };
-    let eval = Evaluator::new(&model, source.as_ref(), thresholds)?;
+    let thresholds = recipe.thresholds();
+    let eval = Evaluator::new(&model, source.as_ref(), thresholds.clone())?;
     let opts = SensitivityOptions {
         only: !args.all_but,
         all_but: !args.only,

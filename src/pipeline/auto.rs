@@ -36,7 +36,7 @@ pub(super) fn auto_mixed_precision<T>(
     let sens = gate
         .clock
         .time(Stage::MixedPrecision, || -> Result<_> {
-            let eval = Evaluator::new(fp32, gate.source.as_ref(), gate.thresholds)?;
+            let eval = Evaluator::new(fp32, gate.source.as_ref(), gate.thresholds.clone())?;
             tune::sensitivity(
                 fp32,
                 cfg,

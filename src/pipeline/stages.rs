@@ -72,7 +72,6 @@ fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
             "max-range-ratio {max_ratio} must be at least 1"
         )));
     }
-    let d = Thresholds::default();
     Ok(Settings {
         mode,
         format,
@@ -80,11 +79,7 @@ fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
         auto: recipe.auto.unwrap_or(true),
         budget: Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?,
         max_ratio,
-        thresholds: Thresholds {
-            min_sqnr_db: recipe.min_sqnr.unwrap_or(d.min_sqnr_db),
-            min_cosine: recipe.min_cosine.unwrap_or(d.min_cosine),
-            min_top1: recipe.min_top1.unwrap_or(d.min_top1),
-        },
+        thresholds: recipe.thresholds(),
         calib,
     })
 }
@@ -185,7 +180,7 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
         reference,
         source: validation.open(&specs, &gate_dims, "validation samples")?,
         arith: o.arith,
-        thresholds: s.thresholds,
+        thresholds: s.thresholds.clone(),
         rescaled: equalized
             .as_ref()
             .map(|e| e.rescaled.clone())
@@ -432,7 +427,7 @@ impl Run<'_> {
                 &self.cfg,
                 &mut ranges,
                 (s.budget, jobs, wide),
-                (worst_sqnr(&verdict), gate),
+                (verdict.worst_margin_db(), gate),
                 |c, r| {
                     // Float layers get their own weights and biases back.
                     let m = crate::tune::bias::restore(&base, &corrected, &c.float_ids);
@@ -444,7 +439,7 @@ impl Run<'_> {
                     };
                     let b = clock.time(Stage::Build, || build(&m, c, r, (s.format, s.target)))?;
                     let v = gate.judge(&b.model)?;
-                    Ok((v.passed, worst_sqnr(&v), (b, v)))
+                    Ok((v.passed, v.worst_margin_db(), (b, v)))
                 },
             )?;
             if let Some((b, v)) = last {

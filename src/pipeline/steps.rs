@@ -103,7 +103,7 @@ pub(super) struct Gate<'a> {
 impl Gate<'_> {
     pub(super) fn judge(&self, model: &Model) -> Result<Verdict> {
         let (reference, source, rescaled) = (self.reference, &self.source, &self.rescaled);
-        let (arith, thresholds) = (self.arith, self.thresholds);
+        let (arith, thresholds) = (self.arith, &self.thresholds);
         self.clock.time(Stage::Gate, || {
             self.pool
                 .install(|| {
@@ -130,12 +130,12 @@ pub(super) fn worst_sqnr(v: &Verdict) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Whether verdict `a` beats `b`: a pass beats a failure, then the higher
-/// worst-output SQNR wins; a tie goes to `b`.
+/// Whether verdict `a` beats `b`: a pass beats a failure, then the larger
+/// worst gate margin ([`Verdict::worst_margin_db`]) wins; a tie goes to `b`.
 pub(super) fn better(a: &Verdict, b: &Verdict) -> bool {
     match (a.passed, b.passed) {
         (true, false) => true,
         (false, true) => false,
-        _ => worst_sqnr(a).total_cmp(&worst_sqnr(b)).is_gt(),
+        _ => a.worst_margin_db().total_cmp(&b.worst_margin_db()).is_gt(),
     }
 }

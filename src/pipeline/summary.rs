@@ -196,8 +196,8 @@ fn describe_gptq(g: &GptqOutcome) -> String {
 /// The automatic mode's steps and outcome.
 fn describe_mixed(m: &MixedPrecision) -> String {
     let mut s = format!(
-        "  automatic mixed precision: gate failed at {:.1} dB; kept {} of {} candidate node(s) in {} (budget {})\n",
-        m.start_sqnr_db,
+        "  automatic mixed precision: gate failed by {:.1} dB (worst margin); kept {} of {} candidate node(s) in {} (budget {})\n",
+        -m.start_margin_db,
         m.kept_float.len(),
         m.candidates,
         m.kept_as,
@@ -205,11 +205,11 @@ fn describe_mixed(m: &MixedPrecision) -> String {
     );
     for (i, st) in m.steps.iter().enumerate() {
         s += &format!(
-            "    step {}: {} {} → worst output {:.1} dB ({:+.1} dB){}\n",
+            "    step {}: {} {} → worst margin {:+.1} dB ({:+.1} dB){}\n",
             i + 1,
             m.kept_as,
             st.kept_float.join(", "),
-            st.worst_sqnr_db,
+            st.worst_margin_db,
             st.gain_db,
             if st.passed { ", gate passed" } else { "" }
         );
@@ -217,7 +217,7 @@ fn describe_mixed(m: &MixedPrecision) -> String {
     if m.steps.is_empty() {
         s += "    no step: the budget allows no node (--max-float)\n";
     } else if m.stopped_early {
-        s += "    stopped: the last step did not raise the worst output's SQNR, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
+        s += "    stopped: the last step did not raise the worst margin, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
     } else if !m.passed {
         s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
     }

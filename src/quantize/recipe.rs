@@ -32,6 +32,7 @@
 
 use super::params::QType;
 use crate::error::{Error, Result};
+use crate::verify::{Metric, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -220,6 +221,18 @@ pub struct Recipe {
     /// Gate: minimum top-1 agreement of class-score outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_top1: Option<f64>,
+    /// Gate: minimum top-1 agreement on the foreground positions of class
+    /// probabilities over a sequence or a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_foreground_top1: Option<f64>,
+    /// Gate: minimum IoU of the `p > 0.5` masks of a Sigmoid map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mask_iou: Option<f64>,
+    /// Gate: outputs held to exactly these metrics (`{name: {sqnr: 15}}`,
+    /// metrics sqnr, cosine, top1, foreground_top1, mask_iou;
+    /// `{name: {}}`: not gated) instead of the ones their kind picks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gate_outputs: BTreeMap<String, BTreeMap<Metric, f64>>,
     /// Automatic mixed precision when the gate fails (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<bool>,
@@ -254,6 +267,19 @@ impl Recipe {
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::onnx::read_text(path)?;
         Self::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// The gate's thresholds: the recipe's, else the defaults.
+    pub fn thresholds(&self) -> Thresholds {
+        let d = Thresholds::default();
+        Thresholds {
+            min_sqnr_db: self.min_sqnr.unwrap_or(d.min_sqnr_db),
+            min_cosine: self.min_cosine.unwrap_or(d.min_cosine),
+            min_top1: self.min_top1.unwrap_or(d.min_top1),
+            min_foreground_top1: self.min_foreground_top1.unwrap_or(d.min_foreground_top1),
+            min_mask_iou: self.min_mask_iou.unwrap_or(d.min_mask_iou),
+            outputs: self.gate_outputs.clone(),
+        }
     }
 
     /// Parses recipe text.
@@ -294,6 +320,8 @@ impl Recipe {
             min_sqnr,
             min_cosine,
             min_top1,
+            min_foreground_top1,
+            min_mask_iou,
             auto,
             max_float,
             max_range_ratio,
@@ -307,6 +335,7 @@ impl Recipe {
             }
         }
         self.dims.extend(top.dims);
+        self.gate_outputs.extend(top.gate_outputs);
         self.nodes.extend(top.nodes);
         self.tensors.extend(top.tensors);
         self

@@ -41,7 +41,9 @@ use crate::ir::types::input_specs;
 use crate::ir::{DataType, Model, NodeId};
 use crate::quantize::{plan_model, quantize, ActSpec, Decision, InputRole, Plan, QuantizeConfig};
 use crate::tract::Runner;
-use crate::verify::{Accum, OutputMetrics, Thresholds};
+use crate::verify::kinds::{output_kinds, Kind};
+use crate::verify::output::OutputAccum;
+use crate::verify::{OutputMetrics, Thresholds};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -52,6 +54,8 @@ pub struct Evaluator {
     out_names: Vec<String>,
     /// Per sample, per output: the FP32 value (float outputs only).
     reference: Vec<Vec<Option<crate::ir::Tensor>>>,
+    /// What each output is (its gate metrics follow).
+    kinds: Vec<Kind>,
     thresholds: Thresholds,
 }
 
@@ -108,6 +112,7 @@ impl Evaluator {
             .outputs()
             .map(|v| fp32.graph.value_name(v).to_string())
             .collect();
+        thresholds.check_outputs(&out_names)?;
         let proto = fp32.to_proto()?;
         let mut cache = HashMap::new();
         let mut samples = Vec::with_capacity(source.len());
@@ -128,6 +133,7 @@ impl Evaluator {
             samples,
             out_names,
             reference,
+            kinds: output_kinds(fp32),
             thresholds,
         })
     }
@@ -136,8 +142,8 @@ impl Evaluator {
         self.samples.len()
     }
 
-    pub fn thresholds(&self) -> Thresholds {
-        self.thresholds
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
     }
 
     /// Runs `model` (float or QDQ, same inputs and outputs as the FP32
@@ -149,7 +155,12 @@ impl Evaluator {
             model.to_proto()?
         };
         let mut cache = HashMap::new();
-        let mut acc = vec![Accum::default(); self.out_names.len()];
+        let mut acc: Vec<OutputAccum> = self
+            .kinds
+            .iter()
+            .zip(&self.out_names)
+            .map(|(&k, n)| OutputAccum::new(k, self.thresholds.outputs.get(n)))
+            .collect();
         for (sample, reference) in self.samples.iter().zip(&self.reference) {
             let runner = runner_for(&mut cache, &proto, sample, Some(&self.out_names))?;
             let got = runner.run(sample)?;
@@ -173,7 +184,7 @@ impl Evaluator {
             .iter()
             .zip(&acc)
             .filter(|(_, a)| !a.is_empty())
-            .map(|(n, a)| a.output_metrics(n, &self.thresholds))
+            .map(|(n, a)| a.finish(n, &self.thresholds))
             .collect();
         Ok(Score {
             worst_sqnr_db: outputs
@@ -353,7 +364,7 @@ pub fn sensitivity(
     });
     Ok(Sensitivity {
         samples: eval.samples(),
-        thresholds: eval.thresholds(),
+        thresholds: eval.thresholds().clone(),
         all,
         ids: rows.iter().map(|r| r.0).collect(),
         nodes: rows.into_iter().map(|r| r.1).collect(),
@@ -411,8 +422,9 @@ impl std::fmt::Display for Budget {
 pub struct Step {
     /// Nodes this step added to the float set.
     pub kept_float: Vec<String>,
-    /// The gate's worst output SQNR after the step (dB).
-    pub worst_sqnr_db: f64,
+    /// The gate's worst margin after the step (dB above the thresholds,
+    /// negative while failing: [`crate::verify::Check::margin_db`]).
+    pub worst_margin_db: f64,
     /// What the step bought over the previous one (dB).
     pub gain_db: f64,
     pub passed: bool,
@@ -424,8 +436,8 @@ pub struct MixedPrecision {
     /// Nodes it was allowed to keep float, and out of how many candidates.
     pub budget: usize,
     pub candidates: usize,
-    /// The gate's worst output SQNR before the first step (dB).
-    pub start_sqnr_db: f64,
+    /// The gate's worst margin before the first step (dB).
+    pub start_margin_db: f64,
     pub steps: Vec<Step>,
     /// The nodes float in the model handed back, in the order they were
     /// added (empty when no step improved on the all-quantized model).
@@ -435,17 +447,17 @@ pub struct MixedPrecision {
     pub kept_as: String,
     pub passed: bool,
     /// Stopped before the budget because a step did not raise the worst
-    /// output's SQNR.
+    /// margin.
     pub stopped_early: bool,
 }
 
 /// The automatic mixed-precision loop. `ranking`: candidates most harmful
 /// first (from [`sensitivity`]), with their names and why they are first;
 /// `budget`: at most this many go float; `start_sqnr`: the failing gate's
-/// worst SQNR. `attempt` builds and checks the model with a float set and
-/// returns (passed, worst SQNR, whatever the caller keeps). Groups grow
+/// worst margin (dB). `attempt` builds and checks the model with a float
+/// set and returns (passed, worst margin, whatever the caller keeps). Groups grow
 /// 1, 1, 2, 4, …: the first steps are fine-grained, a long tail is not
-/// re-checked node by node. A step that does not raise the worst SQNR ends
+/// re-checked node by node. A step that does not raise the worst margin ends
 /// the search. Returns the record and the passing attempt's value; when
 /// none passes, the best attempt's if it beat `start_sqnr` (`kept_float`
 /// lists its float nodes), else `None` and an empty `kept_float`. Returns the record and the last attempt's
@@ -460,7 +472,7 @@ pub fn mixed_precision<T, E>(
     let mut rec = MixedPrecision {
         budget,
         candidates: ranking.len(),
-        start_sqnr_db: start_sqnr,
+        start_margin_db: start_sqnr,
         steps: Vec::new(),
         kept_float: Vec::new(),
         kept_as: "float".to_string(),
@@ -491,7 +503,7 @@ pub fn mixed_precision<T, E>(
         let (passed, sqnr, value) = attempt(&float)?;
         rec.steps.push(Step {
             kept_float: names,
-            worst_sqnr_db: sqnr,
+            worst_margin_db: sqnr,
             gain_db: sqnr - prev,
             passed,
         });

@@ -1,6 +1,6 @@
 //! What a model output is for, read from the graph, and the task metrics
-//! that fit it, reported beside SQNR and cosine (they do not gate yet:
-//! their thresholds are to be chosen by measurement, #23).
+//! that fit it, measured beside SQNR and cosine ([`super::gate`] picks
+//! which of them an output is held to).
 //!
 //! - **Class probabilities per position**: a Softmax / LogSoftmax output
 //!   whose other dimensions (batch aside) hold more than one position (a
@@ -11,7 +11,9 @@
 //!   sample (CTC's blank, a map's background), which dominate the first.
 //! - **Per-element probabilities**: a Sigmoid output of more than one
 //!   element per sample (a text detector's probability map): the IoU of
-//!   the `p > 0.5` masks.
+//!   the `p > 0.5` masks. Layout ops after the Sigmoid (Transpose, Reshape,
+//!   Flatten, Squeeze, Unsqueeze, Identity) keep it one; after a Softmax,
+//!   Transposes move its axis and Identity keeps it.
 //! - Everything else: no task metric here (rank-2 class scores have their
 //!   top-1/top-5 agreement in the gate already).
 
@@ -38,21 +40,91 @@ pub fn output_kinds(model: &Model) -> Vec<Kind> {
     let g = &model.graph;
     let opset = model.onnx_opset().unwrap_or(13);
     g.outputs()
-        .map(|v| match g.producer_node(v) {
-            Some((_, n)) if n.op_type == "Softmax" || n.op_type == "LogSoftmax" => {
-                // Before opset 13 the default axis is 1 (the row is every
-                // dimension from it on); from 13, the last.
-                let default = if opset >= 13 { -1 } else { 1 };
-                let axis = n.get_int("axis").ok().flatten().unwrap_or(default);
-                Kind::Classes {
+        .map(|v| {
+            if let Some(axis) = upgraded_softmax(g, v) {
+                return Kind::Classes {
                     axis,
-                    flattened: opset < 13,
-                }
+                    flattened: true,
+                };
             }
-            Some((_, n)) if n.op_type == "Sigmoid" => Kind::Probabilities,
-            _ => Kind::Other,
+            // Layout ops between the output and what computes it.
+            let mut perms: Vec<Vec<i64>> = Vec::new();
+            let mut reshaped = false;
+            let mut at = g.producer_node(v);
+            while let Some((_, n)) = at {
+                match n.op_type.as_str() {
+                    "Identity" => {}
+                    "Transpose" => match n.get_ints("perm").ok().flatten() {
+                        Some(p) => perms.push(p),
+                        None => reshaped = true,
+                    },
+                    "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => reshaped = true,
+                    _ => break,
+                }
+                at = n.input(0).and_then(|i| g.producer_node(i));
+            }
+            match at {
+                Some((_, n)) if n.op_type == "Softmax" || n.op_type == "LogSoftmax" => {
+                    // Before opset 13 the default axis is 1 (the row is every
+                    // dimension from it on); from 13, the last.
+                    let default = if opset >= 13 { -1 } else { 1 };
+                    let axis = n.get_int("axis").ok().flatten().unwrap_or(default);
+                    let flattened = opset < 13;
+                    if perms.is_empty() && !reshaped {
+                        return Kind::Classes { axis, flattened };
+                    }
+                    if reshaped || flattened {
+                        return Kind::Other;
+                    }
+                    // Innermost Transpose first: the classes axis moves to
+                    // where each perm puts it.
+                    let rank = perms[0].len() as i64;
+                    let mut a = if axis < 0 { axis + rank } else { axis };
+                    for p in perms.iter().rev() {
+                        match p.iter().position(|&d| d == a) {
+                            Some(i) if p.len() as i64 == rank => a = i as i64,
+                            _ => return Kind::Other,
+                        }
+                    }
+                    Kind::Classes {
+                        axis: a,
+                        flattened: false,
+                    }
+                }
+                Some((_, n)) if n.op_type == "Sigmoid" => Kind::Probabilities,
+                _ => Kind::Other,
+            }
         })
         .collect()
+}
+
+/// The classes axis of an opset-11 Softmax the opset upgrade rebuilt as
+/// `Reshape(Softmax(Flatten(x, axis)), Shape(x))` ([`crate::passes::opset`]),
+/// when `v` is that Reshape's output.
+fn upgraded_softmax(g: &crate::ir::Graph, v: crate::ir::ValueId) -> Option<i64> {
+    let (_, reshape) = g.producer_node(v).filter(|(_, n)| n.op_type == "Reshape")?;
+    let (_, soft) = g
+        .producer_node(reshape.input(0)?)
+        .filter(|(_, n)| n.op_type == "Softmax" || n.op_type == "LogSoftmax")?;
+    let (_, flatten) = g
+        .producer_node(soft.input(0)?)
+        .filter(|(_, n)| n.op_type == "Flatten")?;
+    let (_, shape) = g
+        .producer_node(reshape.input(1)?)
+        .filter(|(_, n)| n.op_type == "Shape")?;
+    (shape.input(0)? == flatten.input(0)?).then_some(())?;
+    Some(flatten.get_int("axis").ok().flatten().unwrap_or(1))
+}
+
+impl Kind {
+    /// What the verdict calls it.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Classes { axis, .. } => format!("class probabilities (Softmax, axis {axis})"),
+            Kind::Probabilities => "per-element probabilities (Sigmoid)".to_string(),
+            Kind::Other => "values".to_string(),
+        }
+    }
 }
 
 /// Top-1 agreement of class probabilities per position.
@@ -73,10 +145,10 @@ pub struct PositionMetrics {
 pub(crate) struct TaskAccum {
     positions: u64,
     agree: u64,
-    foreground: u64,
+    pub(crate) foreground: u64,
     foreground_agree: u64,
     inter: u64,
-    union: u64,
+    pub(crate) union: u64,
     masks: bool,
 }
 
@@ -210,7 +282,7 @@ mod tests {
             &m,
             &samples,
             crate::exec::kernels::Arith::Ort,
-            crate::verify::Thresholds::default(),
+            &crate::verify::Thresholds::default(),
             false,
             &Default::default(),
         )
@@ -306,5 +378,60 @@ mod tests {
             &[1, 1, 2, 2],
         );
         assert_eq!(acc.mask_iou(), Some(2.0 / 3.0));
+    }
+
+    #[test]
+    fn kinds_look_through_layout_ops_and_the_opset_upgrade() {
+        use crate::ir::node::attr;
+        // Softmax over axis 1 of [1, 4, 5], transposed to [1, 5, 4]: the
+        // classes are axis 2 of the output; a Sigmoid reshaped stays one.
+        let m = model(
+            13,
+            &[("x", &[1, 4, 5])],
+            &["p", "s"],
+            vec![
+                node("Softmax", "sm", &["x"], &["sm"], vec![attr::int("axis", 1)]),
+                node(
+                    "Transpose",
+                    "t",
+                    &["sm"],
+                    &["p"],
+                    vec![attr::ints("perm", &[0, 2, 1])],
+                ),
+                node("Sigmoid", "sg", &["x"], &["sg"], vec![]),
+                node("Flatten", "f", &["sg"], &["s"], vec![]),
+            ],
+            vec![],
+        );
+        let classes = |axis, flattened| Kind::Classes { axis, flattened };
+        assert_eq!(
+            output_kinds(&m),
+            vec![classes(2, false), Kind::Probabilities]
+        );
+        // A Softmax reshaped is no longer classes along an axis.
+        let m = model(
+            13,
+            &[("x", &[1, 4, 5])],
+            &["p"],
+            vec![
+                node("Softmax", "sm", &["x"], &["sm"], vec![]),
+                node("Flatten", "f", &["sm"], &["p"], vec![]),
+            ],
+            vec![],
+        );
+        assert_eq!(output_kinds(&m), vec![Kind::Other]);
+        // Opset 11, axis 1 of a rank-3 input: the upgrade to 13 rebuilds it
+        // as Flatten → Softmax → Reshape, still classes from axis 1 on.
+        let mut m = heads(11, Some(1));
+        use crate::passes::Pass;
+        let opts = crate::passes::PassOptions {
+            target_opset: Some(13),
+            ..Default::default()
+        };
+        crate::passes::opset::UpgradeOpset
+            .run(&mut m, &opts)
+            .unwrap();
+        assert_eq!(m.onnx_opset().unwrap(), 13);
+        assert_eq!(output_kinds(&m)[0], classes(1, true));
     }
 }

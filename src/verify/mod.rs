@@ -5,13 +5,17 @@
 //! reference executor ([`crate::exec`]) on the same samples, and measures per
 //! output: max and mean absolute error, cosine similarity, SQNR (dB), and
 //! for outputs shaped like class scores (`[N, C]`, C ≥ 2) top-1 / top-5
-//! agreement. Per layer: every int8 tensor `T/quantized` whose float
+//! agreement, and the task metrics of the output's kind ([`kinds`]); each
+//! output is held to the metrics that fit it ([`gate`]). Per layer: every int8 tensor `T/quantized` whose float
 //! counterpart `T` exists in the FP32 model is dequantized and compared
 //! (SQNR, cosine), worst first — the layer that broke the model shows up
 //! at the top. Reads both models; writes nothing.
 
 use crate::calibrate::samples::{check_sample, SampleSource};
+pub mod gate;
 pub mod kinds;
+pub(crate) mod output;
+pub use gate::{Check, Metric, Thresholds};
 
 use crate::error::{Error, Result};
 use crate::exec::kernels::Arith;
@@ -22,29 +26,6 @@ use crate::passes::equalize::ChannelScale;
 use crate::tract::Runner;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-
-/// Gate thresholds (every output must meet all that apply).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct Thresholds {
-    /// SQNR of each float output against FP32, in dB.
-    pub min_sqnr_db: f64,
-    pub min_cosine: f64,
-    /// Top-1 agreement with FP32 for class-score outputs (fraction).
-    pub min_top1: f64,
-}
-
-impl Default for Thresholds {
-    /// 20 dB SQNR (error power 1% of the signal's), cosine 0.99, and 95%
-    /// of class decisions unchanged (small validation sets make one flipped
-    /// near-tie cost points, so not 99%).
-    fn default() -> Self {
-        Thresholds {
-            min_sqnr_db: 20.0,
-            min_cosine: 0.99,
-            min_top1: 0.95,
-        }
-    }
-}
 
 /// Parity of one output over all samples.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -58,15 +39,28 @@ pub struct OutputMetrics {
     /// Class-score outputs only.
     pub top1_agreement: Option<f64>,
     pub top5_agreement: Option<f64>,
+    /// Rows where FP32's top class wins by more than twice the noise
+    /// quantization adds to the margins (not near-ties), and the top-1
+    /// agreement on them: what the gate's `top1` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisive_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisive_top1_agreement: Option<f64>,
     /// Class probabilities per position (a Softmax over a sequence or a
     /// map): top-1 agreement per position, and on the foreground
-    /// positions ([`kinds`]). Reported, not gated.
+    /// positions ([`kinds`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub positions: Option<kinds::PositionMetrics>,
     /// Per-element probabilities (a Sigmoid map): IoU of the `p > 0.5`
-    /// masks. Reported, not gated.
+    /// masks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_iou: Option<f64>,
+    /// What the output is, from the graph ([`kinds::Kind::describe`]).
+    pub kind: String,
+    /// Why it is held to the metrics in `gate`.
+    pub judged_by: String,
+    /// The metrics the gate held it to: value, minimum, passed.
+    pub gate: Vec<Check>,
     /// Why the output fails the gate (empty when it passes).
     pub failures: Vec<String>,
 }
@@ -95,6 +89,23 @@ pub struct Verdict {
     pub accumulators_beyond_2_24: u64,
 }
 
+impl Verdict {
+    /// The smallest margin of any metric the gate held an output to
+    /// ([`Check::margin_db`]; 300 when nothing is gated): what ranks
+    /// variants of a model, the automatic mode's progress.
+    pub fn worst_margin_db(&self) -> f64 {
+        worst_margin(&self.outputs)
+    }
+}
+
+/// The smallest gate margin over `outputs` (300 when none is gated).
+pub fn worst_margin(outputs: &[OutputMetrics]) -> f64 {
+    outputs
+        .iter()
+        .flat_map(|o| o.gate.iter().map(Check::margin_db))
+        .fold(300.0, f64::min)
+}
+
 /// Streaming sums for one pair of tensors.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Accum {
@@ -109,6 +120,9 @@ pub(crate) struct Accum {
     top1: u64,
     top5: u64,
     class_like: bool,
+    /// FP32's top-1 classes seen (up to two: whether they vary).
+    classes: Vec<usize>,
+    decisions: output::Decisions,
 }
 
 impl Accum {
@@ -134,10 +148,15 @@ impl Accum {
             self.class_like = true;
             let c = dims[1];
             for (ra, rb) in a.chunks(c).zip(b.chunks(c)) {
-                let best = argmax(ra);
+                let (best, margin, quantized) = output::margins(ra, rb);
+                if self.classes.len() < 2 && !self.classes.contains(&best) {
+                    self.classes.push(best);
+                }
                 let rank: Vec<usize> = top_k(rb, 5);
                 self.rows += 1;
                 self.top1 += u64::from(rank.first() == Some(&best));
+                self.decisions
+                    .add(margin, quantized, rank.first() == Some(&best));
                 self.top5 += u64::from(rank.contains(&best));
             }
         }
@@ -160,11 +179,19 @@ impl Accum {
         self.dot / (self.ref2.sqrt() * self.test2.sqrt()).max(1e-300)
     }
 
-    /// The metrics of output `name` over everything added, with the
-    /// thresholds it misses.
-    pub(crate) fn output_metrics(&self, name: &str, thresholds: &Thresholds) -> OutputMetrics {
+    /// The decisive rows of class scores ([`output::Decisions`]), when
+    /// FP32's top class varies among the rows (else 0: agreement on one
+    /// class says little), and the top-1 agreement on them.
+    pub(crate) fn decisive_rows(&self) -> (u64, f64) {
+        let (n, agree) = self.decisions.decisive();
+        (if self.classes.len() > 1 { n } else { 0 }, agree)
+    }
+
+    /// The metrics of output `name` over everything added (not judged yet:
+    /// [`output::OutputAccum::finish`]).
+    pub(crate) fn output_metrics(&self, name: &str) -> OutputMetrics {
         let a = self;
-        let mut m = OutputMetrics {
+        OutputMetrics {
             name: name.to_string(),
             elements: a.n,
             max_abs_error: a.max_abs,
@@ -173,36 +200,16 @@ impl Accum {
             sqnr_db: a.sqnr(),
             top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
             top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
+            decisive_rows: None,
+            decisive_top1_agreement: None,
             positions: None,
             mask_iou: None,
+            kind: String::new(),
+            judged_by: String::new(),
+            gate: Vec::new(),
             failures: Vec::new(),
-        };
-        // NaN metrics fail: `meets` is false for them.
-        let meets = |v: f64, min: f64| v >= min;
-        if !meets(m.sqnr_db, thresholds.min_sqnr_db) {
-            m.failures.push(format!(
-                "SQNR {:.1} dB < {}",
-                m.sqnr_db, thresholds.min_sqnr_db
-            ));
         }
-        if !meets(m.cosine, thresholds.min_cosine) {
-            m.failures.push(format!(
-                "cosine {:.4} < {}",
-                m.cosine, thresholds.min_cosine
-            ));
-        }
-        if let Some(t1) = m.top1_agreement.filter(|&t| !meets(t, thresholds.min_top1)) {
-            m.failures.push(format!(
-                "top-1 agreement {:.3} < {}",
-                t1, thresholds.min_top1
-            ));
-        }
-        m
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b })
 }
 
 fn top_k(v: &[f32], k: usize) -> Vec<usize> {
@@ -289,14 +296,9 @@ type LayerPair = (String, String, String, String, f32, i64);
 /// accumulators.
 #[allow(clippy::type_complexity)]
 fn accumulate(
-    (out_names, kinds, pairs, rescaled): (
-        &[String],
-        &[kinds::Kind],
-        &[LayerPair],
-        &BTreeMap<String, ChannelScale>,
-    ),
+    (out_names, pairs, rescaled): (&[String], &[LayerPair], &BTreeMap<String, ChannelScale>),
     (reference, got): (&[Tensor], &BTreeMap<String, Tensor>),
-    (outs, tasks, layers): (&mut [Accum], &mut [kinds::TaskAccum], &mut [Accum]),
+    (outs, layers): (&mut [output::OutputAccum], &mut [Accum]),
 ) -> Result<()> {
     for (k, name) in out_names.iter().enumerate() {
         let r = &reference[k];
@@ -314,9 +316,6 @@ fn accumulate(
         }
         let (fa, fb) = (r.to_f32_vec()?, t.to_f32_vec()?);
         outs[k].add(&fa, &fb, r.dims());
-        if let Some(&kind) = kinds.get(k) {
-            tasks[k].add(kind, &fa, &fb, r.dims());
-        }
     }
     for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
         let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
@@ -350,7 +349,7 @@ pub fn compare(
     int8: &Model,
     samples: &dyn SampleSource,
     arith: Arith,
-    thresholds: Thresholds,
+    thresholds: &Thresholds,
     per_layer: bool,
     rescaled: &BTreeMap<String, ChannelScale>,
 ) -> Result<Verdict> {
@@ -374,9 +373,12 @@ pub fn compare(
     fp_names.extend(pairs.iter().map(|p| p.1.clone()));
     let fp_proto = fp32.to_proto()?;
     let mut runners: HashMap<Signature, Runner> = HashMap::new();
-    let mut outs: Vec<Accum> = vec![Accum::default(); out_names.len()];
-    let kinds = kinds::output_kinds(fp32);
-    let mut tasks: Vec<kinds::TaskAccum> = vec![kinds::TaskAccum::default(); out_names.len()];
+    thresholds.check_outputs(&out_names)?;
+    let mut outs: Vec<output::OutputAccum> = kinds::output_kinds(fp32)
+        .into_iter()
+        .zip(&out_names)
+        .map(|(k, n)| output::OutputAccum::new(k, thresholds.outputs.get(n)))
+        .collect();
     let mut layers: Vec<Accum> = vec![Accum::default(); pairs.len()];
     let mut beyond = 0;
     // A chunk of samples (one per worker of the current rayon pool) runs
@@ -417,22 +419,18 @@ pub fn compare(
             let (reference, got, stats) = r?;
             beyond += stats.accumulators_beyond_2_24;
             accumulate(
-                (&out_names, &kinds, &pairs, rescaled),
+                (&out_names, &pairs, rescaled),
                 (&reference, &got),
-                (&mut outs, &mut tasks, &mut layers),
+                (&mut outs, &mut layers),
             )?;
         }
         start = end;
     }
     let outputs: Vec<OutputMetrics> = out_names
         .iter()
-        .zip(outs.iter().zip(&tasks))
-        .filter(|(_, (a, _))| a.n > 0)
-        .map(|(name, (a, task))| OutputMetrics {
-            positions: task.positions(),
-            mask_iou: task.mask_iou(),
-            ..a.output_metrics(name, &thresholds)
-        })
+        .zip(&outs)
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(name, a)| a.finish(name, thresholds))
         .collect();
     let mut layer_metrics: Vec<LayerMetrics> = pairs
         .iter()
@@ -456,7 +454,7 @@ pub fn compare(
         passed,
         samples: samples.len(),
         arith,
-        thresholds,
+        thresholds: thresholds.clone(),
         outputs,
         layers: layer_metrics,
         accumulators_beyond_2_24: beyond,
@@ -473,6 +471,9 @@ pub fn describe(v: &Verdict, worst: usize) -> String {
         );
         if let (Some(t1), Some(t5)) = (o.top1_agreement, o.top5_agreement) {
             line += &format!(", top-1 {:.1}%, top-5 {:.1}%", 100.0 * t1, 100.0 * t5);
+            if let (Some(n), Some(d)) = (o.decisive_rows, o.decisive_top1_agreement) {
+                line += &format!(" (top-1 {:.1}% of {n} decisive)", 100.0 * d);
+            }
         }
         if let Some(p) = &o.positions {
             line += &format!(
@@ -485,11 +486,34 @@ pub fn describe(v: &Verdict, worst: usize) -> String {
         if let Some(iou) = o.mask_iou {
             line += &format!(", mask IoU {:.1}%", 100.0 * iou);
         }
-        if !o.failures.is_empty() {
-            line += &format!("  FAIL: {}", o.failures.join("; "));
-        }
         s += &line;
         s.push('\n');
+        let held: Vec<String> = o
+            .gate
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} (min {}) {}",
+                    c.metric.name(),
+                    if c.value.is_nan() {
+                        "n/a".to_string()
+                    } else {
+                        c.metric.show(c.value)
+                    },
+                    c.metric.show(c.min),
+                    if c.passed { "ok" } else { "FAIL" }
+                )
+            })
+            .collect();
+        s += &format!(
+            "    gate: {} [{}]\n",
+            if held.is_empty() {
+                "-".to_string()
+            } else {
+                held.join(", ")
+            },
+            o.judged_by
+        );
     }
     if !v.layers.is_empty() && worst > 0 {
         let list: Vec<String> = v

@@ -29,7 +29,7 @@ fn a_broken_quantization_fails_the_gate_and_writes_nothing() {
     let err = stderr(&o);
     assert!(err.contains("parity") && err.contains("FAILED"), "{err}");
     assert!(
-        err.contains("output logits") && err.contains("FAIL: SQNR"),
+        err.contains("output logits") && err.contains("gate: sqnr ") && err.contains(") FAIL"),
         "{err}"
     );
     assert!(err.contains("worst layers: "), "{err}");
@@ -262,4 +262,65 @@ fn golden_outputs_of_the_onnx_reference_are_reproduced() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("MISMATCH (1 of"), "{}", stdout(&o));
+}
+
+#[test]
+fn outputs_can_be_held_to_chosen_metrics_by_flag_or_recipe() {
+    let dir = tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let calib = testdata("digits/cnn_calib");
+    let recipe = broken_conv1_recipe(dir.path());
+    let base = [
+        "--calib",
+        calib.to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--no-auto",
+    ];
+    // The broken conv1 fails SQNR 20 (0.2 dB, cosine 0.63); held to a
+    // cosine of 0.5 only, it passes, and the report names the metric, its
+    // value and the minimum.
+    let mut args = base.to_vec();
+    args.extend(["--gate-output", "logits=cosine:0.5"]);
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = json(&rep);
+    let g = &r["parity"]["outputs"][0]["gate"];
+    assert_eq!(g.as_array().unwrap().len(), 1, "{g}");
+    assert_eq!(g[0]["metric"], "cosine");
+    assert_eq!(g[0]["min"], 0.5);
+    assert!(r["parity"]["outputs"][0]["judged_by"]
+        .as_str()
+        .unwrap()
+        .contains("chosen"));
+    std::fs::remove_file(&out).unwrap();
+    // The same from the recipe; `{}` leaves it ungated (and passes).
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let ungated = dir.path().join("ungated.yaml");
+    std::fs::write(&ungated, format!("{text}\ngate-outputs:\n  logits: {{}}\n")).unwrap();
+    let mut args = base.to_vec();
+    args[3] = ungated.to_str().unwrap();
+    let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        json(&rep)["parity"]["outputs"][0]["gate"],
+        serde_json::json!([])
+    );
+    std::fs::remove_file(&out).unwrap();
+    // A name the model does not have, a metric that does not exist: errors
+    // that name them, nothing written.
+    for (flag, says) in [
+        ("nope=sqnr:1", "'nope'"),
+        ("logits=psnr:1", "'psnr': unknown metric"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--gate-output", flag]);
+        let o = quantize(&testdata("digits/cnn.onnx"), &out, &args);
+        assert_ne!(o.status.code(), Some(0));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
 }

@@ -338,7 +338,14 @@ LINE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-.:/
 
 
 def text_line(rng, h, w):
-    """A text line as PaddleOCR's recognizer sees it, [1, 3, h, w]: 4-16
+    """A text line as PaddleOCR's recognizer sees it ([`text_line_and_text`]
+    without the text)."""
+    return text_line_and_text(rng, h, w)[0]
+
+
+def text_line_and_text(rng, h, w, chars=LINE_CHARS):
+    """A text line as PaddleOCR's recognizer sees it, [1, 3, h, w], and its
+    text: 4-16
     random characters (words split by spaces) rendered with Pillow's
     built-in scalable font at 55-80% of the height, dark ink on a light,
     slightly noisy background, normalized as its preprocessing does
@@ -349,13 +356,13 @@ def text_line(rng, h, w):
     size = int(h * rng.uniform(0.55, 0.8))
     font = ImageFont.load_default(size=size)
     n = int(rng.integers(4, 17))
-    text = "".join(LINE_CHARS[int(rng.integers(len(LINE_CHARS)))] if rng.random() > 0.12 else " " for _ in range(n)).strip() or "0"
+    text = "".join(chars[int(rng.integers(len(chars)))] if rng.random() > 0.12 else " " for _ in range(n)).strip() or chars[0]
     bg, ink = int(rng.integers(190, 256)), int(rng.integers(0, 80))
     img = Image.new("L", (w, h), bg)
     ImageDraw.Draw(img).text((int(rng.integers(2, 12)), (h - size) // 2 - 2), text, font=font, fill=ink)
     x = np.asarray(img, np.float32) + rng.normal(0, 4, (h, w)).astype(np.float32)
     x = np.clip(x, 0, 255) / 255.0
-    return ((np.stack([x] * 3) - 0.5) / 0.5)[None].astype(np.float32)
+    return ((np.stack([x] * 3) - 0.5) / 0.5)[None].astype(np.float32), text
 
 
 def ctc_decode(probs):

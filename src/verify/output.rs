@@ -1,0 +1,225 @@
+//! One output's measurement over the samples and its judgement: the values
+//! (SQNR, cosine, top-1 rows), the task metrics of its kind
+//! ([`super::kinds`]), near-ties told apart from decisions ([`Decisions`]),
+//! and the metrics the gate holds it to ([`super::gate`]).
+
+use super::gate::{self, Metric, Offer, Thresholds};
+use super::kinds::{Kind, TaskAccum};
+use super::{Accum, OutputMetrics};
+use std::collections::BTreeMap;
+
+/// Margin bins of [`Decisions`]: 1/8 octave each, from 2^-20 up.
+const BINS: usize = 256;
+
+fn margin_bin(m: f64) -> usize {
+    if m > 0.0 {
+        (m.log2() * 8.0 + 160.0)
+            .floor()
+            .clamp(0.0, (BINS - 1) as f64) as usize
+    } else {
+        0
+    }
+}
+
+/// Top-1 decisions (per row or per position), counted by how decisive
+/// FP32 was: its margin, top class over runner-up. A flip where that
+/// margin is within the noise quantization adds to every margin (the RMS
+/// change of the margins) is a near-tie, a coin toss either way; agreement
+/// on the decisive ones (margin above twice the noise) is what says
+/// whether the model still decides as FP32 does. Constant memory: counts
+/// in margin bins.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Decisions {
+    total: Vec<u64>,
+    agree: Vec<u64>,
+    change2: f64,
+    n: u64,
+}
+
+impl Decisions {
+    /// One decision: FP32's `margin`, the quantized model's margin between
+    /// the same two classes, and whether the top classes agree.
+    pub(crate) fn add(&mut self, margin: f64, quantized_margin: f64, agree: bool) {
+        if self.total.is_empty() {
+            self.total = vec![0; BINS];
+            self.agree = vec![0; BINS];
+        }
+        let k = margin_bin(margin);
+        self.total[k] += 1;
+        self.agree[k] += u64::from(agree);
+        let c = margin - quantized_margin;
+        if c.is_finite() {
+            self.change2 += c * c;
+        }
+        self.n += 1;
+    }
+
+    /// Decisions whose FP32 margin is at least twice the RMS change, and
+    /// the agreement on them (1 when there are none).
+    pub(crate) fn decisive(&self) -> (u64, f64) {
+        if self.n == 0 {
+            return (0, 1.0);
+        }
+        let noise = (self.change2 / self.n as f64).sqrt();
+        // The first bin whose lower edge is at least 2 noise.
+        let from = if noise > 0.0 {
+            ((2.0 * noise).log2() * 8.0 + 160.0)
+                .ceil()
+                .clamp(0.0, BINS as f64) as usize
+        } else {
+            1
+        };
+        let total: u64 = self.total[from.min(BINS)..].iter().sum();
+        let agree: u64 = self.agree[from.min(BINS)..].iter().sum();
+        (
+            total,
+            if total == 0 {
+                1.0
+            } else {
+                agree as f64 / total as f64
+            },
+        )
+    }
+}
+
+/// FP32's top class and its margin over the runner-up in `v`, and the
+/// quantized row `w`'s margin between the same two classes.
+pub(crate) fn margins(v: &[f32], w: &[f32]) -> (usize, f64, f64) {
+    let (mut t1, mut t2) = (0usize, usize::MAX);
+    for k in 1..v.len() {
+        if v[k] > v[t1] {
+            t2 = t1;
+            t1 = k;
+        } else if t2 == usize::MAX || v[k] > v[t2] {
+            t2 = k;
+        }
+    }
+    if t2 == usize::MAX {
+        return (t1, f64::INFINITY, f64::INFINITY);
+    }
+    (t1, (v[t1] - v[t2]) as f64, (w[t1] - w[t2]) as f64)
+}
+
+/// Everything measured on one output over the samples: its values
+/// (SQNR, cosine, top-1 rows) and the task metrics of its kind, and of the
+/// kinds a per-output choice asks for.
+#[derive(Clone, Debug)]
+pub(crate) struct OutputAccum {
+    kind: Kind,
+    /// The kind's task metrics, then the ones asked for.
+    kinds: Vec<Kind>,
+    values: Accum,
+    task: TaskAccum,
+}
+
+impl OutputAccum {
+    /// For an output of `kind`; `chosen`: its metrics from the recipe or
+    /// flags, if any (a mask IoU or foreground agreement asked of an output
+    /// of another kind reads it as a Sigmoid map, or as classes over the
+    /// last axis).
+    pub(crate) fn new(kind: Kind, chosen: Option<&BTreeMap<Metric, f64>>) -> Self {
+        let mut kinds = vec![kind];
+        let asks = |m| chosen.is_some_and(|c| c.contains_key(&m));
+        if asks(Metric::MaskIou) && kind != Kind::Probabilities {
+            kinds.push(Kind::Probabilities);
+        }
+        if asks(Metric::ForegroundTop1) && !matches!(kind, Kind::Classes { .. }) {
+            kinds.push(Kind::Classes {
+                axis: -1,
+                flattened: false,
+            });
+        }
+        OutputAccum {
+            kind,
+            kinds,
+            values: Accum::default(),
+            task: TaskAccum::default(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Adds one sample (`a` FP32, `b` quantized, both of shape `dims`).
+    pub(crate) fn add(&mut self, a: &[f32], b: &[f32], dims: &[usize]) {
+        self.values.add(a, b, dims);
+        for &k in &self.kinds {
+            self.task.add(k, a, b, dims);
+        }
+    }
+
+    /// The metrics of output `name`, held to what the gate picks for it.
+    pub(crate) fn finish(&self, name: &str, thresholds: &Thresholds) -> OutputMetrics {
+        let mut m = self.values.output_metrics(name);
+        m.positions = self.task.positions();
+        m.mask_iou = self.task.mask_iou();
+        m.kind = self.kind.describe();
+        if m.top1_agreement.is_some() {
+            let (n, agree) = self.values.decisive_rows();
+            m.decisive_rows = Some(n);
+            m.decisive_top1_agreement = Some(agree);
+        }
+        let what = match self.kind {
+            Kind::Classes { .. } if m.positions.is_some() => Some((
+                Metric::ForegroundTop1,
+                self.task.foreground,
+                "class probabilities per position: top-1 agreement on the foreground",
+            )),
+            Kind::Classes { .. } if m.top1_agreement.is_some() => Some((
+                Metric::Top1,
+                m.decisive_rows.unwrap_or(0),
+                "class probabilities per row: top-1 agreement on the decisive rows",
+            )),
+            Kind::Probabilities if m.mask_iou.is_some() => Some((
+                Metric::MaskIou,
+                self.task.union,
+                "a probability map: IoU of the p > 0.5 masks",
+            )),
+            _ => None,
+        };
+        let offer = Offer {
+            task: what,
+            class_like: m.top1_agreement.is_some(),
+        };
+        let (chosen, basis) = gate::choose(name, &offer, thresholds);
+        m.gate = gate::hold(&chosen, |metric| match metric {
+            Metric::Sqnr => Some(m.sqnr_db),
+            Metric::Cosine => Some(m.cosine),
+            Metric::Top1 => m.decisive_top1_agreement,
+            Metric::ForegroundTop1 => m.positions.as_ref().map(|p| p.foreground_top1_agreement),
+            Metric::MaskIou => m.mask_iou,
+        });
+        m.judged_by = basis;
+        m.failures = m.gate.iter().filter_map(|c| c.failure()).collect();
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_ties_are_not_decisive() {
+        let mut d = Decisions::default();
+        // 90 clear decisions (margin 0.5) that agree, 10 near-ties (margin
+        // 0.01) that flip; the margins change by about 0.02.
+        for _ in 0..90 {
+            d.add(0.5, 0.48, true);
+        }
+        for _ in 0..10 {
+            d.add(0.01, -0.01, false);
+        }
+        assert_eq!(d.decisive(), (90, 1.0));
+        // A flip of a clear decision counts.
+        d.add(0.5, -0.3, false);
+        let (n, agree) = d.decisive();
+        assert_eq!(n, 91);
+        assert!((agree - 90.0 / 91.0).abs() < 1e-12);
+        assert_eq!(
+            margins(&[0.25, 0.75, 0.5], &[0.25, 0.5, 0.375]),
+            (1, 0.25, 0.125)
+        );
+    }
+}

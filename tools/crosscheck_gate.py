@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Cross-checks the parity gate's judgement against each model's task,
+measured on its own in onnxruntime, in both directions: a quantized model
+whose task holds must pass the gate, a broken one must be refused.
+
+    .venv/bin/python tools/crosscheck_gate.py [--onnxq target/release/onnxq] [--work DIR]
+                                              [--models rec,det,cls] [--holdout 48]
+
+Models: the three PaddleOCR exports of rapidocr_onnxruntime
+(tools/requirements-models.txt), on synthetic inputs with known answers
+(tools/bench/suite.py draws them):
+  - rec, the CTC text recognizer [1, 3, 48, 320]: text lines of known text;
+    its task: greedy CTC strings vs the rendered text (exact matches, CER);
+    held if exact matches lose at most 5 points and CER grows at most 2
+    points over FP32's;
+  - det, the text detector [1, 3, 320, 320]: synthetic text pages; its
+    task: the text regions (connected components of the DB map above 0.3,
+    its post-processing threshold) matched to FP32's at box IoU 0.5; held
+    if F1 >= 0.85 (region matching is coarse: two lines that touch in one
+    map and not in the other cost two regions, so equally good models
+    measure 0.88-0.91);
+  - cls, the text-orientation classifier [1, 3, 48, 192]: text lines, half
+    of them turned 180 degrees; its task: accuracy on those labels; held if
+    it loses at most 3 points against FP32.
+
+Each is quantized three ways with the default command on 32 calibration
+samples of its kind: as is (the default); calibrated on random noise
+instead (32 Gaussian samples; the gate still validates on the calibration
+samples of its kind); and with one layer destroyed (a recipe gives
+a mid-network activation a range 1000x too narrow, `--no-auto`). All are
+written (`--force`) so the task can be measured; the check is that the
+gate's verdict (the report's `parity.passed`) equals "the task held".
+
+Prints one line per case and `gate: N passed, M failed`; exits 1 on any
+failure.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "bench"))
+import suite  # noqa: E402  (text_line_and_text, text_page, ctc_decode, edit_distance)
+
+# Characters FP32 does not confuse with one another in Pillow's font (no
+# 0/O/o, 1/l/I/i/j, case pairs that look alike, dashes): the task measures
+# what quantization changed, not what the font leaves ambiguous.
+CLEAR_CHARS = "23456789ABDEFGHLMNQRTYabdefghmnqrt"
+
+SHAPES = {"rec": [1, 3, 48, 320], "det": [1, 3, 320, 320], "cls": [1, 3, 48, 192]}
+
+
+def paddle_models():
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    found = {}
+    if spec and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            d = os.path.join(loc, "models")
+            for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+                for k in SHAPES:
+                    if f"_{k}_" in f and f.endswith(".onnx"):
+                        found[k] = os.path.join(d, f)
+    return found
+
+
+def samples(kind, n, seed):
+    """[(feed, answer)]: the text (rec), None (det), 0/1 for 0/180 degrees (cls)."""
+    rng = np.random.default_rng(seed)
+    _, _, h, w = SHAPES[kind]
+    out = []
+    for i in range(n):
+        if kind == "det":
+            out.append(({"x": suite.text_page(rng, h, w)}, None))
+        else:
+            x, text = suite.text_line_and_text(rng, h, w, CLEAR_CHARS)
+            if kind == "cls":
+                label = i % 2
+                if label:
+                    x = x[:, :, ::-1, ::-1].copy()
+                out.append(({"x": x}, label))
+            else:
+                out.append(({"x": x}, text))
+    return out
+
+
+def save(folder, items):
+    os.makedirs(folder, exist_ok=True)
+    for i, (feed, _) in enumerate(items):
+        np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
+
+
+def run(path, feeds):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return [sess.run(None, f)[0] for f, _ in feeds]
+
+
+def regions(prob):
+    """Bounding boxes of the connected regions of a DB map above 0.3
+    (at least 10 pixels)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(np.asarray(prob).reshape(prob.shape[-2:]) > 0.3)
+    boxes = []
+    for sl in ndimage.find_objects(lab):
+        if sl is not None and (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start) >= 10:
+            boxes.append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
+    return boxes
+
+
+def box_iou(a, b):
+    ih = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iw = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ih * iw
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / max(1, area(a) + area(b) - inter)
+
+
+def f1(ref, got):
+    tp, total_ref, total_got = 0, 0, 0
+    for r, g in zip(ref, got):
+        used = set()
+        for a in r:
+            best = max(((box_iou(a, b), j) for j, b in enumerate(g) if j not in used), default=(0, -1))
+            if best[0] >= 0.5:
+                used.add(best[1])
+                tp += 1
+        total_ref, total_got = total_ref + len(r), total_got + len(g)
+    return 2 * tp / max(1, total_ref + total_got)
+
+
+def task(kind, model, fp32_out, feeds, chars):
+    """(held, text): the task metric of `model` on `feeds` vs FP32's."""
+    got = run(model, feeds)
+    if kind == "rec":
+        def score(outs):
+            exact, edits, total = 0, 0, 0
+            for o, (_, text) in zip(outs, feeds):
+                s = "".join(chars[k - 1] if 0 < k <= len(chars) else "?" for k in suite.ctc_decode(o[0]))
+                # Spaces aside (the model drops or doubles them).
+                s, text = s.replace(" ", ""), text.replace(" ", "")
+                exact += s == text
+                edits += suite.edit_distance(list(s), list(text))
+                total += len(text)
+            return exact / len(feeds), edits / max(1, total)
+        (e0, c0), (e1, c1) = score(fp32_out), score(got)
+        held = e1 >= e0 - 0.05 and c1 <= c0 + 0.02
+        return held, f"exact {e1:.3f} (FP32 {e0:.3f}), CER {c1:.3f} (FP32 {c0:.3f})"
+    if kind == "det":
+        v = f1([regions(o) for o in fp32_out], [regions(o) for o in got])
+        return v >= 0.85, f"region F1 vs FP32 {v:.3f} ({sum(len(regions(o)) for o in fp32_out)} FP32 regions)"
+    labels = np.array([a for _, a in feeds])
+    acc = lambda outs: float(np.mean([np.argmax(o.ravel()) == l for o, l in zip(outs, labels)]))
+    a0, a1 = acc(fp32_out), acc(got)
+    return a1 >= a0 - 0.05, f"accuracy {a1:.3f} (FP32 {a0:.3f})"
+
+
+def mid_tensor(report):
+    """A mid-network activation to destroy: the middle one of the quantized
+    Conv outputs the default model's gate compared (names that exist after
+    preparation)."""
+    layers = sorted(l["tensor"] for l in report["parity"]["layers"] if l["op"] == "QLinearConv")
+    return layers[len(layers) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "crosscheck-gate"))
+    ap.add_argument("--models", default="rec,det,cls")
+    ap.add_argument("--holdout", type=int, default=48)
+    args = ap.parse_args()
+    models = paddle_models()
+    if not models:
+        print("gate: rapidocr_onnxruntime is not installed (tools/requirements-models.txt)")
+        return 1
+    os.makedirs(args.work, exist_ok=True)
+    passed = failed = 0
+    for kind in args.models.split(","):
+        path = models[kind]
+        chars = None
+        if kind == "rec":
+            meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+            chars = meta["character"].splitlines() + [" "]
+        calib = os.path.join(args.work, f"{kind}_calib")
+        save(calib, samples(kind, 32, seed=1))
+        hold = samples(kind, args.holdout, seed=2)
+        fp32_out = run(path, hold)
+        noise = os.path.join(args.work, f"{kind}_noise")
+        rng = np.random.default_rng(3)
+        save(noise, [({"x": rng.standard_normal(SHAPES[kind]).astype(np.float32)}, None) for _ in range(32)])
+        recipe = os.path.join(args.work, f"{kind}_destroy.yaml")
+        cases = [
+            ("default", ["--calib", calib]),
+            ("noise-calibrated", ["--calib", noise, "--validate", calib]),
+            ("destroyed", ["--calib", calib, "--config", recipe, "--no-auto"]),
+        ]
+        for name, extra in cases:
+            out = os.path.join(args.work, f"{kind}.{name}.onnx")
+            report = out + ".json"
+            if name == "destroyed":
+                t = mid_tensor(default_report)
+                name = f"destroyed ({t} given a range of +-0.002)"
+                with open(recipe, "w") as f:
+                    f.write(f"tensors:\n  {json.dumps(t)}: {{range: [-0.002, 0.002]}}\n")
+            cmd = [args.onnxq, "quantize", path, "-o", out, "--force", "--report", report] + extra
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode not in (0, 3) or not os.path.exists(report):
+                print(f"FAIL {kind} {name}: onnxq exited {r.returncode}: {r.stderr.strip()[-300:]}")
+                failed += 1
+                continue
+            with open(report) as f:
+                rep = json.load(f)
+            if name == "default":
+                default_report = rep
+            verdict = rep["parity"]["passed"]
+            gates = "; ".join(
+                f"{o['name']}: " + ", ".join(f"{c['metric']} {c['value']:.3f} (min {c['min']})" for c in o["gate"])
+                for o in rep["parity"]["outputs"])
+            held, text = task(kind, out, fp32_out, hold, chars)
+            ok = verdict == held
+            passed, failed = passed + ok, failed + (not ok)
+            print(f"{'ok  ' if ok else 'FAIL'} {kind} {name}: task {'held' if held else 'broken'} ({text}); "
+                  f"gate {'passed' if verdict else 'refused'} ({gates})")
+    print(f"gate: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
