@@ -18,17 +18,19 @@ Models: the three PaddleOCR exports of rapidocr_onnxruntime
     its post-processing threshold) matched to FP32's at box IoU 0.5; held
     if F1 >= 0.85 (region matching is coarse: two lines that touch in one
     map and not in the other cost two regions, so equally good models
-    measure 0.88-0.91);
+    measure 0.879-0.905);
   - cls, the text-orientation classifier [1, 3, 48, 192]: text lines, half
     of them turned 180 degrees; its task: accuracy on those labels; held if
-    it loses at most 3 points against FP32.
+    it loses at most 5 points against FP32 (the gate's top-1 minimum is
+    95% of the decisions unchanged).
 
 Each is quantized three ways with the default command on 32 calibration
 samples of its kind: as is (the default); calibrated on random noise
 instead (32 Gaussian samples; the gate still validates on the calibration
-samples of its kind); and with one layer destroyed (a recipe gives
-a mid-network activation a range 1000x too narrow, `--no-auto`). All are
-written (`--force`) so the task can be measured; the check is that the
+samples of its kind); and with one layer destroyed (a recipe gives a
+mid-network activation, the middle of the default model's quantized Conv
+outputs, a range of +-0.002, thousands of times too narrow; `--no-auto`).
+All are written (`--force`) so the task can be measured; the check is that the
 gate's verdict (the report's `parity.passed`) equals "the task held".
 
 Prints one line per case and `gate: N passed, M failed`; exits 1 on any
