@@ -102,9 +102,9 @@ pub struct GateArgs {
     #[arg(long, value_name = "C")]
     pub min_cosine: Option<f64>,
     /// Class scores ([N, C], or a Softmax over C): the top class agrees
-    /// with FP32's on at least this fraction of the decisive rows (near-ties,
-    /// where FP32's margin is within twice the noise quantization adds to
-    /// the margins, aside) [default: 0.95].
+    /// with FP32's on at least this fraction of the rows (for a Softmax,
+    /// near-ties aside: rows whose FP32 top two probabilities are within
+    /// 0.05) [default: 0.95].
     #[arg(long, value_name = "F")]
     pub min_top1: Option<f64>,
     /// A Softmax over a sequence or a map (a CTC recognizer, a segmenter):

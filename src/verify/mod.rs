@@ -39,8 +39,8 @@ pub struct OutputMetrics {
     /// Class-score outputs only.
     pub top1_agreement: Option<f64>,
     pub top5_agreement: Option<f64>,
-    /// Rows where FP32's top class wins by more than twice the noise
-    /// quantization adds to the margins (not near-ties), and the top-1
+    /// Rows that are not near-ties (for probabilities, FP32's top two more
+    /// than 0.05 apart; for other scores, every row), and the top-1
     /// agreement on them: what the gate's `top1` holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decisive_rows: Option<u64>,
@@ -148,15 +148,14 @@ impl Accum {
             self.class_like = true;
             let c = dims[1];
             for (ra, rb) in a.chunks(c).zip(b.chunks(c)) {
-                let (best, margin, quantized) = output::margins(ra, rb);
+                let (best, margin) = output::margins(ra);
                 if self.classes.len() < 2 && !self.classes.contains(&best) {
                     self.classes.push(best);
                 }
                 let rank: Vec<usize> = top_k(rb, 5);
                 self.rows += 1;
                 self.top1 += u64::from(rank.first() == Some(&best));
-                self.decisions
-                    .add(margin, quantized, rank.first() == Some(&best));
+                self.decisions.add(margin, rank.first() == Some(&best));
                 self.top5 += u64::from(rank.contains(&best));
             }
         }
@@ -179,11 +178,12 @@ impl Accum {
         self.dot / (self.ref2.sqrt() * self.test2.sqrt()).max(1e-300)
     }
 
-    /// The decisive rows of class scores ([`output::Decisions`]), when
-    /// FP32's top class varies among the rows (else 0: agreement on one
-    /// class says little), and the top-1 agreement on them.
-    pub(crate) fn decisive_rows(&self) -> (u64, f64) {
-        let (n, agree) = self.decisions.decisive();
+    /// The rows of class scores whose FP32 margin is at least `near_tie`
+    /// ([`output::Decisions`]), when FP32's top class varies among the rows
+    /// (else 0: agreement on one class says little), and the top-1
+    /// agreement on them.
+    pub(crate) fn decisive_rows(&self, near_tie: f64) -> (u64, f64) {
+        let (n, agree) = self.decisions.decisive(near_tie);
         (if self.classes.len() > 1 { n } else { 0 }, agree)
     }
 

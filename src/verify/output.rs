@@ -21,25 +21,25 @@ fn margin_bin(m: f64) -> usize {
     }
 }
 
-/// Top-1 decisions (per row or per position), counted by how decisive
-/// FP32 was: its margin, top class over runner-up. A flip where that
-/// margin is within the noise quantization adds to every margin (the RMS
-/// change of the margins) is a near-tie, a coin toss either way; agreement
-/// on the decisive ones (margin above twice the noise) is what says
-/// whether the model still decides as FP32 does. Constant memory: counts
-/// in margin bins.
+/// Top-1 decisions (per row), counted by how decisive FP32 was: its
+/// margin, top class over runner-up, in margin bins (constant memory). A
+/// flip where FP32's own top two are within a hair of each other (two
+/// probabilities within 0.05 on random samples of a 2-class model) is a
+/// coin toss either way; agreement on the decisive rows is what says
+/// whether the model still decides as FP32 does.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Decisions {
     total: Vec<u64>,
     agree: Vec<u64>,
-    change2: f64,
-    n: u64,
 }
 
+/// Below this margin a row of probabilities (or log-probabilities) is a
+/// near-tie: its top two within 0.05.
+pub(crate) const NEAR_TIE: f64 = 0.05;
+
 impl Decisions {
-    /// One decision: FP32's `margin`, the quantized model's margin between
-    /// the same two classes, and whether the top classes agree.
-    pub(crate) fn add(&mut self, margin: f64, quantized_margin: f64, agree: bool) {
+    /// One decision: FP32's `margin` and whether the top classes agree.
+    pub(crate) fn add(&mut self, margin: f64, agree: bool) {
         if self.total.is_empty() {
             self.total = vec![0; BINS];
             self.agree = vec![0; BINS];
@@ -47,27 +47,20 @@ impl Decisions {
         let k = margin_bin(margin);
         self.total[k] += 1;
         self.agree[k] += u64::from(agree);
-        let c = margin - quantized_margin;
-        if c.is_finite() {
-            self.change2 += c * c;
-        }
-        self.n += 1;
     }
 
-    /// Decisions whose FP32 margin is at least twice the RMS change, and
-    /// the agreement on them (1 when there are none).
-    pub(crate) fn decisive(&self) -> (u64, f64) {
-        if self.n == 0 {
+    /// Decisions whose FP32 margin is at least `min_margin` (to bin
+    /// resolution; 0: all), and the agreement on them (1 when none).
+    pub(crate) fn decisive(&self, min_margin: f64) -> (u64, f64) {
+        if self.total.is_empty() {
             return (0, 1.0);
         }
-        let noise = (self.change2 / self.n as f64).sqrt();
-        // The first bin whose lower edge is at least 2 noise.
-        let from = if noise > 0.0 {
-            ((2.0 * noise).log2() * 8.0 + 160.0)
+        let from = if min_margin > 0.0 {
+            (min_margin.log2() * 8.0 + 160.0)
                 .ceil()
                 .clamp(0.0, BINS as f64) as usize
         } else {
-            1
+            0
         };
         let total: u64 = self.total[from.min(BINS)..].iter().sum();
         let agree: u64 = self.agree[from.min(BINS)..].iter().sum();
@@ -82,9 +75,9 @@ impl Decisions {
     }
 }
 
-/// FP32's top class and its margin over the runner-up in `v`, and the
-/// quantized row `w`'s margin between the same two classes.
-pub(crate) fn margins(v: &[f32], w: &[f32]) -> (usize, f64, f64) {
+/// The top class of `v` and its margin over the runner-up (infinite for
+/// one class).
+pub(crate) fn margins(v: &[f32]) -> (usize, f64) {
     let (mut t1, mut t2) = (0usize, usize::MAX);
     for k in 1..v.len() {
         if v[k] > v[t1] {
@@ -95,9 +88,9 @@ pub(crate) fn margins(v: &[f32], w: &[f32]) -> (usize, f64, f64) {
         }
     }
     if t2 == usize::MAX {
-        return (t1, f64::INFINITY, f64::INFINITY);
+        return (t1, f64::INFINITY);
     }
-    (t1, (v[t1] - v[t2]) as f64, (w[t1] - w[t2]) as f64)
+    (t1, (v[t1] - v[t2]) as f64)
 }
 
 /// Everything measured on one output over the samples: its values
@@ -156,7 +149,13 @@ impl OutputAccum {
         m.mask_iou = self.task.mask_iou();
         m.kind = self.kind.describe();
         if m.top1_agreement.is_some() {
-            let (n, agree) = self.values.decisive_rows();
+            // Probabilities have a scale to call a near-tie by; logits and
+            // other scores do not: every row counts.
+            let near_tie = match self.kind {
+                Kind::Classes { .. } => NEAR_TIE,
+                _ => 0.0,
+            };
+            let (n, agree) = self.values.decisive_rows(near_tie);
             m.decisive_rows = Some(n);
             m.decisive_top1_agreement = Some(agree);
         }
@@ -169,7 +168,7 @@ impl OutputAccum {
             Kind::Classes { .. } if m.top1_agreement.is_some() => Some((
                 Metric::Top1,
                 m.decisive_rows.unwrap_or(0),
-                "class probabilities per row: top-1 agreement on the decisive rows",
+                "class probabilities per row: top-1 agreement on the decisive rows, and cosine",
             )),
             Kind::Probabilities if m.mask_iou.is_some() => Some((
                 Metric::MaskIou,
@@ -204,22 +203,20 @@ mod tests {
     fn near_ties_are_not_decisive() {
         let mut d = Decisions::default();
         // 90 clear decisions (margin 0.5) that agree, 10 near-ties (margin
-        // 0.01) that flip; the margins change by about 0.02.
+        // 0.01) that flip.
         for _ in 0..90 {
-            d.add(0.5, 0.48, true);
+            d.add(0.5, true);
         }
         for _ in 0..10 {
-            d.add(0.01, -0.01, false);
+            d.add(0.01, false);
         }
-        assert_eq!(d.decisive(), (90, 1.0));
+        assert_eq!(d.decisive(NEAR_TIE), (90, 1.0));
+        assert_eq!(d.decisive(0.0), (100, 0.9));
         // A flip of a clear decision counts.
-        d.add(0.5, -0.3, false);
-        let (n, agree) = d.decisive();
+        d.add(0.5, false);
+        let (n, agree) = d.decisive(NEAR_TIE);
         assert_eq!(n, 91);
         assert!((agree - 90.0 / 91.0).abs() < 1e-12);
-        assert_eq!(
-            margins(&[0.25, 0.75, 0.5], &[0.25, 0.5, 0.375]),
-            (1, 0.25, 0.125)
-        );
+        assert_eq!(margins(&[0.25, 0.75, 0.5]), (1, 0.25));
     }
 }
