@@ -87,10 +87,38 @@ fn sum_square(g: &mut crate::ir::Graph, base: &str, a: ValueId, b: Option<ValueI
 }
 
 /// Whether `C` can be re-run on a fake-quantized input: a standard op
-/// without subgraphs whose first output is float.
+/// without subgraphs whose first output is float. Where the output's type
+/// is not declared, ops whose first output is never float (Shape of the
+/// tensor, a comparison, a Cast to an integer type) are left out: their
+/// error would be summed as int64 (the PaddleOCR recognizer reads
+/// `Shape` of its activations).
 fn usable_consumer(g: &crate::ir::Graph, c: &Node) -> bool {
+    const NOT_FLOAT: &[&str] = &[
+        "Shape",
+        "Size",
+        "ArgMax",
+        "ArgMin",
+        "NonZero",
+        "Equal",
+        "Greater",
+        "GreaterOrEqual",
+        "Less",
+        "LessOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "IsNaN",
+        "IsInf",
+    ];
+    let cast_to_float = || match c.get_int("to") {
+        Ok(Some(to)) => DataType::from_code(to as i32).is_some_and(DataType::is_float),
+        _ => false,
+    };
     c.is_onnx()
         && !c.has_subgraphs()
+        && !NOT_FLOAT.contains(&c.op_type.as_str())
+        && (c.op_type != "Cast" || cast_to_float())
         && c.output(0)
             .is_some_and(|o| crate::ir::types::dtype_of(g, o).is_none_or(DataType::is_float))
 }

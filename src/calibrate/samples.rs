@@ -539,6 +539,31 @@ impl SampleSource for NpzStack {
     }
 }
 
+/// The first `n` samples of another source (the automatic mode ranks its
+/// candidates on a few of the validation samples).
+pub struct Prefix<'a> {
+    pub inner: &'a dyn SampleSource,
+    pub n: usize,
+}
+
+impl SampleSource for Prefix<'_> {
+    fn len(&self) -> usize {
+        self.n.min(self.inner.len())
+    }
+    fn name(&self, i: usize) -> String {
+        self.inner.name(i)
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        if i >= self.len() {
+            return Err(Error::Invalid(format!("no sample {i} of {}", self.len())));
+        }
+        self.inner.load(i)
+    }
+    fn describe(&self) -> String {
+        format!("{} (first {})", self.inner.describe(), self.len())
+    }
+}
+
 /// Samples already in memory (library callers, tests), named `memory/I`.
 pub struct InMemory(pub Vec<Sample>);
 

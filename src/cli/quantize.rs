@@ -159,6 +159,16 @@ pub struct Args {
     /// or a percentage of the quantized compute nodes (10%) [default: 10%].
     #[arg(long, value_name = "N|PCT")]
     pub max_float: Option<String>,
+    /// Most work automatic mixed precision may spend, as a multiple of the
+    /// first build and gate's: model runs over one sample (GPTQ's and bias
+    /// correction's calibration passes, each gate's validation samples).
+    /// Half goes to the steps (one build and gate each), half to ranking
+    /// the candidates the first gate's per-layer errors point at, on 8
+    /// validation samples; at least one candidate and one step. Counted in
+    /// runs, not seconds, so the output is the same on any machine
+    /// [default: 1].
+    #[arg(long, value_name = "X")]
+    pub auto_effort: Option<f64>,
     /// A Concat or Add whose inputs' magnitudes differ more than this
     /// factor stays float: one output scale would erase the smaller input
     /// (boxes next to class scores in a detector head) [default: 100; inf
@@ -241,6 +251,7 @@ impl Args {
             validate: self.validate.clone(),
             auto: self.no_auto.then_some(false),
             max_float: self.max_float.clone(),
+            auto_effort: self.auto_effort,
             max_range_ratio: self.max_range_ratio,
             bias_correction: self.bias_correction,
             equalize: self.equalize,

@@ -185,6 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         only: !args.all_but,
         all_but: !args.only,
         jobs: args.jobs,
+        among: None,
     };
     let sens = tune::sensitivity(&model, &cfg, &ranges.map(), &eval, opts).with_context(what)?;
     let secs = start.elapsed().as_secs_f64();

@@ -227,26 +227,22 @@ pub fn quantize_linear(
     let (lo, hi) = qdq_range(out)
         .ok_or_else(|| Error::tensor("y", format!("unsupported output type {}", out.name())))?;
     check_params(p, dims, axis, "QuantizeLinear")?;
-    let per_axis = p.scale.len() > 1;
-    let ch = |i: usize| {
-        if per_axis {
-            channel_of(dims, axis)(i)
+    // Runs of one channel: the whole tensor per tensor, `inner` elements
+    // per axis index otherwise.
+    let run = if p.scale.len() > 1 {
+        dims[axis + 1..].iter().product::<usize>().max(1)
+    } else {
+        x.len().max(1)
+    };
+    let mut data = Vec::with_capacity(x.len());
+    for (k, chunk) in x.chunks(run).enumerate() {
+        let (s, z) = p.at(if p.scale.len() > 1 {
+            k % p.scale.len()
         } else {
             0
-        }
-    };
-    let data = x
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let (s, z) = p.at(ch(i));
-            let q = (v / s).round_ties_even();
-            if q.is_nan() {
-                return z;
-            }
-            (q as f64 + z as f64).clamp(lo as f64, hi as f64) as i32
-        })
-        .collect();
+        });
+        quantize_run(chunk, s, z, (lo, hi), &mut data);
+    }
     Ok(Ints {
         dtype: out,
         dims: dims.to_vec(),
@@ -1343,6 +1339,22 @@ fn row_i32_portable(w: &[i16], cols: &[i16], acc: &mut [i32]) {
             *a += wv * cv as i32;
         }
     }
+}
+
+/// QuantizeLinear of one channel's run into `out`, branch-free so it
+/// vectorizes: `x / s` is clamped to `[lo − z, hi − z]` first (integer
+/// bounds, so clamping then rounding equals rounding then saturating), a
+/// range within ±2^17 where adding and removing 1.5·2^23 rounds half to
+/// even exactly; NaN becomes the zero point.
+#[inline]
+fn quantize_run(x: &[f32], s: f32, z: i32, (lo, hi): (i32, i32), out: &mut Vec<i32>) {
+    const MAGIC: f32 = 12_582_912.0;
+    let (qlo, qhi) = ((lo - z) as f32, (hi - z) as f32);
+    out.extend(x.iter().map(|&v| {
+        let q = v / s;
+        let q = if q.is_nan() { 0.0 } else { q.max(qlo).min(qhi) };
+        ((q + MAGIC) - MAGIC) as i32 + z
+    }));
 }
 
 /// Round half to even of an f32 without a libm call: adding and removing

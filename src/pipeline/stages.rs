@@ -3,7 +3,7 @@
 //! build, gate, automatic mixed precision) or dynamic quantization, then
 //! onnxq's metadata stamped and the report assembled.
 
-use super::auto::auto_mixed_precision;
+use super::auto::{auto_mixed_precision, Bound};
 use super::ranges::{guard_ranges, range_options, Ranges};
 use super::report::{Calibration, GptqOutcome, ModelCheck, Report};
 use super::steps::{better, build, worst_sqnr, Built, Clock, Gate, Stage};
@@ -37,6 +37,7 @@ struct Settings {
     target: Target,
     auto: bool,
     budget: Budget,
+    effort: f64,
     max_ratio: f64,
     thresholds: Thresholds,
     calib: Option<Samples>,
@@ -72,12 +73,19 @@ fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
             "max-range-ratio {max_ratio} must be at least 1"
         )));
     }
+    let effort = recipe.auto_effort.unwrap_or(1.0);
+    if !(effort.is_finite() && effort > 0.0) {
+        return Err(invalid(format!(
+            "auto-effort {effort} must be a positive number (a multiple of the first build and gate's work)"
+        )));
+    }
     Ok(Settings {
         mode,
         format,
         target: recipe.target.unwrap_or(Target::Onnx),
         auto: recipe.auto.unwrap_or(true),
         budget: Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?,
+        effort,
         max_ratio,
         thresholds: recipe.thresholds(),
         calib,
@@ -353,8 +361,15 @@ impl Run<'_> {
         // or on GPTQ's (whose scales `cfg` pins). Parity is always against
         // the model as given.
         let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
+        // The first build and gate's work (model runs over one sample) and
+        // time: what bounds the automatic mode.
+        let n_calib = calib.as_ref().map_or(0, |c| c.len());
+        let work = std::cell::Cell::new(0usize);
+        let first_start = Instant::now();
         let finish = |weights: &Model, cfg: &QuantizeConfig| -> Result<Finished> {
+            work.set(work.get() + gate.source.len());
             let (base, corrected) = if bias_correction {
+                work.set(work.get() + n_calib);
                 let source = calib_source("bias-correction")?;
                 clock
                     .time(Stage::BiasCorrection, || {
@@ -378,6 +393,7 @@ impl Run<'_> {
         let mut gptq = None;
         let done = if recipe.gptq.unwrap_or(s.calib.is_some()) {
             let source = calib_source("gptq")?;
+            work.set(work.get() + n_calib);
             let r = clock
                 .time(Stage::Gptq, || {
                     round_weights(fp32, &self.cfg, &map, source.as_ref(), jobs)
@@ -419,6 +435,11 @@ impl Run<'_> {
             mut built,
             mut verdict,
         } = done;
+        let bound = Bound {
+            effort: s.effort,
+            first_work: work.get(),
+            first_secs: first_start.elapsed().as_secs_f64(),
+        };
         let mut mixed = None;
         if !verdict.passed && s.auto {
             let wide = s.format == Format::Qdq && fp32.onnx_opset()? >= 21;
@@ -427,7 +448,7 @@ impl Run<'_> {
                 &self.cfg,
                 &mut ranges,
                 (s.budget, jobs, wide),
-                (verdict.worst_margin_db(), gate),
+                (&verdict, gate, bound),
                 |c, r| {
                     // Float layers get their own weights and biases back.
                     let m = crate::tune::bias::restore(&base, &corrected, &c.float_ids);

@@ -4,7 +4,7 @@
 
 use super::report::{GptqOutcome, Report};
 use crate::tune::gptq::Rounded;
-use crate::tune::MixedPrecision;
+use crate::tune::{MixedPrecision, Stop};
 use crate::verify;
 use std::collections::BTreeMap;
 
@@ -214,12 +214,19 @@ fn describe_mixed(m: &MixedPrecision) -> String {
             if st.passed { ", gate passed" } else { "" }
         );
     }
-    if m.steps.is_empty() {
-        s += "    no step: the budget allows no node (--max-float)\n";
-    } else if m.stopped_early {
-        s += "    stopped: the last step did not raise the worst margin, so the failure is not in the nodes ranked first (see `onnxq sensitivity`)\n";
-    } else if !m.passed {
-        s += "    budget spent and the gate still fails (raise --max-float, or see `onnxq sensitivity`)\n";
+    s += &format!(
+        "    ranked {} of {} candidate(s) on {} sample(s) (the first gate's per-layer errors chose which); {} step(s); work {} of {} model runs; {:.1} s (first build and gate: {:.1} s)\n",
+        m.ranked,
+        m.candidates,
+        m.ranking_samples,
+        m.steps.len(),
+        m.work_used,
+        m.work_limit,
+        m.secs,
+        m.first_secs
+    );
+    if m.stopped != Stop::Passed {
+        s += &format!("    stopped: {}\n", m.stopped.describe());
     }
     if !m.passed {
         s += &if m.kept_float.is_empty() {

@@ -240,6 +240,10 @@ pub struct Recipe {
     /// percentage of the candidates ("10%", the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_float: Option<String>,
+    /// Most work automatic mixed precision may spend, as a multiple of the
+    /// first build and gate's (model runs over one sample; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_effort: Option<f64>,
     /// Concat/Add inputs whose magnitudes differ more than this stay float
     /// (default 100; `.inf` turns the guard off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +328,7 @@ impl Recipe {
             min_mask_iou,
             auto,
             max_float,
+            auto_effort,
             max_range_ratio,
             bias_correction,
             equalize,

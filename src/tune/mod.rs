@@ -10,10 +10,10 @@
 //! - [`sensitivity`]: per candidate node, the outputs' error when *only*
 //!   that node is quantized and when *all but* it are, in parallel over
 //!   nodes (rayon); [`svg::bar_chart`] draws it.
-//! - [`mixed_precision`]: the loop behind `onnxq quantize`'s automatic mode:
-//!   keep the most harmful nodes float, a growing group at a time, re-check
-//!   with the caller's gate, stop as soon as it passes or the budget is
-//!   spent.
+//! - [`search`] ([`mixed_precision`]): the loop behind `onnxq quantize`'s
+//!   automatic mode: keep the most harmful nodes float, a growing group at
+//!   a time, re-check with the caller's gate, stop as soon as it passes, a
+//!   step buys nothing, or a node or step limit is reached.
 //! - [`range_gaps`]: Concat/Add nodes whose inputs' ranges are orders of
 //!   magnitude apart (boxes next to probabilities in a detector head): one
 //!   output scale would erase the small input.
@@ -31,6 +31,7 @@
 
 pub mod bias;
 pub mod gptq;
+pub mod search;
 pub mod svg;
 pub mod weights;
 pub mod wide;
@@ -46,6 +47,8 @@ use crate::verify::output::OutputAccum;
 use crate::verify::{OutputMetrics, Thresholds};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub use search::{mixed_precision, Budget, Limits, MixedPrecision, Step, Stop};
 
 /// FP32 reference outputs on the validation samples, and the scoring of
 /// quantized variants against them.
@@ -255,7 +258,7 @@ pub fn variant(
 }
 
 /// What to measure per node.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SensitivityOptions {
     /// Only this node quantized (its own damage).
     pub only: bool,
@@ -263,6 +266,9 @@ pub struct SensitivityOptions {
     pub all_but: bool,
     /// Worker threads (0: all cores).
     pub jobs: usize,
+    /// Score only these candidates (the others still count as candidates:
+    /// they are float in each "only" variant); `None`: all.
+    pub among: Option<Vec<NodeId>>,
 }
 
 /// One node's sensitivity.
@@ -316,8 +322,16 @@ pub fn sensitivity(
     let (pool, _) = crate::calibrate::worker_pool(opts.jobs)?;
     let all = eval.score(&variant(fp32, cfg, ranges)?)?;
     let g = &fp32.graph;
+    let scored: Vec<NodeId> = match &opts.among {
+        Some(among) => cands
+            .iter()
+            .copied()
+            .filter(|c| among.contains(c))
+            .collect(),
+        None => cands.clone(),
+    };
     let results: Vec<Result<NodeSensitivity>> = pool.install(|| {
-        cands
+        scored
             .par_iter()
             .map(|&x| {
                 let node = g
@@ -352,7 +366,7 @@ pub fn sensitivity(
             })
             .collect()
     });
-    let mut rows: Vec<(NodeId, NodeSensitivity)> = cands
+    let mut rows: Vec<(NodeId, NodeSensitivity)> = scored
         .iter()
         .copied()
         .zip(results.into_iter().collect::<Result<Vec<_>>>()?)
@@ -368,177 +382,6 @@ pub fn sensitivity(
         all,
         ids: rows.iter().map(|r| r.0).collect(),
         nodes: rows.into_iter().map(|r| r.1).collect(),
-    })
-}
-
-/// `--max-float`: a count of nodes or a percentage of the candidates.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Budget {
-    Nodes(usize),
-    Percent(f64),
-}
-
-impl Budget {
-    /// Parses `N` or `PCT%`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let s = s.trim();
-        let bad = || {
-            Error::Invalid(format!(
-                "max-float '{s}': expected a node count (3) or a percentage (10%)"
-            ))
-        };
-        if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&v) {
-                return Err(bad());
-            }
-            Ok(Budget::Percent(v))
-        } else {
-            Ok(Budget::Nodes(s.parse().map_err(|_| bad())?))
-        }
-    }
-
-    /// Nodes allowed out of `candidates` (a percentage rounds up, so any
-    /// non-zero percentage allows at least one node).
-    pub fn nodes(self, candidates: usize) -> usize {
-        match self {
-            Budget::Nodes(n) => n.min(candidates),
-            Budget::Percent(p) => ((p / 100.0 * candidates as f64).ceil() as usize).min(candidates),
-        }
-    }
-}
-
-impl std::fmt::Display for Budget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Budget::Nodes(n) => write!(f, "{n}"),
-            Budget::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
-
-/// One step of the automatic mode.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Step {
-    /// Nodes this step added to the float set.
-    pub kept_float: Vec<String>,
-    /// The gate's worst margin after the step (dB above the thresholds,
-    /// negative while failing: [`crate::verify::Check::margin_db`]).
-    pub worst_margin_db: f64,
-    /// What the step bought over the previous one (dB).
-    pub gain_db: f64,
-    pub passed: bool,
-}
-
-/// What the automatic mode did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct MixedPrecision {
-    /// Nodes it was allowed to keep float, and out of how many candidates.
-    pub budget: usize,
-    pub candidates: usize,
-    /// The gate's worst margin before the first step (dB).
-    pub start_margin_db: f64,
-    pub steps: Vec<Step>,
-    /// The nodes float in the model handed back, in the order they were
-    /// added (empty when no step improved on the all-quantized model).
-    pub kept_float: Vec<String>,
-    /// What those nodes were kept in: "float", or "int16 activations" /
-    /// "uint16 activations" (QDQ format at opset 21).
-    pub kept_as: String,
-    pub passed: bool,
-    /// Stopped before the budget because a step did not raise the worst
-    /// margin.
-    pub stopped_early: bool,
-}
-
-/// The automatic mixed-precision loop. `ranking`: candidates most harmful
-/// first (from [`sensitivity`]), with their names and why they are first;
-/// `budget`: at most this many go float; `start_sqnr`: the failing gate's
-/// worst margin (dB). `attempt` builds and checks the model with a float
-/// set and returns (passed, worst margin, whatever the caller keeps). Groups grow
-/// 1, 1, 2, 4, …: the first steps are fine-grained, a long tail is not
-/// re-checked node by node. A step that does not raise the worst margin ends
-/// the search. Returns the record and the passing attempt's value; when
-/// none passes, the best attempt's if it beat `start_sqnr` (`kept_float`
-/// lists its float nodes), else `None` and an empty `kept_float`. Returns the record and the last attempt's
-/// value (`None` when the budget allowed no step).
-pub fn mixed_precision<T, E>(
-    ranking: &[(NodeId, String, String)],
-    budget: usize,
-    start_sqnr: f64,
-    mut attempt: impl FnMut(&BTreeMap<NodeId, String>) -> std::result::Result<(bool, f64, T), E>,
-) -> std::result::Result<(MixedPrecision, Option<T>), E> {
-    let budget = budget.min(ranking.len());
-    let mut rec = MixedPrecision {
-        budget,
-        candidates: ranking.len(),
-        start_margin_db: start_sqnr,
-        steps: Vec::new(),
-        kept_float: Vec::new(),
-        kept_as: "float".to_string(),
-        passed: false,
-        stopped_early: false,
-    };
-    let mut float: BTreeMap<NodeId, String> = BTreeMap::new();
-    // The best failing attempt so far: its SQNR, how many steps it took,
-    // its value. Only one that beats the start counts.
-    let mut best: Option<(f64, usize, T)> = None;
-    let mut prev = start_sqnr;
-    let mut taken = 0;
-    let mut group = 1;
-    while taken < budget {
-        let end = (taken + group).min(budget);
-        let mut names = Vec::new();
-        for (id, name, why) in &ranking[taken..end] {
-            float.insert(
-                *id,
-                format!("kept float by automatic mixed precision ({why})"),
-            );
-            names.push(name.clone());
-        }
-        if !rec.steps.is_empty() {
-            group *= 2;
-        }
-        taken = end;
-        let (passed, sqnr, value) = attempt(&float)?;
-        rec.steps.push(Step {
-            kept_float: names,
-            worst_margin_db: sqnr,
-            gain_db: sqnr - prev,
-            passed,
-        });
-        if passed {
-            rec.passed = true;
-            rec.kept_float = rec
-                .steps
-                .iter()
-                .flat_map(|s| s.kept_float.clone())
-                .collect();
-            return Ok((rec, Some(value)));
-        }
-        if sqnr > best.as_ref().map_or(start_sqnr, |b| b.0) {
-            best = Some((sqnr, rec.steps.len(), value));
-        }
-        // A step that bought nothing: the failure is not in the nodes the
-        // ranking puts first (a top-1 near-tie, error spread over every
-        // layer); more float nodes would cost speed for nothing.
-        if sqnr <= prev {
-            rec.stopped_early = true;
-            break;
-        }
-        prev = sqnr;
-    }
-    // The gate still fails: hand back the best attempt, or nothing (the
-    // caller keeps its all-quantized model) when no step improved on it.
-    Ok(match best {
-        Some((_, steps, value)) => {
-            rec.kept_float = rec.steps[..steps]
-                .iter()
-                .flat_map(|s| s.kept_float.clone())
-                .collect();
-            (rec, Some(value))
-        }
-        None => (rec, None),
     })
 }
 
@@ -624,68 +467,4 @@ pub fn range_gaps(
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budgets_parse_and_round_up() {
-        assert_eq!(Budget::parse("3").unwrap(), Budget::Nodes(3));
-        assert_eq!(Budget::parse("10%").unwrap(), Budget::Percent(10.0));
-        assert!(Budget::parse("x").is_err());
-        assert!(Budget::parse("120%").is_err());
-        assert_eq!(Budget::Percent(10.0).nodes(25), 3);
-        assert_eq!(Budget::Percent(1.0).nodes(5), 1);
-        assert_eq!(Budget::Percent(0.0).nodes(5), 0);
-        assert_eq!(Budget::Nodes(9).nodes(4), 4);
-    }
-
-    #[test]
-    fn the_loop_grows_groups_and_stops_when_the_gate_passes() {
-        let ids: Vec<(NodeId, String, String)> = (0..10)
-            .map(|i| (NodeId(i), format!("n{i}"), String::new()))
-            .collect();
-        // Passes once 4 nodes are float: steps of 1, 1, 2.
-        let (rec, last) = mixed_precision(&ids, 10, 5.0, |f| {
-            Ok::<_, Error>((f.len() >= 4, 5.0 + f.len() as f64, f.len()))
-        })
-        .unwrap();
-        assert!(rec.passed);
-        assert_eq!(last, Some(4));
-        let sizes: Vec<usize> = rec.steps.iter().map(|s| s.kept_float.len()).collect();
-        assert_eq!(sizes, vec![1, 1, 2]);
-        assert_eq!(rec.kept_float, vec!["n0", "n1", "n2", "n3"]);
-        assert!(rec.steps.iter().all(|s| s.gain_db > 0.0));
-        // A budget of 3 stops after 1, 1, 1 and fails.
-        let (rec, last) = mixed_precision(&ids, 3, 0.0, |f| {
-            Ok::<_, Error>((f.len() >= 4, f.len() as f64, f.len()))
-        })
-        .unwrap();
-        assert!(!rec.passed);
-        assert_eq!(last, Some(3));
-        assert_eq!(rec.kept_float.len(), 3);
-        // A step that buys nothing stops the search.
-        let (rec, last) = mixed_precision(&ids, 10, 5.0, |f| {
-            Ok::<_, Error>((false, 5.0 - f.len() as f64, f.len()))
-        })
-        .unwrap();
-        assert!(rec.stopped_early && !rec.passed);
-        assert_eq!((rec.steps.len(), last), (1, None));
-        assert!(rec.kept_float.is_empty());
-        // Failing at the budget: the best attempt comes back.
-        let (rec, last) = mixed_precision(&ids, 4, 5.0, |f| {
-            let sqnr = [0.0, 6.0, 9.0, 7.0][f.len().min(3)];
-            Ok::<_, Error>((false, sqnr, f.len()))
-        })
-        .unwrap();
-        assert!(!rec.passed && rec.stopped_early);
-        assert_eq!(last, Some(2));
-        assert_eq!(rec.kept_float, vec!["n0", "n1"]);
-        // No budget: no step.
-        let (rec, last) =
-            mixed_precision(&ids, 0, 5.0, |f| Ok::<_, Error>((true, 0.0, f.len()))).unwrap();
-        assert!(rec.steps.is_empty() && last.is_none() && !rec.passed);
-    }
 }
