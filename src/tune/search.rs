@@ -139,7 +139,7 @@ pub struct Limits {
 }
 
 /// The automatic mixed-precision loop. `ranking`: candidates most harmful
-/// first (from [`sensitivity`]), with their names and why they are first;
+/// first (from [`super::sensitivity`]), with their names and why they are first;
 /// `limits`: at most this many nodes go float in at most this many
 /// steps; `start_sqnr`: the failing gate's
 /// worst margin (dB). `attempt` builds and checks the model with a float
