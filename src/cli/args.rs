@@ -114,7 +114,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "F")]
     pub min_foreground_top1: Option<f64>,
     /// A Sigmoid map (a text detector's probabilities, a mask): IoU of the
-    /// p > 0.5 masks at least F [default: 0.9].
+    /// p > 0.5 masks at least F [default: 0.85].
     #[arg(long, value_name = "F")]
     pub min_mask_iou: Option<f64>,
     /// Hold output NAME to exactly these metrics instead of the one its kind
