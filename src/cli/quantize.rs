@@ -198,9 +198,9 @@ pub struct Args {
     /// moving each rounding error onto the weights not rounded yet, so the
     /// layer's output error is smallest on that data (same scales; layers
     /// with more than 4608 inputs per output channel keep nearest
-    /// rounding). The whole model is then checked on the gate's samples
-    /// with and without it, and the better one is written [default: true
-    /// when --calib samples are given].
+    /// rounding). A model that then fails the gate is built again with
+    /// nearest rounding, and the better of the two is written [default:
+    /// true when --calib samples are given].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub gptq: Option<bool>,
     /// Calibration worker threads (default: all cores).

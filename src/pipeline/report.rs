@@ -165,10 +165,12 @@ impl GptqOutcome {
 }
 
 /// The gate's worst-output SQNR with compensated and with nearest
-/// rounding (each after bias correction), and which one was kept.
+/// rounding (each after bias correction), and which one was kept. The
+/// nearest-rounding model is built only when the compensated one fails
+/// the gate (`nearest_db` is null when it passed, and it is kept).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelCheck {
     pub compensated_db: f64,
-    pub nearest_db: f64,
+    pub nearest_db: Option<f64>,
     pub kept: bool,
 }

@@ -403,12 +403,22 @@ impl Run<'_> {
             pinned.weight_grids = r.grids;
             let with = finish(&r.model, &pinned)?;
             // Each layer's gain is on its own FP32 inputs; the whole model,
-            // on the gate's samples, decides whether it stays.
-            let (done, check) = if r.rounded.iter().any(|r| r.taken) {
+            // on the gate's samples, decides whether it stays. A model the
+            // gate passes is kept as it is: the nearest-rounding one would
+            // cost a second bias correction, build and gate, for margins
+            // within the noise of the gate's samples (docs/defaults.md).
+            let (done, check) = if with.verdict.passed && r.rounded.iter().any(|r| r.taken) {
+                let check = ModelCheck {
+                    compensated_db: worst_sqnr(&with.verdict),
+                    nearest_db: None,
+                    kept: true,
+                };
+                (with, Some(check))
+            } else if r.rounded.iter().any(|r| r.taken) {
                 let without = finish(fp32, &self.cfg)?;
                 let check = ModelCheck {
                     compensated_db: worst_sqnr(&with.verdict),
-                    nearest_db: worst_sqnr(&without.verdict),
+                    nearest_db: Some(worst_sqnr(&without.verdict)),
                     kept: better(&with.verdict, &without.verdict),
                 };
                 if check.kept {

@@ -2,7 +2,7 @@
 //! stderr after a run (what was quantized, what stayed float and why,
 //! the accuracy steps, the gate's verdict, the time per stage).
 
-use super::report::{GptqOutcome, Report};
+use super::report::{GptqOutcome, ModelCheck, Report};
 use crate::tune::gptq::Rounded;
 use crate::tune::{MixedPrecision, Stop};
 use crate::verify;
@@ -178,17 +178,28 @@ fn describe_gptq(g: &GptqOutcome) -> String {
     for (reason, n) in reasons {
         out += &format!("    nearest rounding kept: {n} layer(s): {reason}\n");
     }
-    if let Some(c) = &g.model_check {
-        out += &format!(
-            "    whole model on the gate's samples, worst output: {:.1} dB with it, {:.1} dB with nearest rounding: {}\n",
-            c.compensated_db,
-            c.nearest_db,
-            if c.kept {
-                "kept"
-            } else {
-                "dropped, nearest rounding written"
-            }
-        );
+    match &g.model_check {
+        Some(ModelCheck {
+            compensated_db,
+            nearest_db: Some(nearest),
+            kept,
+        }) => {
+            out += &format!(
+                "    whole model on the gate's samples, worst output: {compensated_db:.1} dB with it, {nearest:.1} dB with nearest rounding: {}\n",
+                if *kept {
+                    "kept"
+                } else {
+                    "dropped, nearest rounding written"
+                }
+            );
+        }
+        Some(c) => {
+            out += &format!(
+                "    whole model on the gate's samples, worst output: {:.1} dB with it: passed the gate, kept (nearest rounding not built)\n",
+                c.compensated_db
+            );
+        }
+        None => {}
     }
     out
 }
