@@ -4,7 +4,7 @@ measured on its own in onnxruntime, in both directions: a quantized model
 whose task holds must pass the gate, a broken one must be refused.
 
     .venv/bin/python tools/crosscheck_gate.py [--onnxq target/release/onnxq] [--work DIR]
-                                              [--models rec,det,cls] [--holdout 48]
+                                              [--models rec,det,cls,magika] [--holdout 48]
 
 Models: the three PaddleOCR exports of rapidocr_onnxruntime
 (tools/requirements-models.txt), on synthetic inputs with known answers
@@ -24,6 +24,12 @@ Models: the three PaddleOCR exports of rapidocr_onnxruntime
     it loses at most 5 points against FP32 (the gate's top-1 minimum is
     95% of the decisions unchanged).
 
+and magika's file-type classifier (bytes [1, 2048] int32 -> 214 classes),
+on files of the installed Python packages (suite.file_sample_paths); its
+task: the file type FP32 gives each held-out file (there is no other
+answer key); held if at most 5 points of them change (as cls), noise
+for it is uniform random byte tokens.
+
 Each is quantized three ways with the default command on 32 calibration
 samples of its kind: as is (the default); calibrated on random noise
 instead (32 Gaussian samples; the gate still validates on the calibration
@@ -38,6 +44,7 @@ failure.
 """
 
 import argparse
+import glob
 import importlib.util
 import json
 import os
@@ -74,8 +81,25 @@ def paddle_models():
     return found
 
 
+def magika_model():
+    spec = importlib.util.find_spec("magika")
+    found = [m for loc in (spec.submodule_search_locations or []) if spec
+             for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))] if spec else []
+    return found[-1] if found else None
+
+
+def file_feeds(start, n):
+    """[(feed, None)]: magika's input for files start..start+n of the seeded
+    list (calibration and held-out files do not overlap)."""
+    paths = suite.file_sample_paths(start + n, seed=1)[start:]
+    tmp = os.path.join(ROOT, "target", "crosscheck-gate", f"files_{start}_{n}")
+    return [(f, None) for f in suite.file_samples(tmp, paths)]
+
+
 def samples(kind, n, seed):
-    """[(feed, answer)]: the text (rec), None (det), 0/1 for 0/180 degrees (cls)."""
+    """[(feed, answer)]: the text (rec), None (det, magika), 0/1 for 0/180 degrees (cls)."""
+    if kind == "magika":
+        return file_feeds(0 if seed == 1 else 32, n)
     rng = np.random.default_rng(seed)
     _, _, h, w = SHAPES[kind]
     out = []
@@ -161,17 +185,23 @@ def task(kind, model, fp32_out, feeds, chars):
     if kind == "det":
         v = f1([regions(o) for o in fp32_out], [regions(o) for o in got])
         return v >= 0.85, f"region F1 vs FP32 {v:.3f} ({sum(len(regions(o)) for o in fp32_out)} FP32 regions)"
+    if kind == "magika":
+        agree = float(np.mean([np.argmax(a.ravel()) == np.argmax(b.ravel()) for a, b in zip(fp32_out, got)]))
+        return agree >= 0.95, f"file types = FP32 {agree:.3f}"
     labels = np.array([a for _, a in feeds])
     acc = lambda outs: float(np.mean([np.argmax(o.ravel()) == l for o, l in zip(outs, labels)]))
     a0, a1 = acc(fp32_out), acc(got)
     return a1 >= a0 - 0.05, f"accuracy {a1:.3f} (FP32 {a0:.3f})"
 
 
-def mid_tensor(report):
+def mid_tensor(report, kind):
     """A mid-network activation to destroy: the middle one of the quantized
     Conv outputs the default model's gate compared (names that exist after
-    preparation)."""
-    layers = sorted(l["tensor"] for l in report["parity"]["layers"] if l["op"] == "QLinearConv")
+    preparation); for magika, of its MatMul outputs (its one Conv and its
+    embedding MatMul feed LayerNorms, which undo a narrowed range: the
+    embedding at +-0.002 still gave FP32's file type on 95.8% of the files)."""
+    ops = ("QLinearMatMul",) if kind == "magika" else ("QLinearConv",)
+    layers = sorted(l["tensor"] for l in report["parity"]["layers"] if l["op"] in ops)
     return layers[len(layers) // 2]
 
 
@@ -179,16 +209,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "crosscheck-gate"))
-    ap.add_argument("--models", default="rec,det,cls")
+    ap.add_argument("--models", default="rec,det,cls,magika")
     ap.add_argument("--holdout", type=int, default=48)
     args = ap.parse_args()
     models = paddle_models()
+    if magika_model():
+        models["magika"] = magika_model()
     if not models:
         print("gate: rapidocr_onnxruntime is not installed (tools/requirements-models.txt)")
         return 1
     os.makedirs(args.work, exist_ok=True)
     passed = failed = 0
     for kind in args.models.split(","):
+        if kind not in models:
+            print(f"FAIL {kind}: its package is not installed (tools/requirements-models.txt)")
+            failed += 1
+            continue
         path = models[kind]
         chars = None
         if kind == "rec":
@@ -200,7 +236,11 @@ def main():
         fp32_out = run(path, hold)
         noise = os.path.join(args.work, f"{kind}_noise")
         rng = np.random.default_rng(3)
-        save(noise, [({"x": rng.standard_normal(SHAPES[kind]).astype(np.float32)}, None) for _ in range(32)])
+        if kind == "magika":
+            draw = lambda: {"bytes": rng.integers(0, 257, (1, 2048)).astype(np.int32)}
+        else:
+            draw = lambda: {"x": rng.standard_normal(SHAPES[kind]).astype(np.float32)}
+        save(noise, [(draw(), None) for _ in range(32)])
         recipe = os.path.join(args.work, f"{kind}_destroy.yaml")
         cases = [
             ("default", ["--calib", calib]),
@@ -211,7 +251,7 @@ def main():
             out = os.path.join(args.work, f"{kind}.{name}.onnx")
             report = out + ".json"
             if name == "destroyed":
-                t = mid_tensor(default_report)
+                t = mid_tensor(default_report, kind)
                 name = f"destroyed ({t} given a range of +-0.002)"
                 with open(recipe, "w") as f:
                     f.write(f"tensors:\n  {json.dumps(t)}: {{range: [-0.002, 0.002]}}\n")

@@ -39,7 +39,9 @@ target/bench-suite/):
     64: MatMul / Add / LayerNormalization / Softmax / Gelu written as the
     Erf formula, as PyTorch exports it below opset 20);
   - the PaddleOCR v4 det / rec / cls exports that rapidocr_onnxruntime
-    ships (tools/requirements-models.txt), when installed.
+    ships, and magika's file-type classifier (214 classes from the first
+    and last 1024 bytes of a file; fed files of the installed Python
+    packages), from tools/requirements-models.txt, when installed.
 Inputs of the untrained models and the OCR cls are seeded
 standard-normal samples; the OCR det gets synthetic text pages
 (`text_page`), scored by the IoU of its text masks at 0.3; the OCR rec
@@ -468,7 +470,58 @@ def suite(work, n_calib, n_hold, only):
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
                 out.append((name, m, calib, hold, None))
+    spec = importlib.util.find_spec("magika")
+    if want("magika") and spec and spec.submodule_search_locations:
+        found = [m for loc in spec.submodule_search_locations
+                 for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))]
+        if found:
+            m = found[-1]
+            calib = os.path.join(work, "magika_calib")
+            hold_dir = os.path.join(work, "magika_hold")
+            for d in (calib, hold_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            paths = file_sample_paths(n_calib + n_hold, seed=1)
+            file_samples(calib, paths[:n_calib])
+            hold = file_samples(hold_dir, paths[n_calib:])
+            out.append(("magika", m, calib, hold, None))
     return out
+
+
+def file_sample_paths(n, seed):
+    """`n` files of the installed Python packages (the venv's
+    site-packages: the same pinned wheels on every machine), drawn with a
+    seeded shuffle from the sorted list: source, native libraries, data,
+    text of many kinds."""
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    paths = []
+    for dp, dn, fn in os.walk(root):
+        dn.sort()
+        for f in sorted(fn):
+            p = os.path.join(dp, f)
+            if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) >= 64:
+                paths.append(p)
+    np.random.default_rng(seed).shuffle(paths)
+    return paths[:n]
+
+
+def file_samples(folder, paths):
+    """Magika's input for each file (its model config: the first and the
+    last 1024 bytes after stripping whitespace, padded with token 256),
+    written as `bytes` [1, 2048] int32; returns the feeds."""
+    os.makedirs(folder, exist_ok=True)
+    feeds = []
+    for i, p in enumerate(paths):
+        size = os.path.getsize(p)
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read(4096)
+        beg = list(head.lstrip()[:1024])
+        end = list(tail.rstrip()[-1024:])
+        x = np.array(beg + [256] * (1024 - len(beg)) + [256] * (1024 - len(end)) + end, np.int32)[None]
+        np.savez(os.path.join(folder, f"{i:04d}.npz"), bytes=x)
+        feeds.append({"bytes": x})
+    return feeds
 
 
 # ---------------------------------------------------------------- running
