@@ -10,7 +10,9 @@
 //! and MatMul with a constant weight, the Gram matrix `H = Σ x xᵀ` of the
 //! layer's FP32 inputs on the calibration samples (a Conv's receptive
 //! fields, extracted in the graph by a one-hot depthwise Conv at a stride
-//! widened until at most [`MAX_POSITIONS`] positions per sample remain),
+//! widened until at most [`MAX_POSITIONS`] positions per sample remain,
+//! sizes at the first sample's input dimensions where the model declares
+//! symbolic ones),
 //! then rounds each weight row column by column, in order of decreasing
 //! input energy, moving each rounding error onto the columns still to be
 //! rounded along `H⁻¹` (its upper Cholesky factor): the greedy minimum of
@@ -26,7 +28,7 @@
 //! or when its weights are asymmetric or shared. Reads the prepared model,
 //! the plan and the samples; the copy it returns is for the quantizer only.
 
-use crate::calibrate::samples::SampleSource;
+use crate::calibrate::samples::{Sample, SampleSource};
 use crate::calibrate::{sum_on_samples, worker_pool};
 use crate::error::{Error, Result};
 use crate::ir::node::attr;
@@ -233,7 +235,12 @@ fn targets(
 
 /// Appends to `g` the graph that computes `Σ x xᵀ` of `t`'s inputs for one
 /// sample: `[groups, columns, columns]`. Returns its name.
-fn gram_probe(g: &mut Graph, k: usize, t: &Target) -> Result<Option<String>> {
+fn gram_probe(
+    g: &mut Graph,
+    k: usize,
+    t: &Target,
+    shaped: Option<&Graph>,
+) -> Result<Option<String>> {
     let Some(n) = g.node(t.id).cloned() else {
         return Ok(None);
     };
@@ -279,7 +286,15 @@ fn gram_probe(g: &mut Graph, k: usize, t: &Target) -> Result<Option<String>> {
             .is_some_and(|a| a.starts_with("SAME"));
         // A wider stride keeps a subset of the same receptive fields
         // (explicit pads do not depend on the stride; SAME pads do).
-        let widen = match (same, n.output(0).and_then(|y| static_shape(g, y))) {
+        // The output's shape as declared, or at the first sample's input
+        // dimensions (symbolic dims: the PaddleOCR exports).
+        let declared = n.output(0).and_then(|y| static_shape(g, y));
+        let at_sample = || {
+            let sg = shaped?;
+            let y = sg.find_value(g.value_name(n.output(0)?))?;
+            static_shape(sg, y)
+        };
+        let widen = match (same, declared.or_else(at_sample)) {
             (false, Some(y)) if y.len() == rank + 2 => {
                 let spatial = &y[2..];
                 let mut m = 1usize;
@@ -607,13 +622,30 @@ pub fn round_weights(
             p.push(t);
         }
     }
+    // Shapes at the first sample's input dimensions, when a Conv's output
+    // shape is not declared: without them its stride cannot be widened and
+    // every position of every sample is summed (the PaddleOCR detector: 4x
+    // to 16x the positions of MAX_POSITIONS on its early layers).
+    let undeclared = targets.iter().any(|t| {
+        fp32.graph.node(t.id).is_some_and(|n| {
+            n.is("Conv")
+                && n.output(0)
+                    .is_none_or(|y| static_shape(&fp32.graph, y).is_none())
+        })
+    });
+    let shaped = if undeclared {
+        shapes_at_sample(fp32, &source.load(0)?)
+    } else {
+        None
+    };
     let (pool, _) = worker_pool(jobs)?;
     for pass in passes {
         let mut aug = fp32.clone();
         let mut names = Vec::new();
         let mut kept = Vec::new();
         for (k, t) in pass.into_iter().enumerate() {
-            if let Some(name) = gram_probe(&mut aug.graph, k, t)? {
+            if let Some(name) = gram_probe(&mut aug.graph, k, t, shaped.as_ref().map(|m| &m.graph))?
+            {
                 names.push(name);
                 kept.push(t);
             }
@@ -657,6 +689,39 @@ pub fn round_weights(
     Ok(out)
 }
 
+/// `fp32` with its inputs fixed to `sample`'s dimensions and the shapes of
+/// its values inferred again (tract), or `None` when that fails (the
+/// strides are then not widened: slower, the same result).
+fn shapes_at_sample(fp32: &Model, sample: &Sample) -> Option<Model> {
+    use crate::onnx::proto::tensor_shape_proto::{dimension, Dimension};
+    use crate::onnx::proto::{type_proto, TensorShapeProto};
+    let mut proto = fp32.to_proto().ok()?;
+    let g = proto.graph.as_mut()?;
+    g.value_info.clear();
+    for input in &mut g.input {
+        let Some((_, t)) = sample.iter().find(|(n, _)| n == input.name()) else {
+            continue;
+        };
+        if let Some(type_proto::Value::TensorType(tt)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            tt.shape = Some(TensorShapeProto {
+                dim: t
+                    .dims()
+                    .iter()
+                    .map(|&d| Dimension {
+                        value: Some(dimension::Value::DimValue(d as i64)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let mut m = Model::from_proto(&proto).ok()?;
+    crate::passes::shapes::infer_shapes(&mut m).ok()?;
+    Some(m)
+}
+
 /// `rounded` (from [`round_weights`]) with the weights of the layers in
 /// `float` put back as they were: a layer that stays float computes with
 /// its exact weights.
@@ -669,204 +734,4 @@ pub fn restore(rounded: &Model, done: &[Rounded], float: &BTreeMap<NodeId, Strin
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::calibrate::run_on_samples;
-    use crate::calibrate::samples::InMemory;
-    use crate::passes::testutil::{model, node, uniform};
-
-    fn lcg(n: usize, seed: u64) -> Vec<f64> {
-        uniform(n, seed).into_iter().map(|u| u - 0.5).collect()
-    }
-
-    #[test]
-    fn inverse_upper_factor_reproduces_the_inverse() {
-        let k = 7;
-        let a = lcg(k * k, 3);
-        // H = A Aᵀ + I: positive definite.
-        let mut h = vec![0.0; k * k];
-        for i in 0..k {
-            for j in 0..k {
-                h[i * k + j] = (0..k).map(|m| a[i * k + m] * a[j * k + m]).sum::<f64>()
-                    + if i == j { 1.0 } else { 0.0 };
-            }
-        }
-        let h32: Vec<f32> = h.iter().map(|&v| v as f32).collect();
-        let u = inverse_upper_factor(MatRef::from_row_major_slice(&h32, k, k)).unwrap();
-        let u: Vec<f64> = (0..k * k).map(|i| f64::from(u[(i / k, i % k)])).collect();
-        // (Uᵀ U) H = I
-        for i in 0..k {
-            for j in 0..k {
-                let v: f64 = (0..k)
-                    .map(|m| {
-                        let inv_im: f64 = (0..k).map(|r| u[r * k + i] * u[r * k + m]).sum();
-                        inv_im * h[m * k + j]
-                    })
-                    .sum();
-                let want = if i == j { 1.0 } else { 0.0 };
-                assert!((v - want).abs() < 1e-5, "({i},{j}): {v}");
-            }
-            for j in 0..i {
-                assert_eq!(u[i * k + j], 0.0);
-            }
-        }
-        assert!(inverse_upper_factor(Mat::<f32>::zeros(k, k).as_ref()).is_none());
-    }
-
-    /// Correlated inputs: compensation lowers the output error well below
-    /// nearest rounding's, and every level stays on the grid.
-    #[test]
-    fn compensation_beats_nearest_on_correlated_inputs() {
-        let (rows, k, n) = (6, 16, 400);
-        let base = lcg(n * 4, 9);
-        let mix = lcg(4 * k, 11);
-        // x = B·M + small noise: rank-4 signal in 16 inputs.
-        let noise = lcg(n * k, 13);
-        let mut h = vec![0.0; k * k];
-        for s in 0..n {
-            let x: Vec<f64> = (0..k)
-                .map(|c| {
-                    (0..4)
-                        .map(|m| base[s * 4 + m] * mix[m * k + c])
-                        .sum::<f64>()
-                        + 0.05 * noise[s * k + c]
-                })
-                .collect();
-            for i in 0..k {
-                for j in 0..k {
-                    h[i * k + j] += x[i] * x[j];
-                }
-            }
-        }
-        let w: Vec<f32> = lcg(rows * k, 17).iter().map(|&v| v as f32).collect();
-        let scales: Vec<f32> = (0..rows)
-            .map(|r| {
-                w[r * k..(r + 1) * k]
-                    .iter()
-                    .fold(0f32, |m, v| m.max(v.abs()))
-                    / 63.0
-            })
-            .collect();
-        let t = Target {
-            id: NodeId(0),
-            node: "fc".into(),
-            op: "Gemm".into(),
-            weight: ValueId(0),
-            input: ValueId(1),
-            layout: Layout::RowsFirst,
-            rows,
-            columns: k,
-            groups: 1,
-            w: w.clone(),
-            dims: vec![rows, k],
-            scales: scales.clone(),
-            zero_point: 0,
-            qmin: -63,
-            qmax: 63,
-        };
-        let (new, report, failed) = round_layer(&t, &h);
-        assert!(failed.is_none());
-        assert!(report.taken);
-        assert!(
-            report.compensated_db > report.nearest_db + 3.0,
-            "{report:?}"
-        );
-        let new = new.unwrap();
-        for r in 0..rows {
-            for c in 0..k {
-                let q = new[r * k + c] / scales[r];
-                assert!((q - q.round()).abs() < 1e-4 && q.abs() <= 63.0 + 1e-4);
-            }
-        }
-    }
-
-    /// The in-graph receptive fields of a grouped, strided, dilated Conv
-    /// give exactly `Σ x xᵀ` per group, columns in the weight's order.
-    #[test]
-    fn conv_gram_probe_matches_direct_patches() {
-        let (n, c, hw, m, groups) = (2usize, 4usize, 9usize, 6usize, 2usize);
-        let cg = c / groups;
-        let w: Vec<f32> = lcg(m * cg * 9, 5).iter().map(|&v| v as f32).collect();
-        let fp32 = model(
-            13,
-            &[("x", &[n as i64, c as i64, hw as i64, hw as i64])],
-            &["y"],
-            vec![node(
-                "Conv",
-                "conv",
-                &["x", "w"],
-                &["y"],
-                vec![
-                    attr::int("group", groups as i64),
-                    attr::ints("pads", &[1, 2, 1, 0]),
-                    attr::ints("strides", &[2, 1]),
-                    attr::ints("dilations", &[1, 2]),
-                ],
-            )],
-            vec![("w", Tensor::from_f32(vec![m, cg, 3, 3], &w))],
-        );
-        let x: Vec<f32> = lcg(n * c * hw * hw, 21).iter().map(|&v| v as f32).collect();
-        let cfg = QuantizeConfig::default();
-        let ranges: BTreeMap<String, (f32, f32)> = [
-            ("x".to_string(), (-0.5, 0.5)),
-            ("y".to_string(), (-2.0, 2.0)),
-        ]
-        .into();
-        let (t, skipped) = targets(&fp32, &cfg, &ranges).unwrap();
-        assert!(skipped.is_empty(), "{skipped:?}");
-        assert_eq!((t.len(), t[0].groups, t[0].columns), (1, groups, cg * 9));
-        let mut aug = fp32.clone();
-        let name = gram_probe(&mut aug.graph, 0, &t[0]).unwrap().unwrap();
-        let sample = vec![("x".to_string(), Tensor::from_f32(vec![n, c, hw, hw], &x))];
-        let got = run_on_samples(
-            &aug.to_proto().unwrap(),
-            &[name],
-            Level::Typed,
-            &InMemory(vec![sample]),
-            1,
-        )
-        .unwrap()
-        .remove(0)
-        .remove(0);
-        // Direct: output positions of the Conv, each receptive field.
-        let (ph0, pw0, ph1, pw1) = (1i64, 2i64, 1i64, 0i64);
-        let (sh, sw, dh, dw) = (2i64, 1i64, 1i64, 2i64);
-        let ho = (hw as i64 + ph0 + ph1 - dh * 2 - 1) / sh + 1;
-        let wo = (hw as i64 + pw0 + pw1 - dw * 2 - 1) / sw + 1;
-        let k = cg * 9;
-        let mut want = vec![0f64; groups * k * k];
-        for b in 0..n {
-            for gi in 0..groups {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let mut f = vec![0f64; k];
-                        for cl in 0..cg {
-                            for ky in 0..3i64 {
-                                for kx in 0..3i64 {
-                                    let (iy, ix) =
-                                        (oy * sh + ky * dh - ph0, ox * sw + kx * dw - pw0);
-                                    if iy < 0 || ix < 0 || iy >= hw as i64 || ix >= hw as i64 {
-                                        continue;
-                                    }
-                                    let ch = gi * cg + cl;
-                                    f[cl * 9 + (ky * 3 + kx) as usize] = f64::from(
-                                        x[((b * c + ch) * hw + iy as usize) * hw + ix as usize],
-                                    );
-                                }
-                            }
-                        }
-                        for i in 0..k {
-                            for j in 0..k {
-                                want[(gi * k + i) * k + j] += f[i] * f[j];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((f64::from(*g) - w).abs() < 1e-4, "entry {i}: {g} vs {w}");
-        }
-    }
-}
+mod tests;
