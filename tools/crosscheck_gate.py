@@ -44,7 +44,6 @@ failure.
 """
 
 import argparse
-import glob
 import importlib.util
 import json
 import os
@@ -79,13 +78,6 @@ def paddle_models():
                     if f"_{k}_" in f and f.endswith(".onnx"):
                         found[k] = os.path.join(d, f)
     return found
-
-
-def magika_model():
-    spec = importlib.util.find_spec("magika")
-    found = [m for loc in (spec.submodule_search_locations or []) if spec
-             for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))] if spec else []
-    return found[-1] if found else None
 
 
 def file_feeds(start, n):
@@ -213,8 +205,8 @@ def main():
     ap.add_argument("--holdout", type=int, default=48)
     args = ap.parse_args()
     models = paddle_models()
-    if magika_model():
-        models["magika"] = magika_model()
+    if suite.magika_model():
+        models["magika"] = suite.magika_model()
     if not models:
         print("gate: rapidocr_onnxruntime is not installed (tools/requirements-models.txt)")
         return 1

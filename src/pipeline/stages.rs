@@ -407,25 +407,26 @@ impl Run<'_> {
             // gate passes is kept as it is: the nearest-rounding one would
             // cost a second bias correction, build and gate, for margins
             // within the noise of the gate's samples (docs/defaults.md).
-            let (done, check) = if with.verdict.passed && r.rounded.iter().any(|r| r.taken) {
-                let check = ModelCheck {
-                    compensated_db: worst_sqnr(&with.verdict),
-                    nearest_db: None,
-                    kept: true,
-                };
-                (with, Some(check))
-            } else if r.rounded.iter().any(|r| r.taken) {
-                let without = finish(fp32, &self.cfg)?;
-                let check = ModelCheck {
-                    compensated_db: worst_sqnr(&with.verdict),
-                    nearest_db: Some(worst_sqnr(&without.verdict)),
-                    kept: better(&with.verdict, &without.verdict),
-                };
-                if check.kept {
-                    self.cfg = pinned;
-                    (with, Some(check))
+            let (done, check) = if r.rounded.iter().any(|r| r.taken) {
+                let compensated_db = worst_sqnr(&with.verdict);
+                let (nearest_db, kept, without) = if with.verdict.passed {
+                    (None, true, None)
                 } else {
-                    (without, Some(check))
+                    let without = finish(fp32, &self.cfg)?;
+                    let kept = better(&with.verdict, &without.verdict);
+                    (Some(worst_sqnr(&without.verdict)), kept, Some(without))
+                };
+                let check = Some(ModelCheck {
+                    compensated_db,
+                    nearest_db,
+                    kept,
+                });
+                match without {
+                    Some(without) if !kept => (without, check),
+                    _ => {
+                        self.cfg = pinned;
+                        (with, check)
+                    }
                 }
             } else {
                 (with, None)

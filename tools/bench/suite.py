@@ -470,21 +470,26 @@ def suite(work, n_calib, n_hold, only):
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
                 out.append((name, m, calib, hold, None))
-    spec = importlib.util.find_spec("magika")
-    if want("magika") and spec and spec.submodule_search_locations:
-        found = [m for loc in spec.submodule_search_locations
-                 for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))]
-        if found:
-            m = found[-1]
-            calib = os.path.join(work, "magika_calib")
-            hold_dir = os.path.join(work, "magika_hold")
-            for d in (calib, hold_dir):
-                shutil.rmtree(d, ignore_errors=True)
-            paths = file_sample_paths(n_calib + n_hold, seed=1)
-            file_samples(calib, paths[:n_calib])
-            hold = file_samples(hold_dir, paths[n_calib:])
-            out.append(("magika", m, calib, hold, None))
+    m = magika_model() if want("magika") else None
+    if m:
+        calib = os.path.join(work, "magika_calib")
+        hold_dir = os.path.join(work, "magika_hold")
+        for d in (calib, hold_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        paths = file_sample_paths(n_calib + n_hold, seed=1)
+        file_samples(calib, paths[:n_calib])
+        hold = file_samples(hold_dir, paths[n_calib:])
+        out.append(("magika", m, calib, hold, None))
     return out
+
+
+def magika_model():
+    """The model file of the installed magika package (its newest standard
+    model), or None."""
+    spec = importlib.util.find_spec("magika")
+    found = [m for loc in (spec.submodule_search_locations or []) if spec
+             for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))] if spec else []
+    return found[-1] if found else None
 
 
 def file_sample_paths(n, seed):
