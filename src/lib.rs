@@ -24,8 +24,12 @@
 //!   `onnxq quantize` runs.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
 //! - [`error`]: the typed errors everything returns.
+//! - `cli` (feature `cli`, on by default): the `onnxq` command line, which
+//!   only parses arguments, calls the modules above and prints.
 
 pub mod calibrate;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod inspect;

@@ -2,8 +2,6 @@
 //! outcome to an exit code. All the work is in the library; `cli/` turns
 //! arguments into library calls and prints results.
 
-mod cli;
-
 use std::process::ExitCode;
 
 /// mimalloc keeps freed memory for reuse (see Cargo.toml).
@@ -29,5 +27,5 @@ fn main() -> ExitCode {
     // SAFETY: sets one process-wide integer option before any thread
     // exists; mimalloc reads it on its next purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    cli::main()
+    onnxq::cli::main()
 }

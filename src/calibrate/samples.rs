@@ -767,7 +767,19 @@ pub fn open_source(
 pub fn check_sample(name: &str, sample: &Sample, inputs: &[InputSpec]) -> Result<()> {
     for spec in inputs {
         let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) else {
-            return Err(sample_err(name, format!("has no input '{}'", spec.name)));
+            let has: Vec<&str> = sample.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(sample_err(
+                name,
+                format!(
+                    "has no input '{}' (its arrays: {})",
+                    spec.name,
+                    if has.is_empty() {
+                        "none".to_string()
+                    } else {
+                        has.join(", ")
+                    }
+                ),
+            ));
         };
         check_array(spec, t.dtype(), t.dims()).map_err(|e| sample_err(name, e))?;
     }

@@ -3,11 +3,11 @@
 //! arithmetic. Each subcommand's file depends on this one, never on a
 //! sibling.
 
-use onnxq::calibrate::Method;
-use onnxq::exec::kernels::Arith;
-use onnxq::quantize::QType;
-use onnxq::quantize::Recipe;
-use onnxq::verify::Metric;
+use crate::calibrate::Method;
+use crate::exec::kernels::Arith;
+use crate::quantize::QType;
+use crate::quantize::Recipe;
+use crate::verify::Metric;
 use std::collections::BTreeMap;
 
 /// `NAME=VALUE` of `--dim`.
@@ -122,7 +122,7 @@ pub struct GateArgs {
     /// top1, foreground_top1, mask_iou (e.g. boxes=sqnr:15), or NAME=none
     /// (reported, not gated). Repeatable; over the recipe's gate-outputs.
     #[arg(long = "gate-output", value_name = "NAME=METRIC:MIN",
-          value_parser = onnxq::verify::gate::parse_output_gate)]
+          value_parser = crate::verify::gate::parse_output_gate)]
     pub outputs: Vec<(String, BTreeMap<Metric, f64>)>,
     /// Requantization arithmetic of the int8 executor: ort (onnxruntime's
     /// float32 multiplier) or exact (the ONNX reference, float64).

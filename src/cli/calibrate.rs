@@ -1,9 +1,9 @@
 //! `onnxq calibrate`: activation ranges of a model on samples, as a table
-//! ([`onnxq::pipeline::calibrate`]).
+//! ([`crate::pipeline::calibrate`]).
 
 use super::args::{parse_dim, MethodArg};
-use onnxq::calibrate::{CollectOptions, Method, RangeOptions, Target};
-use onnxq::pipeline::{by_op, Samples, RANDOM_RANGES_WARNING};
+use crate::calibrate::{CollectOptions, Method, RangeOptions, Target};
+use crate::pipeline::{by_op, Samples, RANDOM_RANGES_WARNING};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let samples = Samples::Spec(args.calib.clone());
     let opts = RangeOptions {
         method: args.method.into(),
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         progress: std::io::stderr().is_terminal(),
     };
     let dims: BTreeMap<String, usize> = args.dims.iter().cloned().collect();
-    let done = onnxq::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;
+    let done = crate::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;
     let table = &done.table;
     if samples.is_random() {
         eprintln!("warning: {RANDOM_RANGES_WARNING}");

@@ -1,11 +1,10 @@
 //! `onnxq check`: the parity comparison on any quantized model.
 
 use super::args::{parse_dim, GateArgs};
+use crate::ir::Model;
+use crate::pipeline::Samples;
+use crate::verify;
 use anyhow::Context;
-use onnxq::calibrate::open_source;
-use onnxq::ir::Model;
-use onnxq::passes::{prepare, PassOptions};
-use onnxq::verify;
 use std::path::PathBuf;
 
 /// Compare a quantized model (onnxq's or another tool's, QDQ or QOperator)
@@ -57,9 +56,9 @@ pub struct Args {
 }
 
 fn load(p: &PathBuf) -> anyhow::Result<Model> {
-    let l = onnxq::onnx::load_model(p)?;
+    let l = crate::onnx::load_model(p)?;
     let m = Model::from_proto(&l.proto).with_context(|| p.display().to_string())?;
-    onnxq::ir::schema::check_model(&m).with_context(|| p.display().to_string())?;
+    crate::ir::schema::check_model(&m).with_context(|| p.display().to_string())?;
     Ok(m)
 }
 
@@ -70,39 +69,19 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let (Some(reference), Some(data)) = (&args.reference, &args.data) else {
         anyhow::bail!("give --reference FP32 --data SRC, or --golden DIR");
     };
-    let mut fp32 = load(reference)?;
-    // The same preparation quantize starts from, so value names match.
-    prepare(&mut fp32, &PassOptions::default()).with_context(|| reference.display().to_string())?;
-    let q = load(&args.model)?;
     let thresholds = args.gate.recipe().thresholds();
-    let specs = onnxq::ir::types::input_specs(&fp32.graph);
     let dims = args.dims.iter().cloned().collect();
-    let source = open_source(data, &specs, &dims)?;
-    // A model onnxq equalized: the same balance on the reference gives the
-    // per-channel scales of the rescaled layers.
-    let rescaled = if q
-        .metadata()
-        .any(|(k, v)| k == "onnxq.equalized" && v == "true")
-    {
-        onnxq::passes::equalize::equalize(&mut fp32.clone())
-            .with_context(|| reference.display().to_string())?
-            .rescaled
-    } else {
-        Default::default()
-    };
-    let verdict = verify::compare(
-        &fp32,
-        &q,
-        source.as_ref(),
-        args.gate.arith.into(),
+    let verdict = crate::pipeline::check(
+        &crate::onnx::load_model(&args.model)?,
+        &crate::onnx::load_model(reference)?,
+        &Samples::Spec(data.clone()),
         &thresholds,
-        true,
-        &rescaled,
-    )
-    .with_context(|| args.model.display().to_string())?;
+        args.gate.arith.into(),
+        &dims,
+    )?;
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&verdict)? + "\n";
-        onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
+        crate::onnx::save::write_atomic(path, json.as_bytes())?;
     }
     println!(
         "{} vs {} on {} samples of {}: {}",
@@ -128,17 +107,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 /// `--golden DIR`: reproduce recorded outputs within tolerances.
 fn golden(args: &Args, dir: &std::path::Path) -> anyhow::Result<u8> {
-    use onnxq::calibrate::samples::{read_npz, read_pb_files, PbDirs, Sample, SampleSource};
-    use onnxq::onnx::tensor::tensor_from_proto;
+    use crate::calibrate::samples::{read_npz, read_pb_files, PbDirs, Sample, SampleSource};
+    use crate::onnx::tensor::tensor_from_proto;
     let model = load(&args.model)?;
     let g = &model.graph;
-    let specs = onnxq::ir::types::input_specs(g);
+    let specs = crate::ir::types::input_specs(g);
     let outputs: Vec<String> = g.outputs().map(|v| g.value_name(v).to_string()).collect();
     let quantized = g.nodes().any(|(_, n)| {
-        onnxq::exec::INTEGER_OPS.contains(&n.op_type.as_str()) || n.domain == "com.microsoft"
+        crate::exec::INTEGER_OPS.contains(&n.op_type.as_str()) || n.domain == "com.microsoft"
     });
     let exec = if quantized {
-        Some(onnxq::exec::Executor::new(
+        Some(crate::exec::Executor::new(
             &model,
             args.gate.arith.into(),
             &[],
@@ -178,15 +157,15 @@ fn golden(args: &Args, dir: &std::path::Path) -> anyhow::Result<u8> {
             }
             (ins, outs)
         };
-        onnxq::calibrate::samples::check_sample(&set_name, &sample, &specs)?;
-        let got: std::collections::BTreeMap<String, onnxq::ir::Tensor> = match &exec {
+        crate::calibrate::samples::check_sample(&set_name, &sample, &specs)?;
+        let got: std::collections::BTreeMap<String, crate::ir::Tensor> = match &exec {
             Some(e) => e.run(&sample)?.0,
             None => {
                 let s: Vec<_> = sample
                     .iter()
                     .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
                     .collect();
-                let r = onnxq::tract::Runner::new(&proto, &s, None)?;
+                let r = crate::tract::Runner::new(&proto, &s, None)?;
                 outputs.iter().cloned().zip(r.run(&sample)?).collect()
             }
         };
@@ -245,6 +224,6 @@ fn golden(args: &Args, dir: &std::path::Path) -> anyhow::Result<u8> {
     })
 }
 
-fn ints(t: &onnxq::ir::Tensor) -> onnxq::Result<Vec<f32>> {
+fn ints(t: &crate::ir::Tensor) -> crate::Result<Vec<f32>> {
     Ok(t.to_i64_vec()?.into_iter().map(|v| v as f32).collect())
 }

@@ -1,9 +1,9 @@
 //! `onnxq convert`: load and re-save a model, e.g. to move weights into or
 //! out of an external data file. Nothing in the graph changes.
 
+use crate::ir::Model;
+use crate::onnx::{save_model, ExternalDataOptions, SaveOptions};
 use anyhow::Context;
-use onnxq::ir::Model;
-use onnxq::onnx::{save_model, ExternalDataOptions, SaveOptions};
 use std::path::PathBuf;
 
 /// Re-save a model unchanged: validate it, resolve its external data, and
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let model =
         Model::from_proto(&loaded.proto).with_context(|| format!("{}", args.model.display()))?;
     let proto = model.to_proto()?;

@@ -1,7 +1,7 @@
 //! `onnxq inspect`: what a model holds, as a table or JSON.
 
+use crate::ir::Model;
 use anyhow::Context;
-use onnxq::ir::Model;
 use std::path::PathBuf;
 
 /// Show what a model holds: producer, opsets, inputs/outputs, op types,
@@ -17,10 +17,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let model =
         Model::from_proto(&loaded.proto).with_context(|| format!("{}", args.model.display()))?;
-    let report = onnxq::inspect::inspect(&loaded, &model);
+    let report = crate::inspect::inspect(&loaded, &model);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -3,6 +3,9 @@
 //! back as `anyhow` chains and are printed on one line.
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 parity gate failed.
+//!
+//! Built with the feature `cli` (default); [`main`] is the binary's,
+//! [`run`] the same on given arguments.
 
 mod args;
 mod calibrate;
@@ -50,14 +53,24 @@ enum Command {
     Sensitivity(sensitivity::Args),
 }
 
-/// Parses arguments, runs, prints errors, returns the exit code.
+/// The process's arguments, run: what the `onnxq` binary does.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    ExitCode::from(run(std::env::args_os()))
+}
+
+/// Parses `args` (the program name first), runs, prints errors, returns
+/// the exit code. The Python package's `onnxq` command calls this.
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
     let result = match cli.command {
@@ -71,10 +84,10 @@ pub fn main() -> ExitCode {
         Command::Sensitivity(a) => sensitivity::run(a),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(EXIT_ERROR)
+            EXIT_ERROR
         }
     }
 }
@@ -91,5 +104,5 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         parts.push(s);
     }
-    onnxq::error::printable(&parts.join(": ")).into_owned()
+    crate::error::printable(&parts.join(": ")).into_owned()
 }

@@ -1,9 +1,9 @@
 //! `onnxq optimize`: run the preparation passes and write the result.
 
+use crate::ir::Model;
+use crate::onnx::{save_model, SaveOptions};
+use crate::passes::{prepare, PassOptions};
 use anyhow::Context;
-use onnxq::ir::Model;
-use onnxq::onnx::{save_model, SaveOptions};
-use onnxq::passes::{prepare, PassOptions};
 use std::path::PathBuf;
 
 /// Prepare a model for quantization and write it: Constant nodes become
@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let mut model =
         Model::from_proto(&loaded.proto).with_context(|| format!("{}", args.model.display()))?;
     let nodes_before = model.graph.node_count();

@@ -1,12 +1,12 @@
 //! `onnxq quantize`: flags → a recipe laid over the `--config` file's →
-//! [`onnxq::pipeline::quantize_file`] → the summary, the JSON report and
+//! [`crate::pipeline::quantize_file`] → the summary, the JSON report and
 //! the exit code.
 
 use super::args::{parse_dim, ActArg, GateArgs, MethodArg};
-use onnxq::calibrate::Method;
-use onnxq::lower::Target as LowerTarget;
-use onnxq::pipeline::{quantize_file, summary, Options};
-use onnxq::quantize::{Format, Mode, QType, Recipe};
+use crate::calibrate::Method;
+use crate::lower::Target as LowerTarget;
+use crate::pipeline::{quantize_file, summary, Options};
+use crate::quantize::{Format, Mode, QType, Recipe};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -280,7 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let r = &done.report;
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(r)? + "\n";
-        onnxq::onnx::save::write_atomic(path, json.as_bytes())?;
+        crate::onnx::save::write_atomic(path, json.as_bytes())?;
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");

@@ -1,12 +1,12 @@
 //! `onnxq run`: run a model on samples and write its outputs.
 
 use super::args::{parse_dim, ArithArg};
+use crate::calibrate::open_source;
+use crate::calibrate::samples::{check_sample, write_npz};
+use crate::exec::Executor;
+use crate::ir::Model;
+use crate::tract::Runner;
 use anyhow::Context;
-use onnxq::calibrate::open_source;
-use onnxq::calibrate::samples::{check_sample, write_npz};
-use onnxq::exec::Executor;
-use onnxq::ir::Model;
-use onnxq::tract::Runner;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -52,11 +52,11 @@ fn out_name(name: &str) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let model =
         Model::from_proto(&loaded.proto).with_context(|| args.model.display().to_string())?;
-    onnxq::ir::schema::check_model(&model).with_context(|| args.model.display().to_string())?;
-    let specs = onnxq::ir::types::input_specs(&model.graph);
+    crate::ir::schema::check_model(&model).with_context(|| args.model.display().to_string())?;
+    let specs = crate::ir::types::input_specs(&model.graph);
     let dims = args.dims.iter().cloned().collect();
     let source = open_source(&args.data, &specs, &dims)?;
     let outputs: Vec<String> = model
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let name = source.name(i);
         let sample = source.load(i)?;
         check_sample(&name, &sample, &specs)?;
-        let results: Vec<(String, onnxq::ir::Tensor)> = match &exec {
+        let results: Vec<(String, crate::ir::Tensor)> = match &exec {
             Some(e) => {
                 let (mut got, _) = e.run(&sample).with_context(|| format!("sample {name}"))?;
                 let mut v = Vec::with_capacity(outputs.len());

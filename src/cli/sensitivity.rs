@@ -1,13 +1,13 @@
 //! `onnxq sensitivity`: which nodes hurt the quantized model, node by node.
 
 use super::args::{parse_dim, ActArg, MethodArg};
+use crate::calibrate::{model_sha256, open_source, CollectOptions, Method};
+use crate::ir::Model;
+use crate::passes::{prepare, PassOptions};
+use crate::pipeline::{range_options, Ranges, Samples};
+use crate::quantize::{QType, QuantizeConfig, Recipe};
+use crate::tune::{self, Evaluator, Score, SensitivityOptions};
 use anyhow::Context;
-use onnxq::calibrate::{model_sha256, open_source, CollectOptions, Method};
-use onnxq::ir::Model;
-use onnxq::passes::{prepare, PassOptions};
-use onnxq::pipeline::{range_options, Ranges, Samples};
-use onnxq::quantize::{QType, QuantizeConfig, Recipe};
-use onnxq::tune::{self, Evaluator, Score, SensitivityOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         anyhow::bail!("give calibration samples (calib) or a calibration table (ranges), not both");
     }
     let cfg = QuantizeConfig::from_recipe(&recipe)?;
-    let loaded = onnxq::onnx::load_model(&args.model)?;
+    let loaded = crate::onnx::load_model(&args.model)?;
     let fingerprint = model_sha256(&loaded.proto);
     let what = || format!("{}", args.model.display());
     let mut model = Model::from_proto(&loaded.proto).with_context(what)?;
@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let samples = recipe.calib.clone().map(Samples::Spec);
     let calib = match &samples {
         Some(c) => {
-            let specs = onnxq::ir::types::input_specs(&model.graph);
+            let specs = crate::ir::types::input_specs(&model.graph);
             Some((c, c.open(&specs, &recipe.dims, "calibration samples")?))
         }
         None => None,
@@ -176,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             anyhow::bail!("give --validate SRC: the samples the variants are scored on")
         }
     };
-    let specs = onnxq::ir::types::input_specs(&model.graph);
+    let specs = crate::ir::types::input_specs(&model.graph);
     let source = open_source(&validation, &specs, &recipe.dims)
         .with_context(|| format!("validation samples {validation}"))?;
     let thresholds = recipe.thresholds();
@@ -192,14 +192,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
     if let Some(p) = &args.report {
         let json = serde_json::json!({
-            "onnxq_version": onnxq::VERSION,
+            "onnxq_version": crate::VERSION,
             "model": args.model.display().to_string(),
             "calibration": {"source": ranges.source_note, "method": ranges.table.method.name(), "samples": ranges.table.samples},
             "validation": validation,
             "sensitivity": sens,
         });
         let text = serde_json::to_string_pretty(&json)? + "\n";
-        onnxq::onnx::save::write_atomic(p, text.as_bytes())?;
+        crate::onnx::save::write_atomic(p, text.as_bytes())?;
     }
     if let Some(p) = &args.plot {
         let title = format!(
@@ -208,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 .file_name()
                 .map_or_else(what, |f| f.to_string_lossy().into_owned())
         );
-        onnxq::onnx::save::write_atomic(p, tune::svg::bar_chart(&sens, &title).as_bytes())?;
+        crate::onnx::save::write_atomic(p, tune::svg::bar_chart(&sens, &title).as_bytes())?;
     }
 
     let mut out = format!(

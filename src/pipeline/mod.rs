@@ -15,7 +15,9 @@
 //! - A model that fails the gate is not an error: the [`Report`]'s
 //!   `parity.passed` says so, and the caller decides (the CLI exits 3, the
 //!   Python package raises).
-//! - [`calibrate`] is `onnxq calibrate`: a range table for a model.
+//! - [`calibrate`] is `onnxq calibrate`: a range table for a model;
+//!   [`check`] is `onnxq check --reference`: any quantized model against
+//!   its FP32 model.
 //!
 //! The stages' own modules do the work ([`crate::passes`],
 //! [`crate::calibrate`], [`crate::tune`], [`crate::quantize`],
@@ -40,12 +42,14 @@
 //! ```
 
 mod auto;
+mod check;
 mod ranges;
 mod report;
 mod stages;
 mod steps;
 mod summary;
 
+pub use check::check;
 pub use ranges::{guard_ranges, range_options, GuardedNode, Ranges, RANDOM_RANGES_WARNING};
 pub use report::{Calibration, GptqOutcome, ModelCheck, Report, Timings};
 pub use summary::{by_op, summary};
