@@ -19,6 +19,7 @@ bytes. What each file is and how it was made is listed in testdata/README.md.
 - bad/: malformed inputs onnxq must refuse with a clear error.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -810,7 +811,149 @@ def write_golden():
         "QLinearMatMul", ["x", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]), mm, a)
 
 
+
+# ------------------------------------------------------------------ text --
+
+TEXT_WORDS = (
+    "the a an this that model runtime quantize quantized calibration sample samples "
+    "layer layers weight weights output outputs input inputs image images text token "
+    "tokens sentence sentences fast slow small large accurate broken good bad works "
+    "fails is are was were be run runs ran on in of to for with from and or not it "
+    "we you they user users export exports file files phone edge server cpu gpu int8 "
+    "float fp32 accuracy error errors gate passes refused written report reports "
+    "detector recognizer classifier encoder embedding embeddings attention mask head "
+    "heads batch sequence length every each one two three many few today tomorrow"
+).split()
+TEXT_SUFFIXES = ["##s", "##ed", "##ing", "##er", "##ly", "##ation"]
+
+
+def text_tokenizer():
+    """A BERT-style WordPiece tokenizer.json (Hugging Face's format):
+    lowercasing BertNormalizer, BertPreTokenizer, [CLS] A [SEP] (B [SEP])
+    with token type ids, a 140-token vocabulary."""
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    vocab_list = special + TEXT_WORDS + chars + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + TEXT_SUFFIXES
+    vocab = {}
+    for t in vocab_list:
+        vocab.setdefault(t, len(vocab))
+    added = [
+        {"id": vocab[t], "content": t, "single_word": False, "lstrip": False,
+         "rstrip": False, "normalized": False, "special": True}
+        for t in special
+    ]
+    tok = lambda t, ty: {"SpecialToken": {"id": t, "type_id": ty}}
+    seq = lambda s, ty: {"Sequence": {"id": s, "type_id": ty}}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": True,
+                       "handle_chinese_chars": True, "strip_accents": None, "lowercase": True},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [tok("[CLS]", 0), seq("A", 0), tok("[SEP]", 0)],
+            "pair": [tok("[CLS]", 0), seq("A", 0), tok("[SEP]", 0), seq("B", 1), tok("[SEP]", 1)],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [vocab["[CLS]"]], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [vocab["[SEP]"]], "tokens": ["[SEP]"]},
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab},
+    }, len(vocab)
+
+
+def text_encoder(vocab_size, fixed_seq=None):
+    """A BERT-style sentence classifier head on token embeddings: word +
+    token-type (16 types) + position (64) embeddings (Gather), LayerNorm, attention-masked
+    mean pooling, MatMul-Relu-MatMul to 3 logits. Inputs input_ids,
+    attention_mask, token_type_ids int64 [batch, seq]. Seeded random
+    weights."""
+    rng = np.random.default_rng(23)
+    d, f, max_pos = 32, 64, 64
+    seq = fixed_seq or "seq"
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)
+    inits = [
+        init("word_embeddings", (rng.standard_normal((vocab_size, d)) * 0.5).astype(np.float32)),
+        # 16 token types (BERT has 2): the cross-checks' and tests' random
+        # integer inputs (0..9) stay in range.
+        init("type_embeddings", (rng.standard_normal((16, d)) * 0.1).astype(np.float32)),
+        init("position_embeddings", (rng.standard_normal((max_pos, d)) * 0.1).astype(np.float32)),
+        init("ln.scale", (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)),
+        init("ln.bias", (0.02 * rng.standard_normal(d)).astype(np.float32)),
+        init("fc1.weight", w(d, f)), init("fc1.bias", (0.02 * rng.standard_normal(f)).astype(np.float32)),
+        init("fc2.weight", w(f, 3)), init("fc2.bias", (0.02 * rng.standard_normal(3)).astype(np.float32)),
+        init("zero", np.array(0, np.int64)), init("one_i", np.array(1, np.int64)),
+        init("axis1", np.array([1], np.int64)), init("axis2", np.array([2], np.int64)),
+        init("eps", np.array(1e-6, np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["word_embeddings", "input_ids"], ["we"], name="embeddings/word", axis=0),
+        n("Gather", ["type_embeddings", "token_type_ids"], ["te"], name="embeddings/type", axis=0),
+        n("Shape", ["input_ids"], ["ids_shape"], name="embeddings/shape"),
+        n("Gather", ["ids_shape", "one_i"], ["seq_len"], name="embeddings/seq_len", axis=0),
+        n("Range", ["zero", "seq_len", "one_i"], ["positions"], name="embeddings/positions"),
+        n("Gather", ["position_embeddings", "positions"], ["pe"], name="embeddings/position", axis=0),
+        n("Add", ["we", "te"], ["wte"], name="embeddings/add_type"),
+        n("Add", ["wte", "pe"], ["emb"], name="embeddings/add_position"),
+        n("LayerNormalization", ["emb", "ln.scale", "ln.bias"], ["h"], name="embeddings/ln", axis=-1, epsilon=1e-12),
+        n("Cast", ["attention_mask"], ["mask_f"], name="pool/cast", to=TensorProto.FLOAT),
+        n("Unsqueeze", ["mask_f", "axis2"], ["mask_u"], name="pool/unsqueeze"),
+        n("Mul", ["h", "mask_u"], ["hm"], name="pool/mask"),
+        n("ReduceSum", ["hm", "axis1"], ["hsum"], name="pool/sum", keepdims=0),
+        n("ReduceSum", ["mask_u", "axis1"], ["msum"], name="pool/count", keepdims=0),
+        n("Max", ["msum", "eps"], ["msafe"], name="pool/safe"),
+        n("Div", ["hsum", "msafe"], ["pooled"], name="pool/mean"),
+        n("MatMul", ["pooled", "fc1.weight"], ["fc1_mm"], name="classifier/fc1"),
+        n("Add", ["fc1_mm", "fc1.bias"], ["fc1_b"], name="classifier/fc1_bias"),
+        n("Relu", ["fc1_b"], ["fc1_r"], name="classifier/relu"),
+        n("MatMul", ["fc1_r", "fc2.weight"], ["fc2_mm"], name="classifier/fc2"),
+        n("Add", ["fc2_mm", "fc2.bias"], ["logits"], name="classifier/fc2_bias"),
+    ]
+    ins = [helper.make_tensor_value_info(k, TensorProto.INT64, ["batch", seq])
+           for k in ("input_ids", "attention_mask", "token_type_ids")]
+    g = helper.make_graph(nodes, "text_encoder", ins,
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], inits)
+    return make_model(g, 17)
+
+
+def write_text():
+    tok, vocab_size = text_tokenizer()
+    os.makedirs(path("text"), exist_ok=True)
+    with open(path("text", "tokenizer.json"), "w") as fh:
+        json.dump(tok, fh, indent=1)
+        fh.write("\n")
+    save(text_encoder(vocab_size), "text", "encoder.onnx")
+    save(text_encoder(vocab_size, fixed_seq=16), "text", "encoder_seq16.onnx")
+    rng = np.random.default_rng(230)
+    lines = []
+    for i in range(32):
+        k = int(rng.integers(3, 14))
+        words = [TEXT_WORDS[int(j)] for j in rng.integers(0, len(TEXT_WORDS), k)]
+        # Some words the vocabulary splits (##s, ##ing) or does not know.
+        if i % 4 == 1:
+            words[0] = words[0] + "ing"
+        if i % 7 == 3:
+            words.append("zebra")
+        s = " ".join(words).capitalize() + ("." if i % 3 else "?")
+        if i % 5 == 4:
+            s += "\t" + " ".join(TEXT_WORDS[int(j)] for j in rng.integers(0, len(TEXT_WORDS), 4))
+        lines.append(s)
+    with open(path("text", "sentences.txt"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def main():
+    if sys.argv[1:] == ["text"]:
+        # Only the text models (tools/make_testdata.py text).
+        write_text()
+        return 0
+    write_text()
     write_golden()
     write_digits()
     write_quirks()

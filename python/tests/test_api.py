@@ -221,3 +221,23 @@ def test_the_command_exits_3_on_a_failed_gate(cnn, out):
     )
     assert r.returncode == 3 and "failed the parity gate" in r.stderr
     assert not exists(out)
+
+
+def test_a_folder_of_images_with_a_preprocessing_spec(cnn, digit_images, out):
+    calibration, _, _ = digit_images
+    report = onnxq.quantize(cnn, out, calibration=calibration, preprocess="gray")
+    assert report["parity"]["passed"] and report["calibration"]["samples"] == 64
+    with pytest.raises(onnxq.Error, match="give --preprocess"):
+        onnxq.quantize(cnn, out, calibration=calibration)
+
+
+def test_a_text_file_of_sentences_with_a_tokenizer(out):
+    text = DIGITS.parent / "text"
+    report = onnxq.quantize(
+        str(text / "encoder.onnx"),
+        out,
+        calibration=str(text / "sentences.txt"),
+        tokenizer=str(text / "tokenizer.json"),
+        max_length=32,
+    )
+    assert report["parity"]["passed"] and report["calibration"]["samples"] == 32

@@ -18,10 +18,12 @@
 //! the number of samples.
 
 pub mod choose;
+pub mod images;
 pub mod methods;
 pub mod samples;
 pub mod stats;
 pub mod table;
+pub mod text;
 
 pub use methods::{Method, RangeOptions, Target};
 pub use samples::{check_sample, open_source, Sample, SampleSource};

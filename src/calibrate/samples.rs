@@ -739,6 +739,16 @@ pub fn open_source(
         // A FIFO or device: refused with the reason, never opened.
         crate::onnx::open_regular(path)?;
     }
+    if path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+    {
+        return Err(Error::Invalid(format!(
+            "{}: a text file, no .npz samples: give --tokenizer tokenizer.json (a sentence a line) or --preprocess SPEC (an image path a line)",
+            path.display()
+        )));
+    }
     if path.is_file() {
         return Ok(Box::new(NpzStack::open(path, inputs)?));
     }
@@ -753,6 +763,12 @@ pub fn open_source(
         return Ok(Box::new(pb));
     }
     let npz = NpzDir::open(path, inputs)?;
+    if npz.is_empty() && super::images::holds_images(path) {
+        return Err(Error::Invalid(format!(
+            "{}: holds images and no .npz samples: give --preprocess SPEC (how an image becomes the model's input, e.g. resize=224x224,rgb,mean=0.485,0.456,0.406,std=0.229,0.224,0.225)",
+            path.display()
+        )));
+    }
     if npz.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no .npz files and no test_data_set_* folders",

@@ -145,3 +145,38 @@ impl GateArgs {
         }
     }
 }
+
+/// How sample files that are not tensors become the model's inputs
+/// (shared by `calibrate`, `quantize` and `check`).
+#[derive(Debug, clap::Args)]
+pub struct DecodeArgs {
+    /// The samples are image files (a folder, or a text file listing
+    /// them): how one becomes the model's input, comma-separated:
+    /// resize=WxH, crop=center | letterbox, rgb | bgr | gray, scale=F
+    /// (default 1/255), mean=…, std=… (one value or one per channel),
+    /// layout=nchw | nhwc. Example:
+    /// "resize=224x224,crop=center,rgb,mean=0.485,0.456,0.406,std=0.229,0.224,0.225".
+    #[arg(long, value_name = "SPEC", conflicts_with = "tokenizer")]
+    pub preprocess: Option<String>,
+    /// The samples are a text file, a sentence a line (a tab splits a
+    /// pair): tokenized by this Hugging Face tokenizer.json into the
+    /// model's input_ids / attention_mask / token_type_ids / position_ids.
+    #[arg(long, value_name = "JSON")]
+    pub tokenizer: Option<String>,
+    /// Tokens a sentence keeps at most [default: 128, or the sequence
+    /// length the model fixes].
+    #[arg(long, value_name = "N", requires = "tokenizer")]
+    pub max_length: Option<usize>,
+}
+
+impl DecodeArgs {
+    /// These flags as a recipe (only their keys set).
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            preprocess: self.preprocess.clone(),
+            tokenizer: self.tokenizer.clone(),
+            max_length: self.max_length,
+            ..Recipe::default()
+        }
+    }
+}

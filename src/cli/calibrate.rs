@@ -1,7 +1,7 @@
 //! `onnxq calibrate`: activation ranges of a model on samples, as a table
 //! ([`crate::pipeline::calibrate`]).
 
-use super::args::{parse_dim, MethodArg};
+use super::args::{parse_dim, DecodeArgs, MethodArg};
 use crate::calibrate::{CollectOptions, Method, RangeOptions, Target};
 use crate::pipeline::{by_op, Samples, RANDOM_RANGES_WARNING};
 use std::collections::BTreeMap;
@@ -29,6 +29,8 @@ pub struct Args {
     /// folders, one .npz with a leading sample axis, or random:N[:SEED].
     #[arg(long, value_name = "SRC")]
     pub calib: String,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// How ranges are chosen.
     #[arg(long, value_enum, default_value = "minmax")]
     pub method: MethodArg,
@@ -54,7 +56,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let loaded = crate::onnx::load_model(&args.model)?;
-    let samples = Samples::Spec(args.calib.clone());
+    let samples = Samples::Spec(args.calib.clone()).decoded(&args.decode.recipe())?;
     let opts = RangeOptions {
         method: args.method.into(),
         percentile: args.percentile,

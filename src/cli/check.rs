@@ -1,6 +1,6 @@
 //! `onnxq check`: the parity comparison on any quantized model.
 
-use super::args::{parse_dim, GateArgs};
+use super::args::{parse_dim, DecodeArgs, GateArgs};
 use crate::ir::Model;
 use crate::pipeline::Samples;
 use crate::verify;
@@ -29,6 +29,8 @@ pub struct Args {
     /// axis, or random:N[:SEED].
     #[arg(long, value_name = "SRC")]
     pub data: Option<String>,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Instead of a reference model: a directory of ONNX backend-test
     /// folders (test_data_set_*/input_N.pb and output_N.pb, or inputs.npz
     /// and outputs.npz); the model (int8 executor when it holds quantized
@@ -74,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let verdict = crate::pipeline::check(
         &crate::onnx::load_model(&args.model)?,
         &crate::onnx::load_model(reference)?,
-        &Samples::Spec(data.clone()),
+        &Samples::Spec(data.clone()).decoded(&args.decode.recipe())?,
         &thresholds,
         args.gate.arith.into(),
         &dims,

@@ -2,7 +2,7 @@
 //! [`crate::pipeline::quantize_file`] → the summary, the JSON report and
 //! the exit code.
 
-use super::args::{parse_dim, ActArg, GateArgs, MethodArg};
+use super::args::{parse_dim, ActArg, DecodeArgs, GateArgs, MethodArg};
 use crate::calibrate::Method;
 use crate::lower::Target as LowerTarget;
 use crate::pipeline::{quantize_file, summary, Options};
@@ -147,6 +147,8 @@ pub struct Args {
     #[arg(long, value_name = "SRC")]
     pub validate: Option<String>,
     #[command(flatten)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
     pub gate: GateArgs,
     /// Do not search for nodes to keep in float when the parity gate fails
     /// (automatic mixed precision is on by default: the most harmful nodes,
@@ -249,6 +251,9 @@ impl Args {
             dims: self.dims.iter().cloned().collect(),
             opset: self.opset,
             validate: self.validate.clone(),
+            preprocess: self.decode.preprocess.clone(),
+            tokenizer: self.decode.tokenizer.clone(),
+            max_length: self.decode.max_length,
             auto: self.no_auto.then_some(false),
             max_float: self.max_float.clone(),
             auto_effort: self.auto_effort,

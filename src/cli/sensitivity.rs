@@ -142,7 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
     let start = Instant::now();
     let needed = tune::search_needed(&model, &cfg).with_context(what)?;
-    let samples = recipe.calib.clone().map(Samples::Spec);
+    let samples = recipe
+        .calib
+        .clone()
+        .map(|c| Samples::Spec(c).decoded(&recipe))
+        .transpose()?;
     let calib = match &samples {
         Some(c) => {
             let specs = crate::ir::types::input_specs(&model.graph);

@@ -83,6 +83,17 @@ pub enum Samples {
         label: String,
         source: Arc<dyn SampleSource>,
     },
+    /// A folder of images (or a text file listing them), turned into the
+    /// model's input by a preprocessing spec
+    /// ([`crate::calibrate::images`]).
+    Images { path: String, preprocess: String },
+    /// A text file of sentences (a line each), tokenized by a Hugging Face
+    /// tokenizer.json ([`crate::calibrate::text`]).
+    Text {
+        path: String,
+        tokenizer: String,
+        max_length: Option<usize>,
+    },
 }
 
 impl From<&str> for Samples {
@@ -104,6 +115,12 @@ impl fmt::Debug for Samples {
             Samples::Source { label, source } => {
                 write!(f, "Samples::Source({label:?}, {} samples)", source.len())
             }
+            Samples::Images { path, preprocess } => {
+                write!(f, "Samples::Images({path:?}, {preprocess:?})")
+            }
+            Samples::Text {
+                path, tokenizer, ..
+            } => write!(f, "Samples::Text({path:?}, {tokenizer:?})"),
         }
     }
 }
@@ -114,6 +131,34 @@ impl Samples {
         match self {
             Samples::Spec(s) => s,
             Samples::Source { label, .. } => label,
+            Samples::Images { path, .. } | Samples::Text { path, .. } => path,
+        }
+    }
+
+    /// A folder or file spec read as images when the recipe has
+    /// `preprocess`, as sentences when it has `tokenizer`; anything else as
+    /// it is.
+    pub fn decoded(self, recipe: &Recipe) -> Result<Samples> {
+        let Samples::Spec(path) = self else {
+            return Ok(self);
+        };
+        if path.starts_with("random:") {
+            return Ok(Samples::Spec(path));
+        }
+        match (&recipe.preprocess, &recipe.tokenizer) {
+            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+                "{path}: give a preprocessing spec (images) or a tokenizer (sentences), not both"
+            ))),
+            (Some(p), None) => Ok(Samples::Images {
+                path,
+                preprocess: p.clone(),
+            }),
+            (None, Some(t)) => Ok(Samples::Text {
+                path,
+                tokenizer: t.clone(),
+                max_length: recipe.max_length,
+            }),
+            (None, None) => Ok(Samples::Spec(path)),
         }
     }
 
@@ -141,6 +186,30 @@ impl Samples {
                     })
             }
             Samples::Source { source, .. } => Ok(source.clone()),
+            Samples::Images { path, preprocess } => {
+                let prep = crate::calibrate::images::Preprocess::parse(preprocess)?;
+                crate::calibrate::images::ImageSource::open(Path::new(path), &prep, inputs)
+                    .map(|s| Arc::new(s) as Arc<dyn SampleSource>)
+                    .map_err(|e| Error::InModel {
+                        what: format!("{what} {path}"),
+                        source: Box::new(e),
+                    })
+            }
+            Samples::Text {
+                path,
+                tokenizer,
+                max_length,
+            } => crate::calibrate::text::TextSource::open(
+                Path::new(path),
+                Path::new(tokenizer),
+                *max_length,
+                inputs,
+            )
+            .map(|s| Arc::new(s) as Arc<dyn SampleSource>)
+            .map_err(|e| Error::InModel {
+                what: format!("{what} {path}"),
+                source: Box::new(e),
+            }),
         }
     }
 }
@@ -181,10 +250,12 @@ impl Options {
     }
 
     /// The calibration samples, given here or named by the recipe.
-    fn calibration(&self) -> Option<Samples> {
+    fn calibration(&self) -> Result<Option<Samples>> {
         self.calibration
             .clone()
             .or_else(|| self.recipe.calib.clone().map(Samples::Spec))
+            .map(|s| s.decoded(&self.recipe))
+            .transpose()
     }
 }
 

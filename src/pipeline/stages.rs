@@ -45,7 +45,7 @@ struct Settings {
 
 fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
     let recipe = &o.recipe;
-    let calib = o.calibration();
+    let calib = o.calibration()?;
     if calib.is_some() && recipe.ranges.is_some() {
         return Err(invalid(
             "give calibration samples (calib) or a calibration table (ranges), not both",
@@ -170,9 +170,9 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
     let specs = input_specs(&fp32.graph);
     let mut gate_dims = recipe.dims.clone();
     let validation = if let Some(v) = &o.validation {
-        v.clone()
+        v.clone().decoded(recipe)?
     } else if let Some(v) = &recipe.validate {
-        Samples::Spec(v.clone())
+        Samples::Spec(v.clone()).decoded(recipe)?
     } else if let Some(c) = &s.calib {
         c.clone()
     } else {

@@ -212,6 +212,19 @@ pub struct Recipe {
     /// Validation samples for the parity gate (default: calib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate: Option<String>,
+    /// How image files (a folder or a list file as calib / validate) become
+    /// the model's input: `resize=224x224,crop=center,rgb,mean=…,std=…`
+    /// (see `calibrate::images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<String>,
+    /// A Hugging Face tokenizer.json: calib / validate are then text files,
+    /// a sentence a line (see `calibrate::text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Tokens a sentence keeps at most (default 128, or the model's fixed
+    /// sequence length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
     /// Gate: minimum SQNR (dB) of every output against FP32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_sqnr: Option<f64>,
@@ -321,6 +334,9 @@ impl Recipe {
             op_types,
             opset,
             validate,
+            preprocess,
+            tokenizer,
+            max_length,
             min_sqnr,
             min_cosine,
             min_top1,

@@ -98,7 +98,8 @@ pub fn input_specs(model: &Model, sym: usize) -> Vec<(String, DataType, Vec<usiz
 }
 
 /// Deterministic inputs for every input of `model`: floats in [-1, 1),
-/// 8-bit integers over their whole range.
+/// 8-bit integers over their whole range, int64 in [0, 3) (token and type
+/// ids every testdata token model takes).
 pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
@@ -127,6 +128,10 @@ pub fn inputs_for(model: &Model, sym: usize, seed: u64) -> Vec<(String, Tensor)>
                 DataType::Int8 => {
                     let data: Vec<i8> = (0..n).map(|_| next() as u8 as i8).collect();
                     Tensor::from_i8(shape, &data)
+                }
+                DataType::Int64 => {
+                    let data: Vec<i64> = (0..n).map(|_| (next() % 3) as i64).collect();
+                    Tensor::from_i64(shape, &data)
                 }
                 other => panic!("no test inputs of type {other:?}"),
             };

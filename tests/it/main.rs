@@ -2,6 +2,9 @@
 //!
 //! - `calibrate`: sample sources, every method on variable-length inputs,
 //!   tables identical for any --jobs, bad samples named.
+//! - `images`: calibration from image files (`--preprocess`) on the digits
+//!   CNN and from sentences (`--tokenizer`) on the text encoders; specs,
+//!   files and models that do not fit refused by name.
 //! - `roundtrip`: load → IR → save of every testdata model keeps the graph,
 //!   initializers, metadata and opsets, and computes the same in tract;
 //!   external data in and out.
@@ -32,6 +35,7 @@ mod common;
 mod fuzz;
 mod gate;
 mod hostile;
+mod images;
 mod lower;
 mod malformed;
 mod optimize;

@@ -354,6 +354,12 @@ pub fn calib_for(model: &Path) -> Vec<String> {
             "--calib",
             testdata("quirks/transformer_calib").to_str().unwrap(),
         ]),
+        "encoder.onnx" | "encoder_seq16.onnx" => s(&[
+            "--calib",
+            testdata("text/sentences.txt").to_str().unwrap(),
+            "--tokenizer",
+            testdata("text/tokenizer.json").to_str().unwrap(),
+        ]),
         _ => s(&[
             "--calib",
             "random:16:7",
@@ -383,6 +389,23 @@ pub fn inputs_like_calibration(
     path: &Path,
     fp: &Model,
 ) -> (Vec<(String, Tensor)>, Vec<(String, DataType, Vec<usize>)>) {
+    if path.parent().and_then(|p| p.file_name()) == Some("text".as_ref()) {
+        // Token models: a tokenized sentence (random ids are not text).
+        use onnxq::calibrate::samples::SampleSource;
+        let src = onnxq::calibrate::text::TextSource::open(
+            &testdata("text/sentences.txt"),
+            &testdata("text/tokenizer.json"),
+            None,
+            &onnxq::ir::types::input_specs(&fp.graph),
+        )
+        .unwrap();
+        let sample = src.load(7).unwrap();
+        let specs = sample
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+            .collect();
+        return (sample, specs);
+    }
     let Some((data, input)) = holdout_of(path) else {
         return (common::inputs_for(fp, 2, 11), common::input_specs(fp, 2));
     };
