@@ -213,7 +213,9 @@ def check(
     ``onnxq check --reference`` does.
 
     ``**gate``: thresholds as the recipe names them (``min_sqnr``,
-    ``min_cosine``, ``min_top1``, ``gate_outputs={...}``). Returns the
+    ``min_cosine``, ``min_top1``, ``gate_outputs={...}``), and
+    ``preprocess=`` / ``tokenizer=`` when ``data`` is a folder of images or
+    a text file of sentences. Returns the
     verdict (a dict: ``passed``, per output its metrics, the worst layers);
     a failed comparison is ``passed: False``, not an exception.
     """

@@ -282,9 +282,14 @@ fn check(
     dims: BTreeMap<String, usize>,
     worst: usize,
 ) -> PyResult<(String, String)> {
-    let thresholds = recipe(None, None, &options_json)?.thresholds();
-    let data =
-        samples(Some(&data), "data")?.ok_or_else(|| PyValueError::new_err("data: give samples"))?;
+    let r = recipe(None, None, &options_json)?;
+    let thresholds = r.thresholds();
+    // Image folders and sentence files as the command's --preprocess and
+    // --tokenizer read them.
+    let data = samples(Some(&data), "data")?
+        .ok_or_else(|| PyValueError::new_err("data: give samples"))?
+        .decoded(&r)
+        .map_err(py_err)?;
     let arith = arith(arith_name)?;
     let verdict = py
         .detach(|| -> onnxq::Result<_> {

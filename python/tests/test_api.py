@@ -241,3 +241,11 @@ def test_a_text_file_of_sentences_with_a_tokenizer(out):
         max_length=32,
     )
     assert report["parity"]["passed"] and report["calibration"]["samples"] == 32
+    verdict = onnxq.check(
+        out,
+        str(text / "encoder.onnx"),
+        str(text / "sentences.txt"),
+        tokenizer=str(text / "tokenizer.json"),
+        max_length=32,
+    )
+    assert verdict["passed"] and verdict["samples"] == 32
