@@ -27,6 +27,7 @@
 //! - `cli` (feature `cli`, on by default): the `onnxq` command line, which
 //!   only parses arguments, calls the modules above and prints.
 
+pub mod allocator;
 pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -365,16 +365,10 @@ fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
     py.detach(|| onnxq::cli::run(argv))
 }
 
-/// mimalloc's `mi_option_purge_delay` (as in src/main.rs).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 #[pymodule]
 fn _onnxq(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Freed pages stay with the allocator, as in the binary (src/main.rs
-    // says what that saves).
-    // SAFETY: sets one process-wide integer option; mimalloc reads it on
-    // its next purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // mimalloc set up as in the binary (onnxq::allocator says why).
+    onnxq::allocator::configure_mimalloc();
     m.add("Error", m.py().get_type::<Error>())?;
     m.add("__version__", onnxq::VERSION)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;

@@ -210,6 +210,27 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
         .raw()
         .ok_or_else(|| Error::tensor("", "string tensors are not passed to tract"))?;
     let shape = t.dims();
+    let plain = match t.dtype() {
+        DataType::Float => Some(DatumType::F32),
+        DataType::Double => Some(DatumType::F64),
+        DataType::Float16 => Some(DatumType::F16),
+        DataType::Int8 => Some(DatumType::I8),
+        DataType::Int16 => Some(DatumType::I16),
+        DataType::Int32 => Some(DatumType::I32),
+        DataType::Int64 => Some(DatumType::I64),
+        DataType::Uint16 => Some(DatumType::U16),
+        DataType::Uint32 => Some(DatumType::U32),
+        DataType::Uint64 => Some(DatumType::U64),
+        _ => None,
+    };
+    if let (Some(dt), true) = (plain, cfg!(target_endian = "little")) {
+        // SAFETY: our payload is the little-endian (= native) layout of
+        // exactly `numel(shape)` elements of `dt` (`Tensor::from_raw`
+        // checks the length), and every bit pattern is a valid number of
+        // these types; tract copies it into an aligned buffer.
+        let r = unsafe { TTensor::from_raw_dt(dt, shape, raw) };
+        return r.map_err(|e| Error::tract("building an input tensor", e));
+    }
     let r = match t.dtype() {
         DataType::Float => TTensor::from_shape(shape, &le::<4, _>(raw, f32::from_le_bytes)),
         DataType::Double => TTensor::from_shape(shape, &le::<8, _>(raw, f64::from_le_bytes)),
@@ -261,6 +282,16 @@ pub fn from_tract(t: &TTensor) -> Result<Tensor> {
         return Err(Error::Invalid("big-endian hosts are not supported".into()));
     };
     Tensor::from_raw(dtype, t.shape().to_vec(), raw)
+}
+
+/// The elements of an f32 tensor of tract's, in place (`None` for any
+/// other type or storage: [`from_tract`] converts those).
+pub fn f32_view(t: &TTensor) -> Option<&[f32]> {
+    if t.datum_type() == DatumType::F32 {
+        t.as_plain_ram()?.as_slice::<f32>().ok()
+    } else {
+        None
+    }
 }
 
 /// tract's ONNX front end, told to derive every shape from the inputs we

@@ -12,9 +12,12 @@
 //! at the top. Reads both models; writes nothing.
 
 use crate::calibrate::samples::{check_sample, SampleSource};
+mod accum;
 pub mod gate;
 pub mod kinds;
 pub(crate) mod output;
+pub(crate) use accum::Accum;
+use accum::LayerPair;
 pub use gate::{Check, Metric, Thresholds};
 
 use crate::error::{Error, Result};
@@ -23,7 +26,7 @@ use crate::exec::Executor;
 use crate::ir::types::input_specs;
 use crate::ir::{DataType, Model, Tensor};
 use crate::passes::equalize::ChannelScale;
-use crate::tract::Runner;
+use crate::tract::{from_tract, Runner};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -106,119 +109,6 @@ pub fn worst_margin(outputs: &[OutputMetrics]) -> f64 {
         .fold(300.0, f64::min)
 }
 
-/// Streaming sums for one pair of tensors.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Accum {
-    n: u64,
-    ref2: f64,
-    test2: f64,
-    err2: f64,
-    dot: f64,
-    max_abs: f64,
-    sum_abs: f64,
-    rows: u64,
-    top1: u64,
-    top5: u64,
-    class_like: bool,
-    /// FP32's top-1 classes seen (up to two: whether they vary).
-    classes: Vec<usize>,
-    decisions: output::Decisions,
-}
-
-impl Accum {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    pub(crate) fn add(&mut self, a: &[f32], b: &[f32], dims: &[usize]) {
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
-            let e = (x - y).abs();
-            self.n += 1;
-            self.ref2 += x * x;
-            self.test2 += y * y;
-            self.err2 += e * e;
-            self.dot += x * y;
-            self.sum_abs += e;
-            if e > self.max_abs || e.is_nan() {
-                self.max_abs = e;
-            }
-        }
-        if dims.len() == 2 && dims[1] >= 2 {
-            self.class_like = true;
-            let c = dims[1];
-            for (ra, rb) in a.chunks(c).zip(b.chunks(c)) {
-                let (best, margin) = output::margins(ra);
-                if self.classes.len() < 2 && !self.classes.contains(&best) {
-                    self.classes.push(best);
-                }
-                let rank: Vec<usize> = top_k(rb, 5);
-                self.rows += 1;
-                self.top1 += u64::from(rank.first() == Some(&best));
-                self.decisions.add(margin, rank.first() == Some(&best));
-                self.top5 += u64::from(rank.contains(&best));
-            }
-        }
-    }
-
-    fn sqnr(&self) -> f64 {
-        if self.err2 == 0.0 {
-            return 300.0;
-        }
-        if self.ref2 == 0.0 {
-            return f64::NEG_INFINITY;
-        }
-        (10.0 * (self.ref2 / self.err2).log10()).min(300.0)
-    }
-
-    fn cosine(&self) -> f64 {
-        if self.ref2 == 0.0 && self.test2 == 0.0 {
-            return 1.0;
-        }
-        self.dot / (self.ref2.sqrt() * self.test2.sqrt()).max(1e-300)
-    }
-
-    /// The rows of class scores whose FP32 margin is at least `near_tie`
-    /// ([`output::Decisions`]), when FP32's top class varies among the rows
-    /// (else 0: agreement on one class says little), and the top-1
-    /// agreement on them.
-    pub(crate) fn decisive_rows(&self, near_tie: f64) -> (u64, f64) {
-        let (n, agree) = self.decisions.decisive(near_tie);
-        (if self.classes.len() > 1 { n } else { 0 }, agree)
-    }
-
-    /// The metrics of output `name` over everything added (not judged yet:
-    /// [`output::OutputAccum::finish`]).
-    pub(crate) fn output_metrics(&self, name: &str) -> OutputMetrics {
-        let a = self;
-        OutputMetrics {
-            name: name.to_string(),
-            elements: a.n,
-            max_abs_error: a.max_abs,
-            mean_abs_error: a.sum_abs / a.n.max(1) as f64,
-            cosine: a.cosine(),
-            sqnr_db: a.sqnr(),
-            top1_agreement: (a.class_like && a.rows > 0).then(|| a.top1 as f64 / a.rows as f64),
-            top5_agreement: (a.class_like && a.rows > 0).then(|| a.top5 as f64 / a.rows as f64),
-            decisive_rows: None,
-            decisive_top1_agreement: None,
-            positions: None,
-            mask_iou: None,
-            kind: String::new(),
-            judged_by: String::new(),
-            gate: Vec::new(),
-            failures: Vec::new(),
-        }
-    }
-}
-
-fn top_k(v: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&i, &j| v[j].total_cmp(&v[i]).then(i.cmp(&j)));
-    idx.truncate(k);
-    idx
-}
-
 /// Quantized tensors of `q` with a float counterpart in `fp`: (int8 name,
 /// FP32 name, producing node, op, scale, zero point).
 fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
@@ -288,57 +178,6 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
 /// Input dtypes and shapes of a sample: one tract plan each.
 type Signature = Vec<(DataType, Vec<usize>)>;
 
-/// A (quantized tensor, FP32 tensor, node, op, scale, zero point) pair the
-/// per-layer comparison dequantizes and compares.
-type LayerPair = (String, String, String, String, f32, i64);
-
-/// Adds one sample's outputs (and compared intermediates) to the
-/// accumulators.
-#[allow(clippy::type_complexity)]
-fn accumulate(
-    (out_names, pairs, rescaled): (&[String], &[LayerPair], &BTreeMap<String, ChannelScale>),
-    (reference, got): (&[Tensor], &BTreeMap<String, Tensor>),
-    (outs, layers): (&mut [output::OutputAccum], &mut [Accum]),
-) -> Result<()> {
-    for (k, name) in out_names.iter().enumerate() {
-        let r = &reference[k];
-        let t = got
-            .get(name)
-            .ok_or_else(|| Error::tensor(name, "the INT8 model has no output of this name"))?;
-        if !r.dtype().is_float() {
-            continue;
-        }
-        if r.dims() != t.dims() {
-            return Err(Error::tensor(
-                name,
-                format!("FP32 output {:?}, INT8 output {:?}", r.dims(), t.dims()),
-            ));
-        }
-        let (fa, fb) = (r.to_f32_vec()?, t.to_f32_vec()?);
-        outs[k].add(&fa, &fb, r.dims());
-    }
-    for (k, (qn, _, _, _, s, z)) in pairs.iter().enumerate() {
-        let (Some(r), Some(t)) = (reference.get(out_names.len() + k), got.get(qn)) else {
-            continue;
-        };
-        if r.dims() != t.dims() {
-            continue;
-        }
-        let mut deq: Vec<f32> = t
-            .to_i64_vec()?
-            .iter()
-            .map(|&q| (q - z) as f32 * s)
-            .collect();
-        if let Some(scale) = rescaled.get(&pairs[k].1) {
-            if scale.undo(&mut deq, t.dims()).is_none() {
-                continue;
-            }
-        }
-        layers[k].add(&r.to_f32_vec()?, &deq, &[]);
-    }
-    Ok(())
-}
-
 /// Compares `int8` with `fp32` on `samples` (checked against the FP32
 /// model's inputs). `per_layer`: also compare quantized intermediates;
 /// those named in `rescaled` (cross-layer equalization divided them per
@@ -407,22 +246,35 @@ pub fn compare(
             }
             loaded.push((sample, sig));
         }
+        // Each worker reduces its sample's intermediates to layer sums and
+        // hands back only the outputs.
         let results: Vec<Result<_>> = loaded
             .par_iter()
             .map(|(sample, sig)| {
-                let reference = runners[sig].run(sample)?;
-                let (got, stats) = exec.run(sample)?;
-                Ok((reference, got, stats))
+                let mut reference = runners[sig].run_tract(sample)?;
+                let (mut got, stats) = exec.run(sample)?;
+                let sums = accum::layer_sums(
+                    &pairs,
+                    rescaled,
+                    reference.get(out_names.len()..).unwrap_or_default(),
+                    &got,
+                )?;
+                reference.truncate(out_names.len());
+                let reference: Vec<Tensor> = reference
+                    .iter()
+                    .map(|t| from_tract(t))
+                    .collect::<Result<_>>()?;
+                got.retain(|name, _| out_names.contains(name));
+                Ok((reference, got, sums, stats))
             })
             .collect();
         for r in results {
-            let (reference, got, stats) = r?;
+            let (reference, got, sums, stats) = r?;
             beyond += stats.accumulators_beyond_2_24;
-            accumulate(
-                (&out_names, &pairs, rescaled),
-                (&reference, &got),
-                (&mut outs, &mut layers),
-            )?;
+            accum::add_outputs(&out_names, (&reference, &got), &mut outs)?;
+            for (layer, s) in layers.iter_mut().zip(&sums) {
+                layer.merge(s);
+            }
         }
         start = end;
     }
@@ -435,7 +287,7 @@ pub fn compare(
     let mut layer_metrics: Vec<LayerMetrics> = pairs
         .iter()
         .zip(&layers)
-        .filter(|(_, a)| a.n > 0)
+        .filter(|(_, a)| !a.is_empty())
         .map(|(p, a)| LayerMetrics {
             tensor: p.1.clone(),
             node: p.2.clone(),

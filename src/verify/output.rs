@@ -49,6 +49,21 @@ impl Decisions {
         self.agree[k] += u64::from(agree);
     }
 
+    /// Adds the decisions counted in `o`.
+    pub(crate) fn merge(&mut self, o: &Decisions) {
+        if o.total.is_empty() {
+            return;
+        }
+        if self.total.is_empty() {
+            *self = o.clone();
+            return;
+        }
+        for k in 0..BINS {
+            self.total[k] += o.total[k];
+            self.agree[k] += o.agree[k];
+        }
+    }
+
     /// Decisions whose FP32 margin is at least `min_margin` (to bin
     /// resolution; 0: all), and the agreement on them (1 when none).
     pub(crate) fn decisive(&self, min_margin: f64) -> (u64, f64) {

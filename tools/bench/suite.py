@@ -38,7 +38,8 @@ target/bench-suite/):
   - a transformer encoder (4 blocks, d=256, 4 heads, FFN 1024, sequence
     64: MatMul / Add / LayerNormalization / Softmax / Gelu written as the
     Erf formula, as PyTorch exports it below opset 20);
-  - the PaddleOCR v4 det / rec / cls exports that rapidocr_onnxruntime
+  - the PaddleOCR v4 det (at 256 px, and at 640 px as `ppocr_det640`:
+    the page size it is used at) / rec / cls exports that rapidocr_onnxruntime
     ships, and magika's file-type classifier (214 classes from the first
     and last 1024 bytes of a file; fed files of the installed Python
     packages), from tools/requirements-models.txt, when installed.
@@ -448,21 +449,27 @@ def suite(work, n_calib, n_hold, only):
         out.append(("transformer", path, calib, hold, None))
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec and spec.submodule_search_locations:
-        shapes = {"det": [1, 3, 256, 256], "rec": [1, 3, 48, 320], "cls": [1, 3, 48, 192]}
+        shapes = {"det": [1, 3, 256, 256], "rec": [1, 3, 48, 320], "cls": [1, 3, 48, 192],
+                  # The det at the 640-px pages PaddleOCR feeds it in use.
+                  "det640": [1, 3, 640, 640]}
         for loc in spec.submodule_search_locations:
-            for m in sorted(glob.glob(os.path.join(loc, "models", "*.onnx"))):
-                kind = next((k for k in shapes if f"_{k}_" in os.path.basename(m)), None)
+            for m, kind in sorted(
+                (m, k)
+                for m in glob.glob(os.path.join(loc, "models", "*.onnx"))
+                for k in shapes
+                if f"_{k.removesuffix('640')}_" in os.path.basename(m)
+            ):
                 name = f"ppocr_{kind}"
-                if kind is None or not want(name):
+                if not want(name):
                     continue
                 calib = os.path.join(work, f"{name}_calib")
                 shutil.rmtree(calib, ignore_errors=True)
                 fixed = {"x": shapes[kind]}
                 hold_dir = os.path.join(work, f"{name}_hold")
-                if kind in ("det", "rec"):
+                if kind in ("det", "det640", "rec"):
                     # The det's map on noise is 0 everywhere, and the rec
                     # decodes noise to blanks: text pages and text lines.
-                    draw = text_page if kind == "det" else text_line
+                    draw = text_line if kind == "rec" else text_page
                     shutil.rmtree(hold_dir, ignore_errors=True)
                     text_samples(calib, n_calib, seed=1, shape=shapes[kind], draw=draw)
                     hold = text_samples(hold_dir, n_hold, seed=2, shape=shapes[kind], draw=draw)
