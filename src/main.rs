@@ -9,7 +9,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Never purge, no transparent huge pages (onnxq::allocator says why).
+    // Freed pages stay with the allocator (onnxq::allocator says why).
     onnxq::allocator::configure_mimalloc();
     onnxq::cli::main()
 }
