@@ -97,7 +97,7 @@ pub(super) struct Gate<'a> {
     pub rescaled: BTreeMap<String, ChannelScale>,
     pub clock: &'a Clock,
     /// The workers the comparison runs samples on (`--jobs`).
-    pub pool: rayon::ThreadPool,
+    pub pool: std::sync::Arc<rayon::ThreadPool>,
 }
 
 impl Gate<'_> {
