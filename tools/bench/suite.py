@@ -43,9 +43,9 @@ target/bench-suite/):
     ships, and magika's file-type classifier (214 classes from the first
     and last 1024 bytes of a file; fed files of the installed Python
     packages), and a real trained sentence encoder (`minilm`:
-    paraphrase-MiniLM-L3-v2 with its BERT tokenizer, fed lines of this
-    repository's prose, scored by nearest-neighbour agreement and cosine of
-    its sentence embeddings), from tools/requirements-models.txt, when
+    paraphrase-MiniLM-L3-v2 with its BERT tokenizer, fed the summary
+    sentences of numpy's docstrings, scored by nearest-neighbour agreement
+    and cosine of its sentence embeddings), from tools/requirements-models.txt, when
     installed.
 Inputs of the untrained models and the OCR cls are seeded
 standard-normal samples; the OCR det gets synthetic text pages
@@ -529,18 +529,21 @@ def minilm_files():
 
 
 def prose_sentences(n, seed):
-    """n English sentences: lines of this repository's own prose (README,
-    docs/), markup stripped, mostly letters, seeded order."""
+    """n English sentences: the summary lines of the pinned numpy's public
+    functions' docstrings ("Return the indices of the maximum values along
+    an axis."), the same under the pin whatever this repository's docs
+    say, in a seeded order."""
     import random
-    lines = []
-    for f in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
-        with open(f, encoding="utf-8") as fh:
-            for line in fh:
-                line = re.sub(r"[`*\[\]()|#>_]", "", line).strip()
-                letters = sum(c.isalpha() or c == " " for c in line)
-                if 50 < len(line) < 200 and letters > 0.9 * len(line) and not line.startswith("-"):
-                    lines.append(line)
-    lines = sorted(set(lines))
+    lines = set()
+    for name in dir(np):
+        doc = getattr(getattr(np, name, None), "__doc__", None)
+        if name.startswith("_") or not isinstance(doc, str):
+            continue
+        first = doc.strip().split("\n\n")[0]
+        line = " ".join(first.split())
+        if 30 < len(line) < 200 and line[0].isupper() and line.endswith(".") and "(" not in line:
+            lines.add(line)
+    lines = sorted(lines)
     random.Random(seed).shuffle(lines)
     return lines[:n]
 
@@ -651,7 +654,7 @@ def evaluate(path, feeds, want, labels):
         g = np.concatenate([np.asarray(x[k], np.float64).ravel() for x in got])
         noise = np.sum((w - g) ** 2)
         sqnr.append(float("inf") if noise == 0 else 10 * np.log10(np.sum(w ** 2) / noise) if np.sum(w ** 2) > 0 else float("-inf"))
-    res = {"sqnr": min(sqnr), "ms": statistics.median(times) * 1e3}
+    res = {"sqnr": min(sqnr, default=float("inf")), "ms": statistics.median(times) * 1e3}
     w0, g0 = want[0][0], got[0][0]
     if isinstance(labels, tuple) and labels[0] == "embedding":
         # A sentence encoder: each held-out sentence's nearest neighbour
