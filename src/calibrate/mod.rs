@@ -20,6 +20,7 @@
 pub mod choose;
 pub mod images;
 pub mod methods;
+pub mod npz;
 pub mod samples;
 pub mod stats;
 pub mod table;
