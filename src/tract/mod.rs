@@ -198,58 +198,32 @@ pub fn data_type(dt: DatumType) -> Option<DataType> {
     })
 }
 
-fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    raw.chunks_exact(N)
-        .map(|c| f(<[u8; N]>::try_from(c).unwrap_or([0; N])))
-        .collect()
-}
-
 /// Our tensor as a tract tensor (copies the payload).
 pub fn to_tract(t: &Tensor) -> Result<TTensor> {
     let raw = t
         .raw()
         .ok_or_else(|| Error::tensor("", "string tensors are not passed to tract"))?;
     let shape = t.dims();
-    let plain = match t.dtype() {
-        DataType::Float => Some(DatumType::F32),
-        DataType::Double => Some(DatumType::F64),
-        DataType::Float16 => Some(DatumType::F16),
-        DataType::Int8 => Some(DatumType::I8),
-        DataType::Int16 => Some(DatumType::I16),
-        DataType::Int32 => Some(DatumType::I32),
-        DataType::Int64 => Some(DatumType::I64),
-        DataType::Uint16 => Some(DatumType::U16),
-        DataType::Uint32 => Some(DatumType::U32),
-        DataType::Uint64 => Some(DatumType::U64),
-        _ => None,
-    };
-    if let (Some(dt), true) = (plain, cfg!(target_endian = "little")) {
-        // SAFETY: our payload is the little-endian (= native) layout of
-        // exactly `numel(shape)` elements of `dt` (`Tensor::from_raw`
-        // checks the length), and every bit pattern is a valid number of
-        // these types; tract copies it into an aligned buffer.
-        let r = unsafe { TTensor::from_raw_dt(dt, shape, raw) };
-        return r.map_err(|e| Error::tract("building an input tensor", e));
+    if cfg!(target_endian = "big") {
+        return Err(Error::Invalid("big-endian hosts are not supported".into()));
     }
-    let r = match t.dtype() {
-        DataType::Float => TTensor::from_shape(shape, &le::<4, _>(raw, f32::from_le_bytes)),
-        DataType::Double => TTensor::from_shape(shape, &le::<8, _>(raw, f64::from_le_bytes)),
-        DataType::Float16 => TTensor::from_shape(
-            shape,
-            &le::<2, _>(raw, |b| {
-                tract_onnx::prelude::f16::from_bits(u16::from_le_bytes(b))
-            }),
-        ),
-        DataType::Int8 => TTensor::from_shape(shape, &le::<1, _>(raw, i8::from_le_bytes)),
-        DataType::Int16 => TTensor::from_shape(shape, &le::<2, _>(raw, i16::from_le_bytes)),
-        DataType::Int32 => TTensor::from_shape(shape, &le::<4, _>(raw, i32::from_le_bytes)),
-        DataType::Int64 => TTensor::from_shape(shape, &le::<8, _>(raw, i64::from_le_bytes)),
-        DataType::Uint8 => TTensor::from_shape(shape, raw),
-        DataType::Uint16 => TTensor::from_shape(shape, &le::<2, _>(raw, u16::from_le_bytes)),
-        DataType::Uint32 => TTensor::from_shape(shape, &le::<4, _>(raw, u32::from_le_bytes)),
-        DataType::Uint64 => TTensor::from_shape(shape, &le::<8, _>(raw, u64::from_le_bytes)),
+    let dt = match t.dtype() {
+        DataType::Float => DatumType::F32,
+        DataType::Double => DatumType::F64,
+        DataType::Float16 => DatumType::F16,
+        DataType::Int8 => DatumType::I8,
+        DataType::Int16 => DatumType::I16,
+        DataType::Int32 => DatumType::I32,
+        DataType::Int64 => DatumType::I64,
+        DataType::Uint8 => DatumType::U8,
+        DataType::Uint16 => DatumType::U16,
+        DataType::Uint32 => DatumType::U32,
+        DataType::Uint64 => DatumType::U64,
         DataType::Bool => {
-            TTensor::from_shape(shape, &raw.iter().map(|&b| b != 0).collect::<Vec<_>>())
+            // tract's bool must be 0 or 1; ours may hold any non-zero byte.
+            let bits: Vec<bool> = raw.iter().map(|&b| b != 0).collect();
+            return TTensor::from_shape(shape, &bits)
+                .map_err(|e| Error::tract("building an input tensor", e));
         }
         other => {
             return Err(Error::tensor(
@@ -258,6 +232,11 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
             ))
         }
     };
+    // SAFETY: our payload is the little-endian (= native, checked above)
+    // layout of exactly `numel(shape)` elements of `dt` (`Tensor::from_raw`
+    // checks the length), and every bit pattern is a valid number of these
+    // types; tract copies it into an aligned buffer.
+    let r = unsafe { TTensor::from_raw_dt(dt, shape, raw) };
     r.map_err(|e| Error::tract("building an input tensor", e))
 }
 
