@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                     per_channel: false,
                     jobs,
                     progress: false,
+                    input_means: false,
                 };
                 let id = format!(
                     "{label}/jobs{}",

@@ -30,6 +30,16 @@ task: the file type FP32 gives each held-out file (there is no other
 answer key); held if at most 5 points of them change (as cls), noise
 for it is uniform random byte tokens.
 
+And a real trained sentence encoder (minilm: paraphrase-MiniLM-L3-v2 and its
+BERT tokenizer, suite.minilm_files), on the summary sentences of the pinned
+numpy's docstrings (suite.prose_sentences; calibration and held-out
+sentences do not overlap); its task: each held-out sentence's nearest
+neighbour among the others by the cosine of their sentence embeddings (the
+mean-pooled output "461"), the same as FP32's; held if at least 90% are;
+noise for it is random token ids. Besides the three cases below, it is
+also quantized with `--mode dynamic` (activations quantized at run time),
+which holds its task: the direction a good encoder must pass in.
+
 Each is quantized three ways with the default command on 32 calibration
 samples of its kind: as is (the default); calibrated on random noise
 instead (32 Gaussian samples; the gate still validates on the calibration
@@ -66,6 +76,9 @@ CLEAR_CHARS = "23456789ABDEFGHLMNQRTYabdefghmnqrt"
 
 SHAPES = {"rec": [1, 3, 48, 320], "det": [1, 3, 320, 320], "cls": [1, 3, 48, 192]}
 
+# The output a task reads, where it is not the first.
+OUTPUT = {"minilm": suite.MINILM_EMBEDDING}
+
 
 def paddle_models():
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
@@ -88,10 +101,22 @@ def file_feeds(start, n):
     return [(f, None) for f in suite.file_samples(tmp, paths)]
 
 
+def sentence_feeds(start, n):
+    """[(feed, None)]: minilm's tokenized sentences start..start+n of the
+    seeded list (calibration and held-out sentences do not overlap)."""
+    _, bundle = suite.minilm_files()
+    lines = suite.prose_sentences(start + n, seed=1)[start:]
+    work = os.path.join(ROOT, "target", "crosscheck-gate")
+    tmp = os.path.join(work, f"sentences_{start}_{n}")
+    return [(f, None) for f in suite.sentence_samples(tmp, lines, bundle, work)]
+
+
 def samples(kind, n, seed):
-    """[(feed, answer)]: the text (rec), None (det, magika), 0/1 for 0/180 degrees (cls)."""
+    """[(feed, answer)]: the text (rec), None (det, magika, minilm), 0/1 for 0/180 degrees (cls)."""
     if kind == "magika":
         return file_feeds(0 if seed == 1 else 32, n)
+    if kind == "minilm":
+        return sentence_feeds(0 if seed == 1 else 32, n)
     rng = np.random.default_rng(seed)
     _, _, h, w = SHAPES[kind]
     out = []
@@ -116,11 +141,13 @@ def save(folder, items):
         np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
 
 
-def run(path, feeds):
+def run(path, feeds, output=None):
+    """Output `output` (default the first) of `path` on each feed, in onnxruntime."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    return [sess.run(None, f)[0] for f, _ in feeds]
+    names = [output] if output else None
+    return [sess.run(names, f)[0] for f, _ in feeds]
 
 
 def regions(prob):
@@ -159,7 +186,17 @@ def f1(ref, got):
 
 def task(kind, model, fp32_out, feeds, chars):
     """(held, text): the task metric of `model` on `feeds` vs FP32's."""
-    got = run(model, feeds)
+    got = run(model, feeds, OUTPUT.get(kind))
+    if kind == "minilm":
+        unit = lambda rows: rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-30)
+        e = unit(np.concatenate([np.asarray(x, np.float64).reshape(1, -1) for x in fp32_out]))
+        q = unit(np.concatenate([np.asarray(x, np.float64).reshape(1, -1) for x in got]))
+        sim_e, sim_q = e @ e.T, q @ q.T
+        np.fill_diagonal(sim_e, -np.inf)
+        np.fill_diagonal(sim_q, -np.inf)
+        nn = float(np.mean(np.argmax(sim_e, 1) == np.argmax(sim_q, 1)))
+        cos = float(np.mean(np.sum(e * q, 1)))
+        return nn >= 0.9, f"nearest neighbours = FP32's {nn:.3f}, mean cosine {cos:.4f}"
     if kind == "rec":
         def score(outs):
             exact, edits, total = 0, 0, 0
@@ -192,7 +229,7 @@ def mid_tensor(report, kind):
     preparation); for magika, of its MatMul outputs (its one Conv and its
     embedding MatMul feed LayerNorms, which undo a narrowed range: the
     embedding at +-0.002 still gave FP32's file type on 95.8% of the files)."""
-    ops = ("QLinearMatMul",) if kind == "magika" else ("QLinearConv",)
+    ops = ("QLinearMatMul",) if kind in ("magika", "minilm") else ("QLinearConv",)
     layers = sorted(l["tensor"] for l in report["parity"]["layers"] if l["op"] in ops)
     return layers[len(layers) // 2]
 
@@ -201,12 +238,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "crosscheck-gate"))
-    ap.add_argument("--models", default="rec,det,cls,magika")
+    ap.add_argument("--models", default="rec,det,cls,magika,minilm")
     ap.add_argument("--holdout", type=int, default=48)
     args = ap.parse_args()
     models = paddle_models()
     if suite.magika_model():
         models["magika"] = suite.magika_model()
+    if suite.minilm_files():
+        models["minilm"] = suite.minilm_files()[0]
     if not models:
         print("gate: rapidocr_onnxruntime is not installed (tools/requirements-models.txt)")
         return 1
@@ -225,11 +264,16 @@ def main():
         calib = os.path.join(args.work, f"{kind}_calib")
         save(calib, samples(kind, 32, seed=1))
         hold = samples(kind, args.holdout, seed=2)
-        fp32_out = run(path, hold)
+        fp32_out = run(path, hold, OUTPUT.get(kind))
         noise = os.path.join(args.work, f"{kind}_noise")
         rng = np.random.default_rng(3)
         if kind == "magika":
             draw = lambda: {"bytes": rng.integers(0, 257, (1, 2048)).astype(np.int32)}
+        elif kind == "minilm":
+            def draw():
+                n = int(rng.integers(8, 40))
+                ids = rng.integers(1000, 30000, (1, n)).astype(np.int64)
+                return {"input_ids": ids, "attention_mask": np.ones((1, n), np.int64)}
         else:
             draw = lambda: {"x": rng.standard_normal(SHAPES[kind]).astype(np.float32)}
         save(noise, [(draw(), None) for _ in range(32)])
@@ -239,6 +283,8 @@ def main():
             ("noise-calibrated", ["--calib", noise, "--validate", calib]),
             ("destroyed", ["--calib", calib, "--config", recipe, "--no-auto"]),
         ]
+        if kind == "minilm":
+            cases.append(("dynamic", ["--calib", calib, "--mode", "dynamic"]))
         for name, extra in cases:
             out = os.path.join(args.work, f"{kind}.{name}.onnx")
             report = out + ".json"

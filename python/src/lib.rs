@@ -344,6 +344,7 @@ fn calibrate(
         per_channel,
         jobs,
         progress,
+        input_means: false,
     };
     let done = py
         .detach(|| -> onnxq::Result<_> {

@@ -19,6 +19,7 @@
 
 pub mod choose;
 pub mod images;
+pub mod means;
 pub mod methods;
 pub mod npz;
 pub mod samples;
@@ -52,6 +53,9 @@ pub struct CollectOptions {
     pub jobs: usize,
     /// Show a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Also take the mean input of every layer bias correction may correct
+    /// ([`means`]), from the tensors observed anyway.
+    pub input_means: bool,
 }
 
 impl Default for CollectOptions {
@@ -61,6 +65,7 @@ impl Default for CollectOptions {
             per_channel: false,
             jobs: 0,
             progress: false,
+            input_means: false,
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct Collected {
     pub samples_sha256: String,
     /// Distinct input shapes seen (one tract plan each).
     pub plans: usize,
+    /// Mean layer inputs, for the probes given to [`Calibrator::measuring`].
+    pub means: means::Means,
 }
 
 /// The rayon pool of `jobs` workers (0: one per core), and that number.
@@ -237,6 +244,11 @@ pub struct Calibrator {
     /// the input's values (`TensorStats::add_relu_sample`), so tract does
     /// not hand them over and they are neither scanned nor binned.
     relu_of: Vec<(String, usize)>,
+    /// Where each observed tensor's values come from: its slot in
+    /// [inputs…, targets…], and whether it is a Relu of that slot.
+    slot_of: HashMap<String, (usize, bool)>,
+    /// Layers whose mean input is taken: `(probe, slot, relu)`.
+    means: Vec<(means::Probe, usize, bool)>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
 }
 
@@ -263,6 +275,7 @@ impl Calibrator {
             .collect();
         let mut targets = Vec::new();
         let mut relu_of = Vec::new();
+        let mut relu_slot = HashMap::new();
         for id in g.topo_order()? {
             let Some(node) = g.node(id) else { continue };
             let relu_input = match (node.op_type.as_str(), node.inputs.as_slice()) {
@@ -281,19 +294,40 @@ impl Calibrator {
                 }
                 if let Some(x) = relu_input {
                     relu_of.push((name.to_string(), x));
+                    relu_slot.insert(name.to_string(), x);
                 } else {
                     slot.insert(name.to_string(), inputs.len() + targets.len());
                     targets.push(name.to_string());
                 }
             }
         }
+        let slot_of = slot
+            .into_iter()
+            .map(|(k, v)| (k, (v, false)))
+            .chain(relu_slot.into_iter().map(|(k, v)| (k, (v, true))))
+            .collect();
         Ok(Calibrator {
             proto: model.to_proto()?,
             inputs,
             targets,
             relu_of,
+            slot_of,
+            means: Vec::new(),
             plans: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Also takes the mean input of the layers of `probes` whose input is
+    /// observed ([`Collected::means`]); the others are left out.
+    pub fn measuring(mut self, probes: Vec<means::Probe>) -> Self {
+        self.means = probes
+            .into_iter()
+            .filter_map(|p| {
+                let (slot, relu) = *self.slot_of.get(&p.input)?;
+                Some((p, slot, relu))
+            })
+            .collect();
+        self
     }
 
     pub fn inputs(&self) -> &[InputSpec] {
@@ -344,6 +378,7 @@ impl Calibrator {
         i: usize,
         opts: &CollectOptions,
         acc: &mut [Option<TensorStats>],
+        means: &mut means::Means,
     ) -> Result<[u8; 32]> {
         let name = source.name(i);
         let sample = source.load(i)?;
@@ -368,9 +403,15 @@ impl Calibrator {
         let (observed_slots, relu_slots) = acc.split_at_mut(observed);
         // Statistics of tensor `k` of [inputs…, targets…], and of the Relu
         // outputs derived from it.
-        let mut add = |k: usize, v: &[f32], dims: &[usize]| {
+        let mut add = |k: usize, v: &[f32], dims: &[usize]| -> Result<()> {
+            for (probe, _, relu) in self.means.iter().filter(|(_, s, _)| *s == k) {
+                let mean = probe
+                    .mean(v, dims, *relu)
+                    .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
+                means.add(&probe.node, &mean)?;
+            }
             let Some(slot) = observed_slots.get_mut(k) else {
-                return;
+                return Ok(());
             };
             slot.get_or_insert_default()
                 .add_sample(v, dims, opts.histograms, opts.per_channel);
@@ -380,11 +421,12 @@ impl Calibrator {
                         .add_relu_sample(v, dims, opts.per_channel);
                 }
             }
+            Ok(())
         };
         for (k, spec) in self.inputs.iter().enumerate() {
             if let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) {
                 if t.dtype().is_float() {
-                    add(k, &t.to_f32_vec()?, t.dims());
+                    add(k, &t.to_f32_vec()?, t.dims())?;
                 }
             }
         }
@@ -394,11 +436,11 @@ impl Calibrator {
             // f32 outputs are read in place; other float types converted.
             let plain = t.try_as_plain_ram().ok();
             match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
-                Some(v) => add(k, v, t.shape()),
+                Some(v) => add(k, v, t.shape())?,
                 None => {
                     let t = crate::tract::from_tract(t)?;
                     if t.dtype().is_float() {
-                        add(k, &t.to_f32_vec()?, t.dims());
+                        add(k, &t.to_f32_vec()?, t.dims())?;
                     }
                 }
             }
@@ -445,25 +487,28 @@ impl Calibrator {
             .step_by(block)
             .map(|s| s..(s + block).min(n))
             .collect();
-        type Block = (Vec<Option<TensorStats>>, Vec<[u8; 32]>);
+        type Block = (Vec<Option<TensorStats>>, means::Means, Vec<[u8; 32]>);
         let fold_block = |range: &std::ops::Range<usize>| -> Result<Block> {
             let mut acc: Vec<Option<TensorStats>> = vec![None; names.len()];
+            let mut means = means::Means::default();
             let mut digests = Vec::with_capacity(range.len());
             for i in range.clone() {
-                digests.push(self.run_one(source, i, opts, &mut acc)?);
+                digests.push(self.run_one(source, i, opts, &mut acc, &mut means)?);
                 bar.inc(1);
             }
-            Ok((acc, digests))
+            Ok((acc, means, digests))
         };
         let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
+        let mut means = means::Means::default();
         let mut digest = Sha256::new();
         for wave in blocks.chunks(jobs * 2) {
             let results: Vec<Result<Block>> =
                 pool.install(|| wave.par_iter().map(fold_block).collect());
             for r in results {
-                let (stats, digests) = r?;
+                let (stats, block_means, digests) = r?;
                 digests.iter().for_each(|d| digest.update(d));
                 merge_into(&mut merged, stats);
+                means.merge(block_means)?;
             }
         }
         bar.finish_and_clear();
@@ -486,6 +531,7 @@ impl Calibrator {
             samples: n,
             samples_sha256: hex(&digest.finalize()),
             plans,
+            means,
         })
     }
 }

@@ -56,12 +56,22 @@ pub struct RangeTable {
     pub tensors: BTreeMap<String, TensorRange>,
 }
 
+/// What a calibration run gives besides its table.
+#[derive(Clone, Debug, Default)]
+pub struct Collection {
+    /// Distinct input shapes seen (one tract plan each).
+    pub plans: usize,
+    /// Mean layer inputs (with [`CollectOptions::input_means`]).
+    pub means: super::means::Means,
+}
+
 impl RangeTable {
     /// Calibrates `model` on `source`: the tensors of `wanted` (every
     /// activation when `None`) are observed through tract, their ranges
     /// computed by `opts.method` (with `auto`, one more pass chooses a
-    /// method per tensor). Returns the table and how many tract plans
-    /// the samples' shapes needed.
+    /// method per tensor). Returns the table, how many tract plans the
+    /// samples' shapes needed, and the mean layer inputs when
+    /// `collect.input_means` asked for them.
     pub fn calibrate(
         model: &Model,
         wanted: Option<&BTreeSet<String>>,
@@ -69,8 +79,31 @@ impl RangeTable {
         opts: &RangeOptions,
         collect: &CollectOptions,
         model_sha256: &str,
-    ) -> Result<(Self, usize)> {
-        let calibrator = Calibrator::observing(model, wanted)?;
+    ) -> Result<(Self, Collection)> {
+        // Mean inputs: every layer's input is observed (a quantized
+        // layer's input may have no range of its own: a MaxPool's or a
+        // Reshape's output shares its producer's), its statistics dropped
+        // from the table below.
+        let probes = if collect.input_means {
+            super::means::probes(model)?
+        } else {
+            Vec::new()
+        };
+        let inputs: BTreeSet<String> = crate::ir::types::input_specs(&model.graph)
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        let extra: BTreeSet<String> = match wanted {
+            Some(w) => probes
+                .iter()
+                .map(|p| p.input.clone())
+                .filter(|t| !w.contains(t) && !inputs.contains(t))
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let observed: Option<BTreeSet<String>> =
+            wanted.map(|w| w.iter().chain(&extra).cloned().collect());
+        let calibrator = Calibrator::observing(model, observed.as_ref())?.measuring(probes);
         let collected = calibrator.collect(
             source,
             &CollectOptions {
@@ -92,7 +125,15 @@ impl RangeTable {
                 super::choose::choose(model, &collected, opts, wanted, source, collect.jobs)?;
             table.apply_choices(&choices);
         }
-        Ok((table, collected.plans))
+        table.tensors.retain(|name, _| !extra.contains(name));
+        let plans = collected.plans;
+        Ok((
+            table,
+            Collection {
+                plans,
+                means: collected.means,
+            },
+        ))
     }
 
     /// Ranges for every collected tensor.

@@ -117,9 +117,14 @@ pub struct GateArgs {
     /// p > 0.5 masks at least F [default: 0.85].
     #[arg(long, value_name = "F")]
     pub min_mask_iou: Option<f64>,
+    /// Embeddings (a LayerNormalization, pooling or normalization output:
+    /// an encoder's hidden states or sentence vector): the mean cosine of
+    /// each vector to FP32's at least F [default: 0.99].
+    #[arg(long, value_name = "F")]
+    pub min_vector_cosine: Option<f64>,
     /// Hold output NAME to exactly these metrics instead of the one its kind
     /// picks: NAME=METRIC:MIN[,METRIC:MIN] with METRIC one of sqnr, cosine,
-    /// top1, foreground_top1, mask_iou (e.g. boxes=sqnr:15), or NAME=none
+    /// top1, foreground_top1, mask_iou, vector_cosine (e.g. boxes=sqnr:15), or NAME=none
     /// (reported, not gated). Repeatable; over the recipe's gate-outputs.
     #[arg(long = "gate-output", value_name = "NAME=METRIC:MIN",
           value_parser = crate::verify::gate::parse_output_gate)]
@@ -140,6 +145,7 @@ impl GateArgs {
             min_top1: self.min_top1,
             min_foreground_top1: self.min_foreground_top1,
             min_mask_iou: self.min_mask_iou,
+            min_vector_cosine: self.min_vector_cosine,
             gate_outputs: self.outputs.iter().cloned().collect(),
             ..Recipe::default()
         }

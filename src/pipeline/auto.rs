@@ -6,8 +6,8 @@
 //!
 //! Bounded work: the search may spend at most `--auto-effort` (default 1)
 //! times the work of the first build and gate, counted in model runs over
-//! one sample (the calibration passes of GPTQ and bias correction, each
-//! gate's validation samples). Half goes to the steps (each one build and
+//! one sample (the calibration pass, which also takes bias correction's
+//! mean inputs, GPTQ's pass, each gate's validation samples). Half goes to the steps (each one build and
 //! gate), the rest to the ranking: the candidates the first gate's
 //! per-layer errors point at (the error a layer adds to what its inputs
 //! carried) are scored first, on at most [`RANKING_SAMPLES`] samples, as

@@ -332,11 +332,11 @@ pub fn calibrate(
     let inputs = crate::ir::types::input_specs(&model.graph);
     let source = samples.open(&inputs, dims, "calibration samples")?;
     let start = Instant::now();
-    let (table, plans) =
+    let (table, c) =
         RangeTable::calibrate(&model, None, source.as_ref(), ropts, collect, &fingerprint)?;
     Ok(Calibrated {
         table,
-        plans,
+        plans: c.plans,
         secs: start.elapsed().as_secs_f64(),
     })
 }

@@ -3,6 +3,7 @@
 //! guard's and the automatic mode's variants), and the range guard itself.
 
 use super::Samples;
+use crate::calibrate::means::Means;
 use crate::calibrate::samples::SampleSource;
 use crate::calibrate::{CollectOptions, Method, RangeOptions, RangeTable, Target};
 use crate::error::{Error, Result};
@@ -55,6 +56,9 @@ pub struct Ranges {
     fingerprint: String,
     /// Seconds spent calibrating so far.
     pub secs: f64,
+    /// Mean layer inputs, taken by the first calibration when
+    /// `collect.input_means` asked (for bias correction).
+    pub input_means: Means,
 }
 
 impl Ranges {
@@ -72,6 +76,7 @@ impl Ranges {
             collect: CollectOptions::default(),
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
+            input_means: Means::default(),
         })
     }
 
@@ -102,6 +107,7 @@ impl Ranges {
             collect,
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
+            input_means: Means::default(),
         };
         r.ensure(model, needed)?;
         Ok(r)
@@ -153,14 +159,22 @@ impl Ranges {
             return Ok(());
         }
         let start = Instant::now();
-        let (t, _) = RangeTable::calibrate(
+        // The mean inputs once, with the first calibration.
+        let collect = CollectOptions {
+            input_means: self.collect.input_means && self.input_means.is_empty(),
+            ..self.collect.clone()
+        };
+        let (t, c) = RangeTable::calibrate(
             model,
             Some(&missing),
             source.as_ref(),
             &self.ropts,
-            &self.collect,
+            &collect,
             &self.fingerprint,
         )?;
+        if collect.input_means {
+            self.input_means = c.means;
+        }
         self.table.samples = t.samples;
         self.table.samples_sha256 = t.samples_sha256;
         self.table.tensors.extend(t.tensors);

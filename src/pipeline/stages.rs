@@ -317,12 +317,15 @@ struct Finished {
 }
 
 impl Run<'_> {
-    fn collect(&self) -> CollectOptions {
+    /// How calibration collects: with the layers' mean inputs when bias
+    /// correction will use them.
+    fn collect(&self, input_means: bool) -> CollectOptions {
         CollectOptions {
             histograms: false,
             per_channel: false,
             jobs: self.o.jobs,
             progress: self.o.progress,
+            input_means,
         }
     }
 
@@ -338,13 +341,14 @@ impl Run<'_> {
             None => None,
         };
         let ropts = range_options(recipe, &self.cfg)?;
+        let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
         let mut ranges = Ranges::obtain(
             fp32,
             &plan.needed_ranges(fp32),
             recipe.ranges.as_deref().map(Path::new),
             s.calib.as_ref().zip(calib.clone()),
             ropts,
-            self.collect(),
+            self.collect(bias_correction),
             self.fingerprint,
             self.warnings,
         )?;
@@ -360,20 +364,32 @@ impl Run<'_> {
         // Bias correction, quantization and the gate, on the FP32 weights
         // or on GPTQ's (whose scales `cfg` pins). Parity is always against
         // the model as given.
-        let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
+        // The layers' mean inputs, taken by calibration (bias correction
+        // measures the ones it lacks).
+        let input_means = std::mem::take(&mut ranges.input_means);
         // The first build and gate's work (model runs over one sample) and
-        // time: what bounds the automatic mode.
+        // time, from the calibration pass on (it measures bias correction's
+        // mean inputs too): what bounds the automatic mode.
         let n_calib = calib.as_ref().map_or(0, |c| c.len());
-        let work = std::cell::Cell::new(0usize);
+        let calibrated_here = ranges.secs > 0.0;
+        let work = std::cell::Cell::new(if calibrated_here { n_calib } else { 0 });
         let first_start = Instant::now();
+        let calibrate_secs = ranges.secs;
         let finish = |weights: &Model, cfg: &QuantizeConfig| -> Result<Finished> {
             work.set(work.get() + gate.source.len());
             let (base, corrected) = if bias_correction {
-                work.set(work.get() + n_calib);
                 let source = calib_source("bias-correction")?;
                 clock
                     .time(Stage::BiasCorrection, || {
-                        correct_biases(fp32, weights, cfg, &map, source.as_ref(), jobs)
+                        correct_biases(
+                            fp32,
+                            weights,
+                            cfg,
+                            &map,
+                            source.as_ref(),
+                            &input_means,
+                            jobs,
+                        )
                     })
                     .map_err(|e| in_model("bias correction", e))?
             } else {
@@ -449,7 +465,7 @@ impl Run<'_> {
         let bound = Bound {
             effort: s.effort,
             first_work: work.get(),
-            first_secs: first_start.elapsed().as_secs_f64(),
+            first_secs: calibrate_secs + first_start.elapsed().as_secs_f64(),
         };
         let mut mixed = None;
         if !verdict.passed && s.auto {

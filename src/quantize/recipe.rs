@@ -241,8 +241,11 @@ pub struct Recipe {
     /// Gate: minimum IoU of the `p > 0.5` masks of a Sigmoid map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_mask_iou: Option<f64>,
+    /// Gate: minimum mean cosine per vector of an embedding output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_vector_cosine: Option<f64>,
     /// Gate: outputs held to exactly these metrics (`{name: {sqnr: 15}}`,
-    /// metrics sqnr, cosine, top1, foreground_top1, mask_iou;
+    /// metrics sqnr, cosine, top1, foreground_top1, mask_iou, vector_cosine;
     /// `{name: {}}`: not gated) instead of the ones their kind picks.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gate_outputs: BTreeMap<String, BTreeMap<Metric, f64>>,
@@ -295,6 +298,7 @@ impl Recipe {
             min_top1: self.min_top1.unwrap_or(d.min_top1),
             min_foreground_top1: self.min_foreground_top1.unwrap_or(d.min_foreground_top1),
             min_mask_iou: self.min_mask_iou.unwrap_or(d.min_mask_iou),
+            min_vector_cosine: self.min_vector_cosine.unwrap_or(d.min_vector_cosine),
             outputs: self.gate_outputs.clone(),
         }
     }
@@ -342,6 +346,7 @@ impl Recipe {
             min_top1,
             min_foreground_top1,
             min_mask_iou,
+            min_vector_cosine,
             auto,
             max_float,
             auto_effort,

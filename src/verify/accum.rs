@@ -158,6 +158,7 @@ impl Accum {
             decisive_top1_agreement: None,
             positions: None,
             mask_iou: None,
+            vector_cosine: None,
             kind: String::new(),
             judged_by: String::new(),
             gate: Vec::new(),

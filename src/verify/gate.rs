@@ -9,7 +9,8 @@
 //! | class probabilities per position (Softmax over a sequence or a map) | top-1 agreement on the foreground positions |
 //! | class probabilities per row (Softmax over `[N, C]`) | top-1 agreement per row (near-ties aside) and cosine |
 //! | per-element probabilities (a Sigmoid map, looked through layout ops) | IoU of the `p > 0.5` masks |
-//! | anything else (boxes, embeddings, logits) | SQNR and cosine (and top-1 for `[N, C]` scores) |
+//! | embeddings (LayerNormalization, pooling or normalization output) | mean cosine per vector |
+//! | anything else (boxes, logits) | SQNR and cosine (and top-1 for `[N, C]` scores) |
 //!
 //! A task metric needs evidence: when the samples give it too little (FP32
 //! decodes every position to the blank, its masks are empty, every row has
@@ -22,6 +23,14 @@ use std::collections::BTreeMap;
 
 /// Positions, rows or mask elements a task metric needs to judge on.
 pub const MIN_EVIDENCE: u64 = 16;
+
+/// The default minimum mean cosine per vector of an embedding output,
+/// measured on a real sentence encoder against its retrieval task in
+/// onnxruntime (`tools/crosscheck_gate.py`, `docs/defaults.md`): models
+/// whose nearest neighbours stay FP32's (93.8–99.2%) measured 0.994–0.998
+/// on every output, broken ones (72.9–89.6%) at most 0.959; 0.99 sits in
+/// the gap.
+pub const MIN_VECTOR_COSINE: f64 = 0.99;
 
 /// A metric an output can be held to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,15 +47,19 @@ pub enum Metric {
     /// IoU of the `p > 0.5` masks.
     #[serde(alias = "mask-iou")]
     MaskIou,
+    /// Mean cosine of each vector (last axis) to FP32's.
+    #[serde(alias = "vector-cosine")]
+    VectorCosine,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::Sqnr,
         Metric::Cosine,
         Metric::Top1,
         Metric::ForegroundTop1,
         Metric::MaskIou,
+        Metric::VectorCosine,
     ];
 
     /// The name in recipes, flags and reports.
@@ -57,6 +70,7 @@ impl Metric {
             Metric::Top1 => "top1",
             Metric::ForegroundTop1 => "foreground_top1",
             Metric::MaskIou => "mask_iou",
+            Metric::VectorCosine => "vector_cosine",
         }
     }
 
@@ -73,6 +87,7 @@ impl Metric {
             Metric::Top1 => "top-1 agreement",
             Metric::ForegroundTop1 => "foreground top-1 agreement",
             Metric::MaskIou => "mask IoU",
+            Metric::VectorCosine => "mean cosine per vector",
         }
     }
 
@@ -80,7 +95,7 @@ impl Metric {
     pub fn show(self, value: f64) -> String {
         match self {
             Metric::Sqnr => format!("{value:.1} dB"),
-            Metric::Cosine => format!("{value:.4}"),
+            Metric::Cosine | Metric::VectorCosine => format!("{value:.4}"),
             _ => format!("{:.1}%", 100.0 * value),
         }
     }
@@ -99,6 +114,8 @@ pub struct Thresholds {
     pub min_foreground_top1: f64,
     /// IoU of the `p > 0.5` masks of a Sigmoid map.
     pub min_mask_iou: f64,
+    /// Mean cosine per vector of an embedding output.
+    pub min_vector_cosine: f64,
     /// Outputs held to exactly these metrics (metric → minimum) instead of
     /// the ones their kind picks; an empty map: reported, not gated.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -118,6 +135,7 @@ impl Default for Thresholds {
             min_top1: 0.95,
             min_foreground_top1: 0.9,
             min_mask_iou: 0.85,
+            min_vector_cosine: MIN_VECTOR_COSINE,
             outputs: BTreeMap::new(),
         }
     }
@@ -132,6 +150,7 @@ impl Thresholds {
             Metric::Top1 => self.min_top1,
             Metric::ForegroundTop1 => self.min_foreground_top1,
             Metric::MaskIou => self.min_mask_iou,
+            Metric::VectorCosine => self.min_vector_cosine,
         }
     }
 
@@ -290,6 +309,12 @@ pub(crate) fn choose(
             ],
             what.to_string(),
         ),
+        // A mean cosine is a measurement, not a count of decisions: any
+        // vector is evidence.
+        Some((Metric::VectorCosine, evidence, what)) if evidence > 0 => (
+            vec![(Metric::VectorCosine, thresholds.min_vector_cosine)],
+            what.to_string(),
+        ),
         Some((m, evidence, what)) if evidence >= MIN_EVIDENCE => {
             (vec![(m, thresholds.min(m))], what.to_string())
         }
@@ -300,6 +325,7 @@ pub(crate) fn choose(
                 match metric {
                     Metric::Top1 => "decisive rows (with more than one FP32 class)",
                     Metric::MaskIou => "mask elements",
+                    Metric::VectorCosine => "vectors",
                     _ => "foreground positions",
                 }
             ),
@@ -383,5 +409,24 @@ mod tests {
         assert!(checks[0].passed && !checks[1].passed);
         assert!(checks[1].failure().unwrap().contains("not measurable"));
         assert!(t2.check_outputs(&["z".into()]).is_err());
+    }
+
+    #[test]
+    fn embeddings_are_held_to_their_mean_vector_cosine_on_any_evidence() {
+        let t = Thresholds::default();
+        let offer = Offer {
+            task: Some((Metric::VectorCosine, 2, "embeddings")),
+            class_like: true,
+        };
+        // Two pooled vectors ([2, 384]) are enough, and an embedding
+        // [N, C] is not held to top-1.
+        let (m, why) = choose("v", &offer, &t);
+        assert_eq!(m, vec![(Metric::VectorCosine, MIN_VECTOR_COSINE)]);
+        assert_eq!(why, "embeddings");
+        assert_eq!(
+            parse_output_gate("v=vector-cosine:0.98").unwrap().1[&Metric::VectorCosine],
+            0.98
+        );
+        assert_eq!(Metric::VectorCosine.show(0.99512), "0.9951");
     }
 }

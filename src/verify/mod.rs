@@ -58,6 +58,9 @@ pub struct OutputMetrics {
     /// masks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_iou: Option<f64>,
+    /// Embeddings: the mean cosine of each vector (last axis) to FP32's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_cosine: Option<f64>,
     /// What the output is, from the graph ([`kinds::Kind::describe`]).
     pub kind: String,
     /// Why it is held to the metrics in `gate`.

@@ -131,6 +131,9 @@ impl OutputAccum {
         if asks(Metric::MaskIou) && kind != Kind::Probabilities {
             kinds.push(Kind::Probabilities);
         }
+        if asks(Metric::VectorCosine) && kind != Kind::Embedding {
+            kinds.push(Kind::Embedding);
+        }
         if asks(Metric::ForegroundTop1) && !matches!(kind, Kind::Classes { .. }) {
             kinds.push(Kind::Classes {
                 axis: -1,
@@ -162,6 +165,7 @@ impl OutputAccum {
         let mut m = self.values.output_metrics(name);
         m.positions = self.task.positions();
         m.mask_iou = self.task.mask_iou();
+        m.vector_cosine = self.task.vector_cosine();
         m.kind = self.kind.describe();
         if m.top1_agreement.is_some() {
             // Probabilities have a scale to call a near-tie by; logits and
@@ -190,6 +194,11 @@ impl OutputAccum {
                 self.task.union,
                 "a probability map: IoU of the p > 0.5 masks",
             )),
+            Kind::Embedding if m.vector_cosine.is_some() => Some((
+                Metric::VectorCosine,
+                self.task.vectors,
+                "embeddings: mean cosine of each vector to FP32's",
+            )),
             _ => None,
         };
         let offer = Offer {
@@ -203,6 +212,7 @@ impl OutputAccum {
             Metric::Top1 => m.decisive_top1_agreement,
             Metric::ForegroundTop1 => m.positions.as_ref().map(|p| p.foreground_top1_agreement),
             Metric::MaskIou => m.mask_iou,
+            Metric::VectorCosine => m.vector_cosine,
         });
         m.judged_by = basis;
         m.failures = m.gate.iter().filter_map(|c| c.failure()).collect();

@@ -14,6 +14,13 @@
 //!   the `p > 0.5` masks. Layout ops after the Sigmoid (Transpose, Reshape,
 //!   Flatten, Squeeze, Unsqueeze, Identity) keep it one; after a Softmax,
 //!   Transposes move its axis and Identity keeps it.
+//! - **Embeddings**: the output of a LayerNormalization, a pooling over a
+//!   sequence (ReduceMean over axis 1, a sum divided by a count) or a
+//!   normalization (LpNormalization, a division by a norm), looked through
+//!   layout ops and single-input Concats (a sentence encoder's hidden
+//!   states and pooled vector, an image encoder's features): the mean
+//!   cosine of each vector (along the last axis) to FP32's, which is what
+//!   a search or a similarity over them reads.
 //! - Everything else: no task metric here (rank-2 class scores have their
 //!   top-1/top-5 agreement in the gate already).
 
@@ -32,6 +39,9 @@ pub enum Kind {
     },
     /// Sigmoid.
     Probabilities,
+    /// Vectors along the last axis (LayerNormalization, pooling,
+    /// normalization).
+    Embedding,
     Other,
 }
 
@@ -59,6 +69,7 @@ pub fn output_kinds(model: &Model) -> Vec<Kind> {
                         None => reshaped = true,
                     },
                     "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => reshaped = true,
+                    "Concat" if n.inputs.len() == 1 => {}
                     _ => break,
                 }
                 at = n.input(0).and_then(|i| g.producer_node(i));
@@ -92,10 +103,61 @@ pub fn output_kinds(model: &Model) -> Vec<Kind> {
                     }
                 }
                 Some((_, n)) if n.op_type == "Sigmoid" => Kind::Probabilities,
+                Some((_, n)) if perms.is_empty() && is_embedding(g, n) => Kind::Embedding,
                 _ => Kind::Other,
             }
         })
         .collect()
+}
+
+/// The axes a Reduce* node reduces (attribute, or constant input 1 from
+/// opset 18).
+fn reduced_axes(g: &crate::ir::Graph, n: &crate::ir::Node) -> Option<Vec<i64>> {
+    if let Some(a) = n.get_ints("axes").ok().flatten() {
+        return Some(a);
+    }
+    let t = g.initializer(n.input(1)?)?;
+    t.to_i64_vec().ok()
+}
+
+/// Whether `n` makes vectors: a LayerNormalization, a pooling over a
+/// sequence, or a normalization (a Div of a sum or mean, or by a norm).
+fn is_embedding(g: &crate::ir::Graph, n: &crate::ir::Node) -> bool {
+    match n.op_type.as_str() {
+        "LayerNormalization" | "LpNormalization" => true,
+        // Pooling over a sequence ([N, T, D] → [N, D]); a mean over a
+        // map's positions (GlobalAveragePool, ReduceMean over [2, 3]) ends
+        // CNN classifiers too, whose output is class scores.
+        "ReduceMean" => reduced_axes(g, n).is_some_and(|a| a == [1] || a == [-2]),
+        "Div" => {
+            let made_by = |slot: usize, ops: &[&str]| {
+                // Through the ops that carry a norm or a count to the Div.
+                let mut at = n.input(slot).and_then(|v| g.producer_node(v));
+                while let Some((_, p)) = at {
+                    if ops.contains(&p.op_type.as_str()) {
+                        return true;
+                    }
+                    match p.op_type.as_str() {
+                        "Clip" | "Max" | "Unsqueeze" | "Expand" | "Cast" | "Identity" => {
+                            at = p.input(0).and_then(|v| g.producer_node(v));
+                        }
+                        _ => return false,
+                    }
+                }
+                false
+            };
+            // Exp(x) / ReduceSum(Exp(x)) is a Softmax written out (magika's
+            // class probabilities), not a normalized vector.
+            let softmax = n
+                .input(0)
+                .and_then(|v| g.producer_node(v))
+                .is_some_and(|(_, p)| p.op_type == "Exp");
+            !softmax
+                && (made_by(0, &["ReduceSum", "ReduceMean"])
+                    || made_by(1, &["ReduceL2", "Sqrt", "ReduceSum", "LpNormalization"]))
+        }
+        _ => false,
+    }
 }
 
 /// The classes axis of an opset-11 Softmax the opset upgrade rebuilt as
@@ -122,6 +184,7 @@ impl Kind {
         match self {
             Kind::Classes { axis, .. } => format!("class probabilities (Softmax, axis {axis})"),
             Kind::Probabilities => "per-element probabilities (Sigmoid)".to_string(),
+            Kind::Embedding => "embeddings (vectors along the last axis)".to_string(),
             Kind::Other => "values".to_string(),
         }
     }
@@ -150,6 +213,9 @@ pub(crate) struct TaskAccum {
     inter: u64,
     pub(crate) union: u64,
     masks: bool,
+    pub(crate) vectors: u64,
+    /// Sum of the vectors' cosines.
+    cosines: f64,
 }
 
 impl TaskAccum {
@@ -211,8 +277,36 @@ impl TaskAccum {
                     self.union += u64::from(x || y);
                 }
             }
+            Kind::Embedding => {
+                let d = dims.last().copied().unwrap_or(0);
+                if d < 2 || a.len() != b.len() {
+                    return;
+                }
+                for (x, y) in a.chunks_exact(d).zip(b.chunks_exact(d)) {
+                    let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
+                    for (&p, &q) in x.iter().zip(y) {
+                        let (p, q) = (f64::from(p), f64::from(q));
+                        xy += p * q;
+                        xx += p * p;
+                        yy += q * q;
+                    }
+                    // Two zero vectors agree; one zero vector does not.
+                    let cos = match (xx > 0.0, yy > 0.0) {
+                        (true, true) => xy / (xx.sqrt() * yy.sqrt()),
+                        (false, false) => 1.0,
+                        _ => 0.0,
+                    };
+                    self.vectors += 1;
+                    self.cosines += if cos.is_finite() { cos } else { 0.0 };
+                }
+            }
             Kind::Other => {}
         }
+    }
+
+    /// Mean cosine of the vectors to FP32's.
+    pub(crate) fn vector_cosine(&self) -> Option<f64> {
+        (self.vectors > 0).then(|| self.cosines / self.vectors as f64)
     }
 
     pub(crate) fn positions(&self) -> Option<PositionMetrics> {
@@ -241,197 +335,4 @@ impl TaskAccum {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::calibrate::samples::InMemory;
-    use crate::passes::testutil::{inputs, model, node};
-
-    /// `x [1, 5, 4]` → Softmax (a sequence of 5 positions over 4 classes)
-    /// and → Sigmoid (a map); `axis` of the Softmax, if any.
-    fn heads(opset: i64, axis: Option<i64>) -> Model {
-        let attrs = axis
-            .map(|a| vec![crate::ir::node::attr::int("axis", a)])
-            .unwrap_or_default();
-        model(
-            opset,
-            &[("x", &[1, 5, 4])],
-            &["p", "s"],
-            vec![
-                node("Softmax", "sm", &["x"], &["p"], attrs),
-                node("Sigmoid", "sg", &["x"], &["s"], vec![]),
-            ],
-            vec![],
-        )
-    }
-
-    #[test]
-    fn kinds_come_from_the_producers_with_the_opset_default_axis() {
-        let k = output_kinds(&heads(13, None));
-        let classes = |axis, flattened| Kind::Classes { axis, flattened };
-        assert_eq!(k, vec![classes(-1, false), Kind::Probabilities]);
-        assert_eq!(output_kinds(&heads(11, None))[0], classes(1, true));
-        assert_eq!(output_kinds(&heads(11, Some(2)))[0], classes(2, true));
-    }
-
-    #[test]
-    fn the_comparison_reports_positions_and_masks() {
-        let m = heads(13, None);
-        let samples = InMemory(vec![inputs(&m, 1), inputs(&m, 2)]);
-        let v = crate::verify::compare(
-            &m,
-            &m,
-            &samples,
-            crate::exec::kernels::Arith::Ort,
-            &crate::verify::Thresholds::default(),
-            false,
-            &Default::default(),
-        )
-        .unwrap();
-        let p = v.outputs[0].positions.as_ref().unwrap();
-        assert_eq!((p.positions, p.top1_agreement), (10, 1.0));
-        assert_eq!(v.outputs[0].mask_iou, None);
-        assert_eq!(v.outputs[1].mask_iou, Some(1.0));
-        assert!(v.outputs[1].positions.is_none());
-    }
-
-    #[test]
-    fn sequence_agreement_counts_foreground_apart_from_blanks() {
-        // [1, 4, 3]: positions 0..4, class 0 the blank.
-        let a = [
-            0.9, 0.05, 0.05, // blank
-            0.1, 0.8, 0.1, // 1
-            0.9, 0.05, 0.05, // blank
-            0.9, 0.05, 0.05, // blank
-        ];
-        let b = [
-            0.9, 0.05, 0.05, // blank
-            0.1, 0.1, 0.8, // 2: disagrees
-            0.9, 0.05, 0.05, // blank
-            0.1, 0.8, 0.1, // 1 where FP32 has a blank: disagrees
-        ];
-        let mut acc = TaskAccum::default();
-        acc.add(
-            Kind::Classes {
-                axis: -1,
-                flattened: false,
-            },
-            &a,
-            &b,
-            &[1, 4, 3],
-        );
-        let p = acc.positions().unwrap();
-        assert_eq!(p.positions, 4);
-        assert_eq!(p.top1_agreement, 0.5);
-        assert_eq!(p.foreground_positions, 2);
-        assert_eq!(p.foreground_top1_agreement, 0.0);
-    }
-
-    #[test]
-    fn class_axis_in_the_middle_is_strided() {
-        // [1, 2, 3]: 2 classes (axis 1) at 3 positions.
-        let a = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
-        let b = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
-        let mut acc = TaskAccum::default();
-        acc.add(
-            Kind::Classes {
-                axis: 1,
-                flattened: false,
-            },
-            &a,
-            &b,
-            &[1, 2, 3],
-        );
-        // Below opset 13 the same axis flattens: one row of 6, no positions.
-        let mut flat = TaskAccum::default();
-        let kind = Kind::Classes {
-            axis: 1,
-            flattened: true,
-        };
-        flat.add(kind, &a, &b, &[1, 2, 3]);
-        assert!(flat.positions().is_none());
-        let p = acc.positions().unwrap();
-        // top-1 per position: a = [0, 1, 0], b = [0, 0, 0].
-        assert_eq!((p.positions, p.top1_agreement), (3, 2.0 / 3.0));
-        assert_eq!(
-            (p.foreground_positions, p.foreground_top1_agreement),
-            (1, 0.0)
-        );
-    }
-
-    #[test]
-    fn batch_rows_alone_are_not_positions_and_masks_compare_at_one_half() {
-        let mut acc = TaskAccum::default();
-        acc.add(
-            Kind::Classes {
-                axis: -1,
-                flattened: false,
-            },
-            &[0.2, 0.8],
-            &[0.8, 0.2],
-            &[1, 2],
-        );
-        assert!(acc.positions().is_none());
-        acc.add(
-            Kind::Probabilities,
-            &[0.9, 0.6, 0.1, 0.7],
-            &[0.9, 0.4, 0.1, 0.8],
-            &[1, 1, 2, 2],
-        );
-        assert_eq!(acc.mask_iou(), Some(2.0 / 3.0));
-    }
-
-    #[test]
-    fn kinds_look_through_layout_ops_and_the_opset_upgrade() {
-        use crate::ir::node::attr;
-        // Softmax over axis 1 of [1, 4, 5], transposed to [1, 5, 4]: the
-        // classes are axis 2 of the output; a Sigmoid reshaped stays one.
-        let m = model(
-            13,
-            &[("x", &[1, 4, 5])],
-            &["p", "s"],
-            vec![
-                node("Softmax", "sm", &["x"], &["sm"], vec![attr::int("axis", 1)]),
-                node(
-                    "Transpose",
-                    "t",
-                    &["sm"],
-                    &["p"],
-                    vec![attr::ints("perm", &[0, 2, 1])],
-                ),
-                node("Sigmoid", "sg", &["x"], &["sg"], vec![]),
-                node("Flatten", "f", &["sg"], &["s"], vec![]),
-            ],
-            vec![],
-        );
-        let classes = |axis, flattened| Kind::Classes { axis, flattened };
-        assert_eq!(
-            output_kinds(&m),
-            vec![classes(2, false), Kind::Probabilities]
-        );
-        // A Softmax reshaped is no longer classes along an axis.
-        let m = model(
-            13,
-            &[("x", &[1, 4, 5])],
-            &["p"],
-            vec![
-                node("Softmax", "sm", &["x"], &["sm"], vec![]),
-                node("Flatten", "f", &["sm"], &["p"], vec![]),
-            ],
-            vec![],
-        );
-        assert_eq!(output_kinds(&m), vec![Kind::Other]);
-        // Opset 11, axis 1 of a rank-3 input: the upgrade to 13 rebuilds it
-        // as Flatten → Softmax → Reshape, still classes from axis 1 on.
-        let mut m = heads(11, Some(1));
-        use crate::passes::Pass;
-        let opts = crate::passes::PassOptions {
-            target_opset: Some(13),
-            ..Default::default()
-        };
-        crate::passes::opset::UpgradeOpset
-            .run(&mut m, &opts)
-            .unwrap();
-        assert_eq!(m.onnx_opset().unwrap(), 13);
-        assert_eq!(output_kinds(&m)[0], classes(1, true));
-    }
-}
+mod tests;
