@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
                     jobs,
                     progress: false,
                     input_means: false,
+                    summed: None,
                 };
                 let id = format!(
                     "{label}/jobs{}",

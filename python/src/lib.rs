@@ -345,6 +345,7 @@ fn calibrate(
         jobs,
         progress,
         input_means: false,
+        summed: None,
     };
     let done = py
         .detach(|| -> onnxq::Result<_> {

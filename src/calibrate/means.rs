@@ -371,6 +371,7 @@ pub fn measure(
         jobs,
         progress: false,
         input_means: false,
+        summed: None,
     };
     Ok(calibrator.collect(source, &opts)?.means)
 }

@@ -56,6 +56,18 @@ pub struct CollectOptions {
     /// Also take the mean input of every layer bias correction may correct
     /// ([`means`]), from the tensors observed anyway.
     pub input_means: bool,
+    /// Also sum these outputs of an augmented model over the samples.
+    pub summed: Option<Summed>,
+}
+
+/// Outputs to sum over the samples beside the statistics (GPTQ's Gram
+/// probes): the prepared model with the nodes that compute them appended
+/// (calibration runs it instead), and their names. Each block of samples
+/// sums them in f32, blocks are added in f64 in order.
+#[derive(Clone, Debug)]
+pub struct Summed {
+    pub model: Arc<Model>,
+    pub outputs: Vec<String>,
 }
 
 impl Default for CollectOptions {
@@ -66,6 +78,7 @@ impl Default for CollectOptions {
             jobs: 0,
             progress: false,
             input_means: false,
+            summed: None,
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct Collected {
     pub plans: usize,
     /// Mean layer inputs, for the probes given to [`Calibrator::measuring`].
     pub means: means::Means,
+    /// The outputs of [`Calibrator::summing`], summed over the samples.
+    pub sums: Vec<Vec<f64>>,
 }
 
 /// The rayon pool of `jobs` workers (0: one per core), and that number.
@@ -249,6 +264,8 @@ pub struct Calibrator {
     slot_of: HashMap<String, (usize, bool)>,
     /// Layers whose mean input is taken: `(probe, slot, relu)`.
     means: Vec<(means::Probe, usize, bool)>,
+    /// Outputs summed over the samples, run after `targets`.
+    sums: Vec<String>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
 }
 
@@ -313,8 +330,16 @@ impl Calibrator {
             relu_of,
             slot_of,
             means: Vec::new(),
+            sums: Vec::new(),
             plans: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Also sums `outputs` (node outputs of the model) over the samples
+    /// ([`Collected::sums`]).
+    pub fn summing(mut self, outputs: Vec<String>) -> Self {
+        self.sums = outputs;
+        self
     }
 
     /// Also takes the mean input of the layers of `probes` whose input is
@@ -363,7 +388,8 @@ impl Calibrator {
             .collect();
         // With nothing to observe but inputs, run the model's own outputs
         // (tract needs one); their statistics are ignored.
-        let outputs = (!self.targets.is_empty()).then_some(self.targets.as_slice());
+        let run: Vec<String> = self.targets.iter().chain(&self.sums).cloned().collect();
+        let outputs = (!run.is_empty()).then_some(run.as_slice());
         let runner = Arc::new(Runner::new(&self.proto, &specs, outputs)?);
         plans.insert(shapes, runner.clone());
         Ok(runner)
@@ -379,6 +405,7 @@ impl Calibrator {
         opts: &CollectOptions,
         acc: &mut [Option<TensorStats>],
         means: &mut means::Means,
+        sums: &mut Vec<Vec<f32>>,
     ) -> Result<[u8; 32]> {
         let name = source.name(i);
         let sample = source.load(i)?;
@@ -445,6 +472,28 @@ impl Calibrator {
                 }
             }
         }
+        // The summed outputs, after the observed ones.
+        let summed = outputs
+            .iter()
+            .skip(self.targets.len())
+            .take(self.sums.len());
+        for (k, t) in summed.enumerate() {
+            let v = crate::tract::from_tract(t)?.to_f32_vec()?;
+            match sums.get_mut(k) {
+                Some(acc) if acc.len() == v.len() => {
+                    acc.iter_mut().zip(&v).for_each(|(a, x)| *a += x);
+                }
+                Some(acc) => {
+                    return Err(Error::Invalid(format!(
+                        "sample '{name}': output {} has {} values, {} on another sample",
+                        self.sums[k],
+                        v.len(),
+                        acc.len()
+                    )))
+                }
+                None => sums.push(v),
+            }
+        }
         Ok(digest.finalize().into())
     }
 
@@ -487,28 +536,44 @@ impl Calibrator {
             .step_by(block)
             .map(|s| s..(s + block).min(n))
             .collect();
-        type Block = (Vec<Option<TensorStats>>, means::Means, Vec<[u8; 32]>);
+        struct Block {
+            stats: Vec<Option<TensorStats>>,
+            means: means::Means,
+            sums: Vec<Vec<f32>>,
+            digests: Vec<[u8; 32]>,
+        }
         let fold_block = |range: &std::ops::Range<usize>| -> Result<Block> {
-            let mut acc: Vec<Option<TensorStats>> = vec![None; names.len()];
-            let mut means = means::Means::default();
-            let mut digests = Vec::with_capacity(range.len());
+            let mut b = Block {
+                stats: vec![None; names.len()],
+                means: means::Means::default(),
+                sums: Vec::new(),
+                digests: Vec::with_capacity(range.len()),
+            };
             for i in range.clone() {
-                digests.push(self.run_one(source, i, opts, &mut acc, &mut means)?);
+                let d = self.run_one(source, i, opts, &mut b.stats, &mut b.means, &mut b.sums)?;
+                b.digests.push(d);
                 bar.inc(1);
             }
-            Ok((acc, means, digests))
+            Ok(b)
         };
         let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
         let mut means = means::Means::default();
+        let mut sums: Vec<Vec<f64>> = Vec::new();
         let mut digest = Sha256::new();
         for wave in blocks.chunks(jobs * 2) {
             let results: Vec<Result<Block>> =
                 pool.install(|| wave.par_iter().map(fold_block).collect());
             for r in results {
-                let (stats, block_means, digests) = r?;
-                digests.iter().for_each(|d| digest.update(d));
-                merge_into(&mut merged, stats);
-                means.merge(block_means)?;
+                let b = r?;
+                b.digests.iter().for_each(|d| digest.update(d));
+                merge_into(&mut merged, b.stats);
+                means.merge(b.means)?;
+                for (k, v) in b.sums.into_iter().enumerate() {
+                    match sums.get_mut(k) {
+                        Some(acc) => acc.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x)),
+                        None => sums.push(v.into_iter().map(f64::from).collect()),
+                    }
+                }
             }
         }
         bar.finish_and_clear();
@@ -532,6 +597,7 @@ impl Calibrator {
             samples_sha256: hex(&digest.finalize()),
             plans,
             means,
+            sums,
         })
     }
 }

@@ -63,6 +63,8 @@ pub struct Collection {
     pub plans: usize,
     /// Mean layer inputs (with [`CollectOptions::input_means`]).
     pub means: super::means::Means,
+    /// The outputs of [`CollectOptions::summed`], summed over the samples.
+    pub sums: Vec<Vec<f64>>,
 }
 
 impl RangeTable {
@@ -103,7 +105,14 @@ impl RangeTable {
         };
         let observed: Option<BTreeSet<String>> =
             wanted.map(|w| w.iter().chain(&extra).cloned().collect());
-        let calibrator = Calibrator::observing(model, observed.as_ref())?.measuring(probes);
+        // With sums to take, the model with their nodes runs instead.
+        let (run, summed) = match &collect.summed {
+            Some(s) => (s.model.as_ref(), s.outputs.clone()),
+            None => (model, Vec::new()),
+        };
+        let calibrator = Calibrator::observing(run, observed.as_ref())?
+            .measuring(probes)
+            .summing(summed);
         let collected = calibrator.collect(
             source,
             &CollectOptions {
@@ -132,6 +141,7 @@ impl RangeTable {
             Collection {
                 plans,
                 means: collected.means,
+                sums: collected.sums,
             },
         ))
     }

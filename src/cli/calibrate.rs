@@ -71,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
         input_means: false,
+        summed: None,
     };
     let dims: BTreeMap<String, usize> = args.dims.iter().cloned().collect();
     let done = crate::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;

@@ -160,6 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
         input_means: false,
+        summed: None,
     };
     let mut warnings = Vec::new();
     let ranges = Ranges::obtain(

@@ -6,8 +6,11 @@
 //!
 //! Bounded work: the search may spend at most `--auto-effort` (default 1)
 //! times the work of the first build and gate, counted in model runs over
-//! one sample (the calibration pass, which also takes bias correction's
-//! mean inputs, GPTQ's pass, each gate's validation samples). Half goes to the steps (each one build and
+//! one sample as the stages define them (GPTQ's Gram matrices and bias
+//! correction's mean inputs one pass over the calibration samples each,
+//! whether they run alone or within the calibration pass; each gate's
+//! validation samples), so the bound does not move when a stage's work is
+//! shared or sped up. Half goes to the steps (each one build and
 //! gate), the rest to the ranking: the candidates the first gate's
 //! per-layer errors point at (the error a layer adds to what its inputs
 //! carried) are scored first, on at most [`RANKING_SAMPLES`] samples, as

@@ -59,6 +59,11 @@ pub struct Ranges {
     /// Mean layer inputs, taken by the first calibration when
     /// `collect.input_means` asked (for bias correction).
     pub input_means: Means,
+    /// The outputs of `collect.summed`, summed by the first calibration
+    /// (GPTQ's Gram matrices).
+    pub sums: Vec<Vec<f64>>,
+    /// Whether a calibration ran already (the later ones take neither).
+    first_done: bool,
 }
 
 impl Ranges {
@@ -77,6 +82,8 @@ impl Ranges {
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
             input_means: Means::default(),
+            sums: Vec::new(),
+            first_done: false,
         })
     }
 
@@ -108,6 +115,8 @@ impl Ranges {
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
             input_means: Means::default(),
+            sums: Vec::new(),
+            first_done: false,
         };
         r.ensure(model, needed)?;
         Ok(r)
@@ -159,10 +168,15 @@ impl Ranges {
             return Ok(());
         }
         let start = Instant::now();
-        // The mean inputs once, with the first calibration.
-        let collect = CollectOptions {
-            input_means: self.collect.input_means && self.input_means.is_empty(),
-            ..self.collect.clone()
+        // The mean inputs and sums once, with the first calibration.
+        let collect = if self.first_done {
+            CollectOptions {
+                input_means: false,
+                summed: None,
+                ..self.collect.clone()
+            }
+        } else {
+            self.collect.clone()
         };
         let (t, c) = RangeTable::calibrate(
             model,
@@ -172,8 +186,12 @@ impl Ranges {
             &collect,
             &self.fingerprint,
         )?;
-        if collect.input_means {
+        if !self.first_done {
             self.input_means = c.means;
+            self.sums = c.sums;
+            self.first_done = true;
+            // The augmented model is not needed again.
+            self.collect.summed = None;
         }
         self.table.samples = t.samples;
         self.table.samples_sha256 = t.samples_sha256;

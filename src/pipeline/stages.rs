@@ -9,7 +9,7 @@ use super::report::{Calibration, GptqOutcome, ModelCheck, Report};
 use super::steps::{better, build, worst_sqnr, Built, Clock, Gate, Stage};
 use super::{in_model, Options, Quantized, Samples};
 use crate::calibrate::samples::SampleSource;
-use crate::calibrate::{model_sha256, CollectOptions};
+use crate::calibrate::{model_sha256, CollectOptions, Summed};
 use crate::error::{Error, Result};
 use crate::ir::types::{input_specs, Dim};
 use crate::ir::Model;
@@ -19,9 +19,10 @@ use crate::passes::{prepare, PassOptions};
 use crate::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
 use crate::quantize::{plan_model, Format, Mode, QuantizeConfig};
 use crate::tune::bias::{correct_biases, Corrected};
-use crate::tune::gptq::round_weights;
+use crate::tune::gptq::{fused_probes, round_weights, FUSED_ENTRIES};
 use crate::tune::Budget;
 use crate::verify::{Thresholds, Verdict};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -318,14 +319,15 @@ struct Finished {
 
 impl Run<'_> {
     /// How calibration collects: with the layers' mean inputs when bias
-    /// correction will use them.
-    fn collect(&self, input_means: bool) -> CollectOptions {
+    /// correction will use them, and GPTQ's Gram probes.
+    fn collect(&self, input_means: bool, summed: Option<Summed>) -> CollectOptions {
         CollectOptions {
             histograms: false,
             per_channel: false,
             jobs: self.o.jobs,
             progress: self.o.progress,
             input_means,
+            summed,
         }
     }
 
@@ -342,13 +344,34 @@ impl Run<'_> {
         };
         let ropts = range_options(recipe, &self.cfg)?;
         let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
+        let gptq_on = recipe.gptq.unwrap_or(s.calib.is_some());
+        // GPTQ's Gram matrices, measured within the calibration pass (up to
+        // FUSED_ENTRIES; the rest in GPTQ's own passes).
+        let fused = match (&calib, gptq_on && recipe.ranges.is_none()) {
+            (Some(source), true) => clock
+                .time(Stage::Gptq, || {
+                    fused_probes(fp32, source.as_ref(), FUSED_ENTRIES)
+                })
+                .map_err(|e| in_model("error-compensating weight rounding", e))?,
+            _ => None,
+        };
+        let (summed, fused_nodes) = match fused {
+            Some(f) => (
+                Some(Summed {
+                    model: Arc::new(f.model),
+                    outputs: f.outputs,
+                }),
+                f.nodes,
+            ),
+            None => (None, Vec::new()),
+        };
         let mut ranges = Ranges::obtain(
             fp32,
             &plan.needed_ranges(fp32),
             recipe.ranges.as_deref().map(Path::new),
             s.calib.as_ref().zip(calib.clone()),
             ropts,
-            self.collect(bias_correction),
+            self.collect(bias_correction, summed),
             self.fingerprint,
             self.warnings,
         )?;
@@ -367,17 +390,23 @@ impl Run<'_> {
         // The layers' mean inputs, taken by calibration (bias correction
         // measures the ones it lacks).
         let input_means = std::mem::take(&mut ranges.input_means);
-        // The first build and gate's work (model runs over one sample) and
-        // time, from the calibration pass on (it measures bias correction's
-        // mean inputs too): what bounds the automatic mode.
+        let measured: BTreeMap<String, Vec<f64>> = fused_nodes
+            .into_iter()
+            .zip(std::mem::take(&mut ranges.sums))
+            .collect();
+        // The first build and gate's work and time: what bounds the
+        // automatic mode. Work counts passes over one sample as the stages
+        // define them: GPTQ's Gram matrices and bias correction's mean
+        // inputs are one pass each, whether they run alone or within the
+        // calibration pass, so the bound (and the model it leads to) does
+        // not move when a stage's work is shared or sped up.
         let n_calib = calib.as_ref().map_or(0, |c| c.len());
-        let calibrated_here = ranges.secs > 0.0;
-        let work = std::cell::Cell::new(if calibrated_here { n_calib } else { 0 });
+        let work = std::cell::Cell::new(0usize);
         let first_start = Instant::now();
-        let calibrate_secs = ranges.secs;
         let finish = |weights: &Model, cfg: &QuantizeConfig| -> Result<Finished> {
             work.set(work.get() + gate.source.len());
             let (base, corrected) = if bias_correction {
+                work.set(work.get() + n_calib);
                 let source = calib_source("bias-correction")?;
                 clock
                     .time(Stage::BiasCorrection, || {
@@ -407,12 +436,12 @@ impl Run<'_> {
             })
         };
         let mut gptq = None;
-        let done = if recipe.gptq.unwrap_or(s.calib.is_some()) {
+        let done = if gptq_on {
             let source = calib_source("gptq")?;
             work.set(work.get() + n_calib);
             let r = clock
                 .time(Stage::Gptq, || {
-                    round_weights(fp32, &self.cfg, &map, source.as_ref(), jobs)
+                    round_weights(fp32, &self.cfg, &map, source.as_ref(), &measured, jobs)
                 })
                 .map_err(|e| in_model("error-compensating weight rounding", e))?;
             let mut pinned = self.cfg.clone();
@@ -465,7 +494,7 @@ impl Run<'_> {
         let bound = Bound {
             effort: s.effort,
             first_work: work.get(),
-            first_secs: calibrate_secs + first_start.elapsed().as_secs_f64(),
+            first_secs: first_start.elapsed().as_secs_f64(),
         };
         let mut mixed = None;
         if !verdict.passed && s.auto {

@@ -12,7 +12,8 @@
 //! fields, extracted in the graph by a one-hot depthwise Conv at a stride
 //! widened until at most [`MAX_POSITIONS`] positions per sample remain,
 //! sizes at the first sample's input dimensions where the model declares
-//! symbolic ones),
+//! symbolic ones; measured within the calibration pass up to
+//! [`FUSED_ENTRIES`], `probe.rs`),
 //! then rounds each weight row column by column, in order of decreasing
 //! input energy, moving each rounding error onto the columns still to be
 //! rounded along `H⁻¹` (its upper Cholesky factor): the greedy minimum of
@@ -28,12 +29,11 @@
 //! or when its weights are asymmetric or shared. Reads the prepared model,
 //! the plan and the samples; the copy it returns is for the quantizer only.
 
-use crate::calibrate::samples::{Sample, SampleSource};
+use crate::calibrate::samples::SampleSource;
 use crate::calibrate::{sum_on_samples, worker_pool};
 use crate::error::{Error, Result};
-use crate::ir::node::attr;
 use crate::ir::types::static_shape;
-use crate::ir::{Graph, Model, Node, NodeId, Tensor, ValueId};
+use crate::ir::{Model, NodeId, Tensor, ValueId};
 use crate::quantize::params::levels;
 use crate::quantize::QuantizeConfig;
 use crate::tract::Level;
@@ -50,6 +50,11 @@ pub const MAX_COLUMNS: usize = 4608;
 pub const MAX_POSITIONS: usize = 1024;
 /// Most `H` entries summed in one pass over the samples.
 const PASS_ENTRIES: usize = 32 << 20;
+/// Most `H` entries measured within the calibration pass
+/// ([`fused_probes`]): calibration sums them in f32 per block of samples,
+/// at most two blocks per worker alive, so 8M entries are at most 32 MiB a
+/// block.
+pub const FUSED_ENTRIES: usize = 8 << 20;
 /// Added to `H`'s diagonal, as a fraction of its mean (GPTQ's default).
 const DAMP: f64 = 0.01;
 
@@ -81,7 +86,7 @@ pub struct Skipped {
 
 /// How a weight tensor maps to `[rows, columns]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Layout {
+pub(super) enum Layout {
     /// Row-major `[rows, columns]`: Conv `[M, C/g, k…]`, Gemm `transB`.
     RowsFirst,
     /// `[columns, rows]`: MatMul and Gemm without `transB`.
@@ -89,18 +94,12 @@ enum Layout {
 }
 
 struct Target {
-    id: NodeId,
+    /// The layer, its input and its weight's geometry.
+    shape: GramShape,
     node: String,
     op: String,
     weight: ValueId,
-    input: ValueId,
-    layout: Layout,
-    rows: usize,
-    /// Per group (Conv `group`; 1 otherwise).
-    columns: usize,
-    groups: usize,
     w: Vec<f32>,
-    dims: Vec<usize>,
     /// One per row, or one for the tensor.
     scales: Vec<f32>,
     zero_point: i64,
@@ -110,9 +109,10 @@ struct Target {
 
 impl Target {
     fn at(&self, r: usize, c: usize) -> usize {
-        match self.layout {
-            Layout::RowsFirst => r * self.columns + c,
-            Layout::ColumnsFirst => c * self.rows + r,
+        let g = &self.shape;
+        match g.layout {
+            Layout::RowsFirst => r * g.columns + c,
+            Layout::ColumnsFirst => c * g.rows + r,
         }
     }
     fn scale(&self, r: usize) -> f64 {
@@ -120,7 +120,7 @@ impl Target {
     }
     /// Entries of its `H` (all groups).
     fn entries(&self) -> usize {
-        self.groups * self.columns * self.columns
+        self.shape.entries()
     }
 }
 
@@ -149,38 +149,15 @@ fn targets(
             node: n.name.clone(),
             reason: reason.to_string(),
         };
-        if g.value(wv).consumers().len() != 1 || g.has_implicit_uses(wv) {
-            skipped.push(skip("its weight is shared"));
-            continue;
-        }
-        let dims = wt.dims().to_vec();
-        let trans_b = n.is("Gemm") && n.get_int("transB")?.unwrap_or(0) != 0;
-        if n.is("Gemm") && n.get_int("transA")?.unwrap_or(0) != 0 {
-            skipped.push(skip("Gemm with transA"));
-            continue;
-        }
-        let (layout, rows, columns, groups) = match n.op_type.as_str() {
-            "Conv" => {
-                let groups = n.get_int("group")?.unwrap_or(1).max(1) as usize;
-                let per: usize = dims.iter().skip(1).product();
-                if dims.len() < 3 || dims[0] % groups != 0 {
-                    continue;
-                }
-                (Layout::RowsFirst, dims[0], per, groups)
-            }
-            _ if dims.len() != 2 => {
-                skipped.push(skip("its weight is not 2-D"));
+        let shape = match gram_shape(g, id, n, x, wv, wt)? {
+            Some(Ok(shape)) => shape,
+            Some(Err(reason)) => {
+                skipped.push(skip(&reason));
                 continue;
             }
-            _ if trans_b => (Layout::RowsFirst, dims[0], dims[1], 1),
-            _ => (Layout::ColumnsFirst, dims[1], dims[0], 1),
+            None => continue,
         };
-        if columns > MAX_COLUMNS {
-            skipped.push(skip(&format!(
-                "{columns} inputs per output channel (more than {MAX_COLUMNS})"
-            )));
-            continue;
-        }
+        let (layout, rows, dims) = (shape.layout, shape.rows, &shape.dims);
         let Some((
             Grid {
                 scales,
@@ -213,17 +190,11 @@ fn targets(
         let (qmin, qmax) = levels(qtype, true, cfg.reduce_range);
         let Ok(w) = wt.to_f32_vec() else { continue };
         out.push(Target {
-            id,
+            shape,
             node: n.name.clone(),
             op: n.op_type.clone(),
             weight: wv,
-            input: x,
-            layout,
-            rows,
-            columns,
-            groups,
             w,
-            dims,
             scales,
             zero_point: zp,
             qmin: i64::from(qmin),
@@ -231,127 +202,6 @@ fn targets(
         });
     }
     Ok((out, skipped))
-}
-
-/// Appends to `g` the graph that computes `Σ x xᵀ` of `t`'s inputs for one
-/// sample: `[groups, columns, columns]`. Returns its name.
-fn gram_probe(
-    g: &mut Graph,
-    k: usize,
-    t: &Target,
-    shaped: Option<&Graph>,
-) -> Result<Option<String>> {
-    let Some(n) = g.node(t.id).cloned() else {
-        return Ok(None);
-    };
-    let base = format!("__onnxq_gptq/{k}");
-    let mut step = 0;
-    let mut add = |g: &mut Graph, op: &str, inputs: Vec<ValueId>, attrs: Vec<_>| -> ValueId {
-        step += 1;
-        let y = g.new_value(&format!("{base}/{step}/{op}"));
-        let mut node = Node::new(format!("{base}/{step}/{op}"), op);
-        node.inputs = inputs.into_iter().map(Some).collect();
-        node.outputs = vec![Some(y)];
-        node.attrs = attrs;
-        g.insert_node(node);
-        y
-    };
-    let shape = |g: &mut Graph, name: &str, s: &[i64]| {
-        g.add_initializer(
-            &format!("{base}/{name}"),
-            Tensor::from_i64(vec![s.len()], s),
-        )
-    };
-    let rows = if n.is("Conv") {
-        // Receptive fields: a depthwise Conv with one output channel per
-        // (input channel, kernel position), one-hot, so channel c·P + p of
-        // its output is input channel c seen at kernel offset p. Group gi's
-        // columns are then channels gi·K … (gi+1)·K, in the weight's order.
-        let kernel: Vec<usize> = t.dims[2..].to_vec();
-        let p: usize = kernel.iter().product();
-        let channels = t.columns * t.groups / p;
-        let mut onehot = vec![0f32; channels * p * p];
-        for c in 0..channels {
-            for q in 0..p {
-                onehot[(c * p + q) * p + q] = 1.0;
-            }
-        }
-        let mut wdims = vec![channels * p, 1];
-        wdims.extend(&kernel);
-        let e = g.add_initializer(&format!("{base}/onehot"), Tensor::from_f32(wdims, &onehot));
-        let rank = kernel.len();
-        let strides = n.get_ints("strides")?.unwrap_or_else(|| vec![1; rank]);
-        let same = n
-            .get_string("auto_pad")?
-            .is_some_and(|a| a.starts_with("SAME"));
-        // A wider stride keeps a subset of the same receptive fields
-        // (explicit pads do not depend on the stride; SAME pads do).
-        // The output's shape as declared, or at the first sample's input
-        // dimensions (symbolic dims: the PaddleOCR exports).
-        let declared = n.output(0).and_then(|y| static_shape(g, y));
-        let at_sample = || {
-            let sg = shaped?;
-            let y = sg.find_value(g.value_name(n.output(0)?))?;
-            static_shape(sg, y)
-        };
-        let widen = match (same, declared.or_else(at_sample)) {
-            (false, Some(y)) if y.len() == rank + 2 => {
-                let spatial = &y[2..];
-                let mut m = 1usize;
-                while spatial.iter().map(|d| d.div_ceil(m)).product::<usize>() > MAX_POSITIONS {
-                    m += 1;
-                }
-                m
-            }
-            _ => 1,
-        };
-        let mut attrs = vec![
-            attr::int("group", channels as i64),
-            attr::ints(
-                "kernel_shape",
-                &kernel.iter().map(|&k| k as i64).collect::<Vec<_>>(),
-            ),
-            attr::ints(
-                "strides",
-                &strides
-                    .iter()
-                    .map(|&s| s * widen as i64)
-                    .collect::<Vec<_>>(),
-            ),
-        ];
-        for a in ["pads", "dilations", "auto_pad"] {
-            if let Some(v) = n.attr(a) {
-                attrs.push(v.clone());
-            }
-        }
-        let patches = add(g, "Conv", vec![t.input, e], attrs);
-        // [N, g·K, L…] → [g, K, N·L]
-        let s1 = shape(g, "s1", &[0, t.groups as i64, t.columns as i64, -1]);
-        let r1 = add(g, "Reshape", vec![patches, s1], vec![]);
-        let tr = add(
-            g,
-            "Transpose",
-            vec![r1],
-            vec![attr::ints("perm", &[1, 2, 0, 3])],
-        );
-        let s2 = shape(g, "s2", &[t.groups as i64, t.columns as i64, -1]);
-        add(g, "Reshape", vec![tr, s2], vec![])
-    } else {
-        // [… , K] → [1, K, L]
-        let s1 = shape(g, "s1", &[-1, t.columns as i64]);
-        let r1 = add(g, "Reshape", vec![t.input, s1], vec![]);
-        let tr = add(g, "Transpose", vec![r1], vec![attr::ints("perm", &[1, 0])]);
-        let s2 = shape(g, "s2", &[1, t.columns as i64, -1]);
-        add(g, "Reshape", vec![tr, s2], vec![])
-    };
-    let rows_t = add(
-        g,
-        "Transpose",
-        vec![rows],
-        vec![attr::ints("perm", &[0, 2, 1])],
-    );
-    let gram = add(g, "MatMul", vec![rows, rows_t], vec![]);
-    Ok(Some(g.value_name(gram).to_string()))
 }
 
 /// Upper `U` with `H⁻¹ = Uᵀ U`, from the reversed matrix: with `J` the
@@ -530,15 +380,18 @@ fn db(signal: f64, noise: f64) -> f64 {
     }
 }
 
-/// Rounds one layer; `gram` is its summed `[groups, K, K]`. Returns the
-/// new float weights, or `None` (nearest rounding kept), and the report.
-fn round_layer(t: &Target, gram: &[f64]) -> (Option<Vec<f32>>, Rounded, Option<String>) {
-    let k = t.columns;
-    let per_group = t.rows / t.groups;
+/// One layer's rounding: the new float weights, or `None` (nearest
+/// rounding kept), the report, and why it failed.
+type Rounding = (Option<Vec<f32>>, Rounded, Option<String>);
+
+/// Rounds one layer; `gram` is its summed `[groups, K, K]`.
+fn round_layer(t: &Target, gram: &[f64]) -> Rounding {
+    let k = t.shape.columns;
+    let per_group = t.shape.rows / t.shape.groups;
     let mut new = t.w.clone();
     let (mut near, mut comp, mut energy) = (0.0, 0.0, 0.0);
     let mut failed = None;
-    for gi in 0..t.groups {
+    for gi in 0..t.shape.groups {
         let h = MatRef::from_row_major_slice(&gram[gi * k * k..(gi + 1) * k * k], k, k);
         let row0 = gi * per_group;
         let w = Mat::from_fn(per_group, k, |r, c| t.w[t.at(row0 + r, c)]);
@@ -571,9 +424,9 @@ fn round_layer(t: &Target, gram: &[f64]) -> (Option<Vec<f32>>, Rounded, Option<S
         compensated_db: db(energy, comp),
         taken,
         original: Original {
-            id: t.id,
+            id: t.shape.id,
             value: t.weight,
-            tensor: Tensor::from_f32(t.dims.clone(), &t.w),
+            tensor: Tensor::from_f32(t.shape.dims.clone(), &t.w),
         },
     };
     (taken.then_some(new), report, failed)
@@ -590,12 +443,16 @@ pub struct Outcome {
 }
 
 /// Rounds the weights of every eligible quantized layer of `fp32` with
-/// error compensation on the inputs `source` gives.
+/// error compensation on the inputs `source` gives. `measured`: Gram
+/// matrices already summed over `source` by layer (node name; the
+/// calibration pass's [`fused_probes`]); the other layers are measured here,
+/// in passes of their own.
 pub fn round_weights(
     fp32: &Model,
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
     source: &dyn SampleSource,
+    measured: &BTreeMap<String, Vec<f64>>,
     jobs: usize,
 ) -> Result<Outcome> {
     let (targets, mut skipped) = targets(fp32, cfg, ranges)?;
@@ -609,25 +466,41 @@ pub fn round_weights(
         out.skipped = skipped;
         return Ok(out);
     }
-    // Passes over the samples, each summing at most PASS_ENTRIES entries.
-    let mut passes: Vec<Vec<&Target>> = vec![Vec::new()];
+    // Each layer's rounding, by its index in `targets`: from the Gram
+    // matrices measured already, then from passes over the samples, each
+    // summing at most PASS_ENTRIES entries.
+    let (pool, _) = worker_pool(jobs)?;
+    let gram_of = |t: &Target| measured.get(&t.node).filter(|h| h.len() == t.entries());
+    let mut results: BTreeMap<usize, Rounding> = pool.install(|| {
+        targets
+            .par_iter()
+            .enumerate()
+            .filter_map(|(i, t)| gram_of(t).map(|h| (i, round_layer(t, h))))
+            .collect()
+    });
+    let mut passes: Vec<Vec<(usize, &Target)>> = vec![Vec::new()];
     let mut size = 0;
-    for t in &targets {
+    for (i, t) in targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| gram_of(t).is_none())
+    {
         if size + t.entries() > PASS_ENTRIES && !passes.last().is_none_or(|p| p.is_empty()) {
             passes.push(Vec::new());
             size = 0;
         }
         size += t.entries();
         if let Some(p) = passes.last_mut() {
-            p.push(t);
+            p.push((i, t));
         }
     }
+    passes.retain(|p| !p.is_empty());
     // Shapes at the first sample's input dimensions, when a Conv's output
     // shape is not declared: without them its stride cannot be widened and
     // every position of every sample is summed (the PaddleOCR detector: 4x
     // to 16x the positions of MAX_POSITIONS on its early layers).
-    let undeclared = targets.iter().any(|t| {
-        fp32.graph.node(t.id).is_some_and(|n| {
+    let undeclared = passes.iter().flatten().any(|(_, t)| {
+        fp32.graph.node(t.shape.id).is_some_and(|n| {
             n.is("Conv")
                 && n.output(0)
                     .is_none_or(|y| static_shape(&fp32.graph, y).is_none())
@@ -638,24 +511,28 @@ pub fn round_weights(
     } else {
         None
     };
-    let (pool, _) = worker_pool(jobs)?;
     for pass in passes {
         let mut aug = fp32.clone();
         let mut names = Vec::new();
         let mut kept = Vec::new();
-        for (k, t) in pass.into_iter().enumerate() {
-            if let Some(name) = gram_probe(&mut aug.graph, k, t, shaped.as_ref().map(|m| &m.graph))?
-            {
+        for (k, (i, t)) in pass.into_iter().enumerate() {
+            let probe = gram_probe(
+                &mut aug.graph,
+                k,
+                &t.shape,
+                shaped.as_ref().map(|m| &m.graph),
+            )?;
+            if let Some(name) = probe {
                 names.push(name);
-                kept.push(t);
+                kept.push((i, t));
             }
         }
         let proto = aug.to_proto()?;
         let sums = sum_on_samples(&proto, &names, Level::for_model(&proto), source, jobs)?;
-        let results: Vec<_> = pool.install(|| {
+        let done: Vec<(usize, Rounding)> = pool.install(|| {
             kept.par_iter()
                 .zip(sums.par_iter())
-                .map(|(t, gram)| {
+                .map(|((i, t), gram)| {
                     if gram.len() != t.entries() {
                         return Err(Error::Invalid(format!(
                             "{}: input Gram matrix has {} entries, expected {}",
@@ -664,62 +541,31 @@ pub fn round_weights(
                             t.entries()
                         )));
                     }
-                    Ok(round_layer(t, gram))
+                    Ok((*i, round_layer(t, gram)))
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        for (t, (new, report, failed)) in kept.iter().zip(results) {
-            if let Some(reason) = failed {
-                skipped.push(Skipped {
-                    node: t.node.clone(),
-                    reason,
-                });
-                continue;
-            }
-            if let Some(w) = new {
-                out.model
-                    .graph
-                    .set_initializer(t.weight, Tensor::from_f32(t.dims.clone(), &w));
-                out.grids.insert(t.weight, t.scales.clone());
-            }
-            out.rounded.push(report);
+        results.extend(done);
+    }
+    for (i, (new, report, failed)) in results {
+        let t = &targets[i];
+        if let Some(reason) = failed {
+            skipped.push(Skipped {
+                node: t.node.clone(),
+                reason,
+            });
+            continue;
         }
+        if let Some(w) = new {
+            out.model
+                .graph
+                .set_initializer(t.weight, Tensor::from_f32(t.shape.dims.clone(), &w));
+            out.grids.insert(t.weight, t.scales.clone());
+        }
+        out.rounded.push(report);
     }
     out.skipped = skipped;
     Ok(out)
-}
-
-/// `fp32` with its inputs fixed to `sample`'s dimensions and the shapes of
-/// its values inferred again (tract), or `None` when that fails (the
-/// strides are then not widened: slower, the same result).
-fn shapes_at_sample(fp32: &Model, sample: &Sample) -> Option<Model> {
-    use crate::onnx::proto::tensor_shape_proto::{dimension, Dimension};
-    use crate::onnx::proto::{type_proto, TensorShapeProto};
-    let mut proto = fp32.to_proto().ok()?;
-    let g = proto.graph.as_mut()?;
-    g.value_info.clear();
-    for input in &mut g.input {
-        let Some((_, t)) = sample.iter().find(|(n, _)| n == input.name()) else {
-            continue;
-        };
-        if let Some(type_proto::Value::TensorType(tt)) =
-            input.r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            tt.shape = Some(TensorShapeProto {
-                dim: t
-                    .dims()
-                    .iter()
-                    .map(|&d| Dimension {
-                        value: Some(dimension::Value::DimValue(d as i64)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            });
-        }
-    }
-    let mut m = Model::from_proto(&proto).ok()?;
-    crate::passes::shapes::infer_shapes(&mut m).ok()?;
-    Some(m)
 }
 
 /// `rounded` (from [`round_weights`]) with the weights of the layers in
@@ -732,6 +578,10 @@ pub fn restore(rounded: &Model, done: &[Rounded], float: &BTreeMap<NodeId, Strin
         float,
     )
 }
+
+mod probe;
+pub use probe::{fused_probes, FusedProbes};
+use probe::{gram_probe, gram_shape, shapes_at_sample, GramShape};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::calibrate::run_on_samples;
-use crate::calibrate::samples::InMemory;
+use crate::calibrate::samples::{InMemory, Sample};
+use crate::ir::node::attr;
+use crate::ir::Graph;
 use crate::passes::testutil::{model, node, uniform};
 
 fn lcg(n: usize, seed: u64) -> Vec<f64> {
@@ -79,17 +81,19 @@ fn compensation_beats_nearest_on_correlated_inputs() {
         })
         .collect();
     let t = Target {
-        id: NodeId(0),
+        shape: GramShape {
+            id: NodeId(0),
+            input: ValueId(1),
+            layout: Layout::RowsFirst,
+            rows,
+            columns: k,
+            groups: 1,
+            dims: vec![rows, k],
+        },
         node: "fc".into(),
         op: "Gemm".into(),
         weight: ValueId(0),
-        input: ValueId(1),
-        layout: Layout::RowsFirst,
-        rows,
-        columns: k,
-        groups: 1,
         w: w.clone(),
-        dims: vec![rows, k],
         scales: scales.clone(),
         zero_point: 0,
         qmin: -63,
@@ -155,7 +159,7 @@ fn symbolic_dims_still_widen_the_probe_stride() {
     let (t, _) = targets(&fp32, &QuantizeConfig::default(), &ranges).unwrap();
     let strides = |shaped: Option<&Graph>| {
         let mut aug = fp32.clone();
-        gram_probe(&mut aug.graph, 0, &t[0], shaped)
+        gram_probe(&mut aug.graph, 0, &t[0].shape, shaped)
             .unwrap()
             .unwrap();
         let (_, probe) = aug
@@ -199,9 +203,14 @@ fn conv_gram_probe_matches_direct_patches() {
     .into();
     let (t, skipped) = targets(&fp32, &cfg, &ranges).unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
-    assert_eq!((t.len(), t[0].groups, t[0].columns), (1, groups, cg * 9));
+    assert_eq!(
+        (t.len(), t[0].shape.groups, t[0].shape.columns),
+        (1, groups, cg * 9)
+    );
     let mut aug = fp32.clone();
-    let name = gram_probe(&mut aug.graph, 0, &t[0], None).unwrap().unwrap();
+    let name = gram_probe(&mut aug.graph, 0, &t[0].shape, None)
+        .unwrap()
+        .unwrap();
     let sample = vec![("x".to_string(), Tensor::from_f32(vec![n, c, hw, hw], &x))];
     let got = run_on_samples(
         &aug.to_proto().unwrap(),
@@ -252,4 +261,66 @@ fn conv_gram_probe_matches_direct_patches() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((f64::from(*g) - w).abs() < 1e-4, "entry {i}: {g} vs {w}");
     }
+}
+
+/// The Gram matrices summed within the calibration pass (fused_probes)
+/// are the ones GPTQ's own pass sums, and rounding from them gives the
+/// same layers and gains; a budget too small for a layer leaves it to
+/// GPTQ's pass.
+#[test]
+fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
+    use crate::calibrate::{CollectOptions, Method, RangeOptions, RangeTable, Summed, Target};
+    let w: Vec<f32> = lcg(6 * 4 * 9, 5).iter().map(|&v| v as f32).collect();
+    let fp32 = one_conv(
+        &[1, 4, 12, 12],
+        vec![attr::ints("pads", &[1, 1, 1, 1])],
+        Tensor::from_f32(vec![6, 4, 3, 3], &w),
+    );
+    let samples: Vec<Sample> = (0..5)
+        .map(|i| {
+            let x: Vec<f32> = lcg(4 * 144, 40 + i).iter().map(|&v| v as f32).collect();
+            vec![("x".to_string(), Tensor::from_f32(vec![1, 4, 12, 12], &x))]
+        })
+        .collect();
+    let source = InMemory(samples);
+    let cfg = QuantizeConfig::default();
+    let ranges: BTreeMap<String, (f32, f32)> = [
+        ("x".to_string(), (-0.5, 0.5)),
+        ("y".to_string(), (-2.0, 2.0)),
+    ]
+    .into();
+    assert!(fused_probes(&fp32, &source, 100).unwrap().is_none());
+    let fused = fused_probes(&fp32, &source, FUSED_ENTRIES)
+        .unwrap()
+        .unwrap();
+    assert_eq!(fused.nodes, vec!["conv".to_string()]);
+    let collect = CollectOptions {
+        histograms: false,
+        summed: Some(Summed {
+            model: std::sync::Arc::new(fused.model),
+            outputs: fused.outputs,
+        }),
+        ..Default::default()
+    };
+    let opts = RangeOptions {
+        method: Method::Minmax,
+        percentile: 99.999,
+        target: Target::Uint8,
+    };
+    let wanted = ["x".to_string(), "y".to_string()].into();
+    let (table, c) =
+        RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+    assert!(table.tensors.contains_key("y"));
+    let measured: BTreeMap<String, Vec<f64>> = fused.nodes.into_iter().zip(c.sums).collect();
+    let apart = round_weights(&fp32, &cfg, &ranges, &source, &BTreeMap::new(), 1).unwrap();
+    let within = round_weights(&fp32, &cfg, &ranges, &source, &measured, 2).unwrap();
+    assert_eq!(apart.rounded.len(), 1);
+    assert_eq!(within.rounded.len(), 1);
+    let (a, b) = (&apart.rounded[0], &within.rounded[0]);
+    assert_eq!((a.node.as_str(), a.taken), (b.node.as_str(), b.taken));
+    assert!(
+        (a.compensated_db - b.compensated_db).abs() < 1e-4,
+        "{a:?} vs {b:?}"
+    );
+    assert!((a.nearest_db - b.nearest_db).abs() < 1e-4);
 }
