@@ -205,7 +205,7 @@ impl Executor {
                 && t.len() <= BAKED_INT_ELEMENTS;
             let values = if baked { Some(t.to_i64_vec()?) } else { None };
             if values.is_none() {
-                feeds.push((g.value_name(v).to_string(), t.clone()));
+                feeds.push((g.value_name(v), t));
             }
             sig.push((t.dtype(), t.dims().to_vec(), values));
         }
@@ -218,7 +218,7 @@ impl Executor {
                     let proto = region_model(&self.model, reg, &sig)?;
                     let specs: Vec<_> = feeds
                         .iter()
-                        .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
+                        .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
                         .collect();
                     let names: Vec<String> = reg
                         .outputs
@@ -240,9 +240,11 @@ impl Executor {
                 }
             }
         };
-        let outs = runner.run(&feeds)?;
+        // The feeds are read where they are (no copy of the tensors).
+        let outs =
+            runner.run_with(|name| feeds.iter().find(|(n, _)| *n == name).map(|(_, t)| *t))?;
         for (&v, t) in reg.outputs.iter().zip(outs) {
-            env.insert(v, t);
+            env.insert(v, crate::tract::from_tract(&t)?);
         }
         Ok(())
     }

@@ -441,12 +441,15 @@ impl Runner {
     /// Like [`Runner::run`], but hands back tract's own tensors, for callers
     /// that only read them (calibration statistics) and need no copy.
     pub fn run_tract(&self, inputs: &[NamedTensor]) -> Result<Vec<TValue>> {
+        self.run_with(|name| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t))
+    }
+
+    /// Like [`Runner::run_tract`], each input found by name with `find`
+    /// (for callers whose tensors are not in a list of their own).
+    pub fn run_with<'a>(&self, find: impl Fn(&str) -> Option<&'a Tensor>) -> Result<Vec<TValue>> {
         let mut tv = tvec![];
         for name in &self.inputs {
-            let (_, t) = inputs
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| Error::Invalid(format!("missing input '{name}'")))?;
+            let t = find(name).ok_or_else(|| Error::Invalid(format!("missing input '{name}'")))?;
             let tt: TValue = to_tract(t)
                 .map_err(|e| Error::tensor(name.clone(), e.to_string()))?
                 .into_tvalue();
