@@ -478,10 +478,19 @@ impl Calibrator {
             .skip(self.targets.len())
             .take(self.sums.len());
         for (k, t) in summed.enumerate() {
-            let v = crate::tract::from_tract(t)?.to_f32_vec()?;
+            // Read in place when f32 (the probes' sums are), else converted.
+            let plain = t.try_as_plain_ram().ok();
+            let converted;
+            let v = match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
+                Some(v) => v,
+                None => {
+                    converted = crate::tract::from_tract(t)?.to_f32_vec()?;
+                    &converted
+                }
+            };
             match sums.get_mut(k) {
                 Some(acc) if acc.len() == v.len() => {
-                    acc.iter_mut().zip(&v).for_each(|(a, x)| *a += x);
+                    acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
                 }
                 Some(acc) => {
                     return Err(Error::Invalid(format!(
@@ -491,7 +500,7 @@ impl Calibrator {
                         acc.len()
                     )))
                 }
-                None => sums.push(v),
+                None => sums.push(v.to_vec()),
             }
         }
         Ok(digest.finalize().into())
