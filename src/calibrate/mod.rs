@@ -22,12 +22,14 @@ pub mod images;
 pub mod means;
 pub mod methods;
 pub mod npz;
+pub mod pool;
 pub mod samples;
 pub mod stats;
 pub mod table;
 pub mod text;
 
 pub use methods::{Method, RangeOptions, Target};
+pub use pool::{run_on_samples, sum_on_samples, worker_pool};
 pub use samples::{check_sample, open_source, Sample, SampleSource};
 pub use stats::TensorStats;
 pub use table::{RangeTable, TensorRange};
@@ -40,7 +42,7 @@ use crate::tract::Runner;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// How to collect.
 #[derive(Clone, Debug)]
@@ -97,133 +99,6 @@ pub struct Collected {
     pub means: means::Means,
     /// The outputs of [`Calibrator::summing`], summed over the samples.
     pub sums: Vec<Vec<f64>>,
-}
-
-/// The rayon pool of `jobs` workers (0: one per core), and that number.
-/// One pool per worker count for the whole process, started on first use:
-/// every stage of a run (calibration, GPTQ, bias correction, the gate)
-/// works on the same threads, so the memory a stage frees stays in those
-/// threads' allocator heaps for the next stage. A pool per stage started
-/// new threads with empty heaps each time, whose pages were faulted in
-/// again (the PaddleOCR detector at 640 px, default `quantize`: 9.3 / 8.6 s
-/// with a pool per stage, 8.3 / 7.9 s with this; outputs byte-identical).
-pub fn worker_pool(jobs: usize) -> Result<(Arc<rayon::ThreadPool>, usize)> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let jobs = if jobs == 0 {
-        std::thread::available_parallelism().map_or(1, |p| p.get())
-    } else {
-        jobs
-    };
-    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut pools = pools
-        .lock()
-        .map_err(|_| Error::Invalid("the worker pools' lock is poisoned".into()))?;
-    if let Some(p) = pools.get(&jobs) {
-        return Ok((p.clone(), jobs));
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot start {jobs} workers: {e}")))?;
-    let pool = Arc::new(pool);
-    pools.insert(jobs, pool.clone());
-    Ok((pool, jobs))
-}
-
-/// Runs `model` on every sample of `source` in parallel (`jobs` workers;
-/// one tract plan per distinct input signature, built at `level` and
-/// shared), returning `outputs` of each sample as f32 values, in sample
-/// order. For the passes that need one extra look at the data (range
-/// choice, bias correction).
-pub fn run_on_samples(
-    model: &crate::onnx::proto::ModelProto,
-    outputs: &[String],
-    level: crate::tract::Level,
-    source: &dyn SampleSource,
-    jobs: usize,
-) -> Result<Vec<Vec<Vec<f32>>>> {
-    let one = sample_runner(model, outputs, level, source);
-    let (pool, _) = worker_pool(jobs)?;
-    pool.install(|| (0..source.len()).into_par_iter().map(one).collect())
-}
-
-/// Like [`run_on_samples`], but returns each output summed over the
-/// samples (in f64), holding one sample's outputs per worker instead of
-/// every sample's: for statistics as large as a layer's input Gram matrix
-/// (error-compensating weight rounding). Sums are taken in sample order,
-/// so the result does not depend on `jobs` or on scheduling.
-pub fn sum_on_samples(
-    model: &crate::onnx::proto::ModelProto,
-    outputs: &[String],
-    level: crate::tract::Level,
-    source: &dyn SampleSource,
-    jobs: usize,
-) -> Result<Vec<Vec<f64>>> {
-    let one = sample_runner(model, outputs, level, source);
-    let (pool, workers) = worker_pool(jobs)?;
-    let mut acc: Vec<Vec<f64>> = Vec::new();
-    let order: Vec<usize> = (0..source.len()).collect();
-    for chunk in order.chunks(workers.max(1)) {
-        let outs: Vec<Result<Vec<Vec<f32>>>> =
-            pool.install(|| chunk.par_iter().map(|&i| one(i)).collect());
-        for values in outs {
-            let values = values?;
-            if acc.is_empty() {
-                acc = values.iter().map(|v| vec![0.0; v.len()]).collect();
-            }
-            for (k, (a, v)) in acc.iter_mut().zip(values).enumerate() {
-                if a.len() != v.len() {
-                    return Err(Error::Invalid(format!(
-                        "output {} has {} values on one sample and {} on another",
-                        outputs.get(k).map_or("?", |s| s.as_str()),
-                        v.len(),
-                        a.len()
-                    )));
-                }
-                a.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x));
-            }
-        }
-    }
-    Ok(acc)
-}
-
-/// Runs one sample of `source` through `model` (plans cached per input
-/// signature and shared between workers), returning `outputs` as f32.
-fn sample_runner<'a>(
-    model: &'a crate::onnx::proto::ModelProto,
-    outputs: &'a [String],
-    level: crate::tract::Level,
-    source: &'a dyn SampleSource,
-) -> impl Fn(usize) -> Result<Vec<Vec<f32>>> + Sync + 'a {
-    type Signature = Vec<(DataType, Vec<usize>)>;
-    let plans: Mutex<HashMap<Signature, crate::tract::Runner>> = Mutex::new(HashMap::new());
-    move |i| {
-        let sample = source.load(i)?;
-        let sig: Signature = sample
-            .iter()
-            .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
-            .collect();
-        let cached = plans.lock().ok().and_then(|p| p.get(&sig).cloned());
-        let runner = match cached {
-            Some(r) => r,
-            None => {
-                let s: Vec<_> = sample
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
-                    .collect();
-                let r = crate::tract::Runner::with_level(model, &s, Some(outputs), level)?;
-                if let Ok(mut p) = plans.lock() {
-                    p.insert(sig, r.clone());
-                }
-                r
-            }
-        };
-        runner
-            .run(&sample)?
-            .iter()
-            .map(|t| t.to_f32_vec())
-            .collect()
-    }
 }
 
 /// Lower-case hex of a SHA-256 digest.
