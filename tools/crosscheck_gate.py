@@ -4,7 +4,7 @@ measured on its own in onnxruntime, in both directions: a quantized model
 whose task holds must pass the gate, a broken one must be refused.
 
     .venv/bin/python tools/crosscheck_gate.py [--onnxq target/release/onnxq] [--work DIR]
-                                              [--models rec,det,cls,magika] [--holdout 48]
+                                              [--models rec,det,cls,magika,minilm] [--holdout 48]
 
 Models: the three PaddleOCR exports of rapidocr_onnxruntime
 (tools/requirements-models.txt), on synthetic inputs with known answers
