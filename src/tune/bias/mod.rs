@@ -14,7 +14,9 @@
 //! input as the layer reads it (the mean row of a MatMul's input, the mean
 //! receptive field of a Conv's: `calibrate::means`), which calibration
 //! takes from the inputs it observes anyway; a layer it did not see is
-//! measured here in one pass of its own. The FP32 model's bias (or a new
+//! measured here in one pass of its own. Left uncorrected: a MatMul or
+//! Gemm whose weight is not 2-D, and a ConvTranspose with `output_shape`
+//! (no probe: `calibrate::means`). The FP32 model's bias (or a new
 //! zero bias for a Conv without one; the constant of a following `Add` for
 //! MatMul, as exporters write `Linear`) is then adjusted. Reads the
 //! prepared model, the plan and the samples; returns a corrected copy,
