@@ -207,31 +207,18 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
     if cfg!(target_endian = "big") {
         return Err(Error::Invalid("big-endian hosts are not supported".into()));
     }
-    let dt = match t.dtype() {
-        DataType::Float => DatumType::F32,
-        DataType::Double => DatumType::F64,
-        DataType::Float16 => DatumType::F16,
-        DataType::Int8 => DatumType::I8,
-        DataType::Int16 => DatumType::I16,
-        DataType::Int32 => DatumType::I32,
-        DataType::Int64 => DatumType::I64,
-        DataType::Uint8 => DatumType::U8,
-        DataType::Uint16 => DatumType::U16,
-        DataType::Uint32 => DatumType::U32,
-        DataType::Uint64 => DatumType::U64,
-        DataType::Bool => {
-            // tract's bool must be 0 or 1; ours may hold any non-zero byte.
-            let bits: Vec<bool> = raw.iter().map(|&b| b != 0).collect();
-            return TTensor::from_shape(shape, &bits)
-                .map_err(|e| Error::tract("building an input tensor", e));
-        }
-        other => {
-            return Err(Error::tensor(
-                "",
-                format!("{} tensors are not supported by tract", other.name()),
-            ))
-        }
-    };
+    if t.dtype() == DataType::Bool {
+        // tract's bool must be 0 or 1; ours may hold any non-zero byte.
+        let bits: Vec<bool> = raw.iter().map(|&b| b != 0).collect();
+        return TTensor::from_shape(shape, &bits)
+            .map_err(|e| Error::tract("building an input tensor", e));
+    }
+    let dt = datum_type(t.dtype()).ok_or_else(|| {
+        Error::tensor(
+            "",
+            format!("{} tensors are not supported by tract", t.dtype().name()),
+        )
+    })?;
     // SAFETY: our payload is the little-endian (= native, checked above)
     // layout of exactly `numel(shape)` elements of `dt` (`Tensor::from_raw`
     // checks the length), and every bit pattern is a valid number of these
