@@ -54,11 +54,8 @@ fn bench(c: &mut Criterion) {
             for jobs in [1, 0] {
                 let opts = CollectOptions {
                     histograms,
-                    per_channel: false,
                     jobs,
-                    progress: false,
-                    input_means: false,
-                    summed: None,
+                    ..Default::default()
                 };
                 let id = format!(
                     "{label}/jobs{}",

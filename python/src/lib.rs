@@ -345,7 +345,8 @@ fn calibrate(
         jobs,
         progress,
         input_means: false,
-        summed: None,
+        grams: Vec::new(),
+        keep_outputs: 0,
     };
     let done = py
         .detach(|| -> onnxq::Result<_> {

@@ -27,9 +27,10 @@
 //! onnxruntime and tract place its padding three different ways.
 
 use super::samples::SampleSource;
+use super::window::{Axis, Window};
 use super::{Calibrator, CollectOptions};
 use crate::error::{Error, Result};
-use crate::ir::{Model, Node};
+use crate::ir::Model;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How a layer reads its input.
@@ -41,184 +42,7 @@ enum Reduce {
     Window(Window),
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum AutoPad {
-    NotSet,
-    Valid,
-    SameUpper,
-    SameLower,
-}
-
-/// A Conv's or ConvTranspose's geometry, from its attributes.
-#[derive(Clone, Debug, PartialEq)]
-struct Window {
-    transpose: bool,
-    channels: usize,
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    /// Begin pads, then end pads (`pads` as the operator writes them).
-    pads: Vec<i64>,
-    auto_pad: AutoPad,
-    output_padding: Vec<usize>,
-}
-
-/// Along one spatial dimension: the output's size and, per kernel offset,
-/// the input indices read.
-struct Axis {
-    out: usize,
-    reads: Vec<Vec<usize>>,
-}
-
 impl Window {
-    fn of(n: &Node, weight_dims: &[usize]) -> Result<Option<Self>> {
-        let transpose = n.is("ConvTranspose");
-        if weight_dims.len() < 3 {
-            return Ok(None);
-        }
-        let r = weight_dims.len() - 2;
-        let group = n.get_int("group")?.unwrap_or(1).max(1) as usize;
-        let channels = if transpose {
-            weight_dims[0]
-        } else {
-            weight_dims[1] * group
-        };
-        let ints = |name: &str, default: i64, len: usize| -> Result<Vec<i64>> {
-            let v = n.get_ints(name)?.unwrap_or_else(|| vec![default; len]);
-            if v.len() != len {
-                return Err(Error::Invalid(format!(
-                    "node '{}': {name} has {} values, expected {len}",
-                    n.name,
-                    v.len()
-                )));
-            }
-            Ok(v)
-        };
-        let positive = |name: &str| -> Result<Vec<usize>> {
-            let v = ints(name, 1, r)?;
-            if v.iter().any(|&s| s < 1) {
-                return Err(Error::Invalid(format!(
-                    "node '{}': {name} {v:?} must be positive",
-                    n.name
-                )));
-            }
-            Ok(v.into_iter().map(|s| s as usize).collect())
-        };
-        let auto_pad = match n.get_string("auto_pad")?.as_deref() {
-            None | Some("NOTSET") => AutoPad::NotSet,
-            Some("VALID") => AutoPad::Valid,
-            Some("SAME_UPPER") => AutoPad::SameUpper,
-            Some("SAME_LOWER") => AutoPad::SameLower,
-            Some(other) => {
-                return Err(Error::Invalid(format!(
-                    "node '{}': unknown auto_pad '{other}'",
-                    n.name
-                )))
-            }
-        };
-        if transpose && n.attr("output_shape").is_some() {
-            return Ok(None);
-        }
-        Ok(Some(Window {
-            transpose,
-            channels,
-            kernel: weight_dims[2..].to_vec(),
-            strides: positive("strides")?,
-            dilations: positive("dilations")?,
-            pads: ints("pads", 0, 2 * r)?,
-            auto_pad,
-            output_padding: if transpose {
-                ints("output_padding", 0, r)?
-                    .into_iter()
-                    .map(|p| p.max(0) as usize)
-                    .collect()
-            } else {
-                vec![0; r]
-            },
-        }))
-    }
-
-    /// Dimension `i` at input size `size`.
-    fn axis(&self, i: usize, size: usize) -> Result<Axis> {
-        let r = self.kernel.len();
-        let (k, s, d) = (self.kernel[i], self.strides[i], self.dilations[i]);
-        let extent = ((k.max(1) - 1) * d + 1) as i64;
-        let (size_i, s_i) = (size as i64, s as i64);
-        let (out, begin) = if self.transpose {
-            let op = self.output_padding[i] as i64;
-            let full = s_i * (size_i - 1) + op + extent;
-            match self.auto_pad {
-                // Output `size·stride`; of the total padding, SAME_UPPER
-                // puts the smaller half first (the specification's rule).
-                AutoPad::SameUpper | AutoPad::SameLower => {
-                    let out = size_i * s_i;
-                    let total = full - out;
-                    let begin = if self.auto_pad == AutoPad::SameUpper {
-                        total / 2
-                    } else {
-                        total - total / 2
-                    };
-                    (out, begin)
-                }
-                AutoPad::Valid => (full, 0),
-                AutoPad::NotSet => {
-                    let (b, e) = (self.pads[i], self.pads[i + r]);
-                    (full - b - e, b)
-                }
-            }
-        } else {
-            match self.auto_pad {
-                AutoPad::NotSet => {
-                    let (b, e) = (self.pads[i], self.pads[i + r]);
-                    let span = size_i + b + e - extent;
-                    (if span < 0 { 0 } else { span / s_i + 1 }, b)
-                }
-                AutoPad::Valid => {
-                    let span = size_i - extent;
-                    (if span < 0 { 0 } else { span / s_i + 1 }, 0)
-                }
-                AutoPad::SameUpper | AutoPad::SameLower => {
-                    let out = (size_i + s_i - 1) / s_i;
-                    let total = ((out - 1) * s_i + extent - size_i).max(0);
-                    let begin = if self.auto_pad == AutoPad::SameUpper {
-                        total / 2
-                    } else {
-                        total - total / 2
-                    };
-                    (out, begin)
-                }
-            }
-        };
-        if out <= 0 {
-            return Err(Error::Invalid(format!(
-                "an input of size {size} along spatial dimension {i} leaves no output"
-            )));
-        }
-        let reads = (0..k as i64)
-            .map(|p| {
-                let offset = p * d as i64 - begin;
-                if self.transpose {
-                    // Input i lands at i·s + offset, inside [0, out).
-                    (0..size_i)
-                        .filter(|&x| (0..out).contains(&(x * s_i + offset)))
-                        .map(|x| x as usize)
-                        .collect()
-                } else {
-                    // Output o reads o·s + offset, inside [0, size).
-                    (0..out)
-                        .map(|o| o * s_i + offset)
-                        .filter(|x| (0..size_i).contains(x))
-                        .map(|x| x as usize)
-                        .collect()
-                }
-            })
-            .collect();
-        Ok(Axis {
-            out: out as usize,
-            reads,
-        })
-    }
-
     /// `x̄[c, p]` (row-major `[C, k₁…k_r]`) of one sample `[N, C, D…]`.
     fn mean(&self, x: &[f32], dims: &[usize], relu: bool) -> Result<Vec<f64>> {
         let r = self.kernel.len();
@@ -367,11 +191,8 @@ pub fn measure(
     let calibrator = Calibrator::observing(model, Some(&wanted))?.measuring(probes);
     let opts = CollectOptions {
         histograms: false,
-        per_channel: false,
         jobs,
-        progress: false,
-        input_means: false,
-        summed: None,
+        ..Default::default()
     };
     Ok(calibrator.collect(source, &opts)?.means)
 }

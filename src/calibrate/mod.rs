@@ -18,6 +18,7 @@
 //! the number of samples.
 
 pub mod choose;
+pub mod gram;
 pub mod images;
 pub mod means;
 pub mod methods;
@@ -27,16 +28,17 @@ pub mod samples;
 pub mod stats;
 pub mod table;
 pub mod text;
+mod window;
 
 pub use methods::{Method, RangeOptions, Target};
-pub use pool::{run_on_samples, sum_on_samples, worker_pool};
+pub use pool::{run_on_samples, worker_pool};
 pub use samples::{check_sample, open_source, Sample, SampleSource};
 pub use stats::TensorStats;
 pub use table::{RangeTable, TensorRange};
 
 use crate::error::{Error, Result};
 use crate::ir::types::{input_specs, InputSpec};
-use crate::ir::{DataType, Model};
+use crate::ir::{DataType, Model, Tensor};
 use crate::onnx::proto::ModelProto;
 use crate::tract::Runner;
 use rayon::prelude::*;
@@ -58,18 +60,13 @@ pub struct CollectOptions {
     /// Also take the mean input of every layer bias correction may correct
     /// ([`means`]), from the tensors observed anyway.
     pub input_means: bool,
-    /// Also sum these outputs of an augmented model over the samples.
-    pub summed: Option<Summed>,
-}
-
-/// Outputs to sum over the samples beside the statistics (GPTQ's Gram
-/// probes): the prepared model with the nodes that compute them appended
-/// (calibration runs it instead), and their names. Each block of samples
-/// sums them in f32, blocks are added in f64 in order.
-#[derive(Clone, Debug)]
-pub struct Summed {
-    pub model: Arc<Model>,
-    pub outputs: Vec<String>,
+    /// Also sum the input Gram matrices of these layers ([`gram`]; GPTQ's),
+    /// from the tensors observed (their inputs are observed for them).
+    pub grams: Vec<gram::GramProbe>,
+    /// Also keep each sample's graph outputs (the FP32 references the
+    /// parity gate compares with, when it runs on the same samples) while
+    /// they total at most this many bytes; past it, none (0: none).
+    pub keep_outputs: usize,
 }
 
 impl Default for CollectOptions {
@@ -80,7 +77,8 @@ impl Default for CollectOptions {
             jobs: 0,
             progress: false,
             input_means: false,
-            summed: None,
+            grams: Vec::new(),
+            keep_outputs: 0,
         }
     }
 }
@@ -97,8 +95,25 @@ pub struct Collected {
     pub plans: usize,
     /// Mean layer inputs, for the probes given to [`Calibrator::measuring`].
     pub means: means::Means,
-    /// The outputs of [`Calibrator::summing`], summed over the samples.
-    pub sums: Vec<Vec<f64>>,
+    /// The Gram matrices of [`Calibrator::summing_grams`] by layer (node
+    /// name), summed over the samples.
+    pub grams: BTreeMap<String, Vec<f64>>,
+    /// Each sample's name and graph outputs, in sample order, with
+    /// [`CollectOptions::keep_outputs`] (empty past its bytes).
+    pub outputs: Vec<(String, Vec<Tensor>)>,
+}
+
+/// What a block of samples adds up to, in sample order.
+struct Folded {
+    /// Per tensor in `[inputs…, targets…, Relu outputs…]` order.
+    stats: Vec<Option<TensorStats>>,
+    means: means::Means,
+    /// Per Gram probe, `[groups, K, K]` upper triangles.
+    grams: Vec<Vec<f32>>,
+    /// Each sample's name and kept outputs.
+    kept: Vec<(String, Vec<Tensor>)>,
+    /// Each sample's digest.
+    digests: Vec<[u8; 32]>,
 }
 
 /// Lower-case hex of a SHA-256 digest.
@@ -139,8 +154,12 @@ pub struct Calibrator {
     slot_of: HashMap<String, (usize, bool)>,
     /// Layers whose mean input is taken: `(probe, slot, relu)`.
     means: Vec<(means::Probe, usize, bool)>,
-    /// Outputs summed over the samples, run after `targets`.
-    sums: Vec<String>,
+    /// Layers whose input Gram matrix is summed: `(probe, slot, relu)`.
+    grams: Vec<(gram::GramProbe, usize, bool)>,
+    /// The graph outputs, by their index in tract's outputs
+    /// ([targets…, extra…]), and the extra ones tract runs for them.
+    kept: Vec<usize>,
+    extra: Vec<String>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
 }
 
@@ -205,15 +224,23 @@ impl Calibrator {
             relu_of,
             slot_of,
             means: Vec::new(),
-            sums: Vec::new(),
+            grams: Vec::new(),
+            kept: Vec::new(),
+            extra: Vec::new(),
             plans: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Also sums `outputs` (node outputs of the model) over the samples
-    /// ([`Collected::sums`]).
-    pub fn summing(mut self, outputs: Vec<String>) -> Self {
-        self.sums = outputs;
+    /// Also sums the input Gram matrices of the layers of `probes` whose
+    /// input is observed ([`Collected::grams`]); the others are left out.
+    pub fn summing_grams(mut self, probes: Vec<gram::GramProbe>) -> Self {
+        self.grams = probes
+            .into_iter()
+            .filter_map(|p| {
+                let (slot, relu) = *self.slot_of.get(&p.input)?;
+                Some((p, slot, relu))
+            })
+            .collect();
         self
     }
 
@@ -227,6 +254,30 @@ impl Calibrator {
                 Some((p, slot, relu))
             })
             .collect();
+        self
+    }
+
+    /// Also has tract hand over the graph outputs of `model` (the model it
+    /// was made from), for [`CollectOptions::keep_outputs`]; not when one
+    /// is a graph input.
+    pub fn keeping_outputs(mut self, model: &Model) -> Self {
+        let g = &model.graph;
+        let (mut kept, mut extra) = (Vec::new(), Vec::new());
+        for v in g.outputs() {
+            if g.producer_node(v).is_none() {
+                return self;
+            }
+            let name = g.value_name(v);
+            match self.targets.iter().position(|t| t == name) {
+                Some(k) => kept.push(k),
+                None => {
+                    kept.push(self.targets.len() + extra.len());
+                    extra.push(name.to_string());
+                }
+            }
+        }
+        self.kept = kept;
+        self.extra = extra;
         self
     }
 
@@ -263,25 +314,30 @@ impl Calibrator {
             .collect();
         // With nothing to observe but inputs, run the model's own outputs
         // (tract needs one); their statistics are ignored.
-        let run: Vec<String> = self.targets.iter().chain(&self.sums).cloned().collect();
+        let run: Vec<String> = self.targets.iter().chain(&self.extra).cloned().collect();
         let outputs = (!run.is_empty()).then_some(run.as_slice());
         let runner = Arc::new(Runner::new(&self.proto, &specs, outputs)?);
         plans.insert(shapes, runner.clone());
         Ok(runner)
     }
 
-    /// Runs one sample and adds its statistics into `acc` (per tensor in
-    /// `[inputs…, targets…]` order; non-float tensors stay `None`); returns
-    /// the sample's digest.
+    /// Runs one sample and adds what it gives to `block`: its statistics
+    /// (non-float tensors stay `None`), mean inputs, Gram matrices, kept
+    /// outputs and digest.
     fn run_one(
         &self,
         source: &dyn SampleSource,
         i: usize,
         opts: &CollectOptions,
-        acc: &mut [Option<TensorStats>],
-        means: &mut means::Means,
-        sums: &mut Vec<Vec<f32>>,
-    ) -> Result<[u8; 32]> {
+        block: &mut Folded,
+    ) -> Result<()> {
+        let Folded {
+            stats: acc,
+            means,
+            grams,
+            kept,
+            digests,
+        } = block;
         let name = source.name(i);
         let sample = source.load(i)?;
         check_sample(&name, &sample, &self.inputs)?;
@@ -311,6 +367,13 @@ impl Calibrator {
                     .mean(v, dims, *relu)
                     .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
                 means.add(&probe.node, &mean)?;
+            }
+            for ((probe, slot, relu), acc) in self.grams.iter().zip(grams.iter_mut()) {
+                if *slot == k {
+                    probe
+                        .add(v, dims, *relu, acc)
+                        .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
+                }
             }
             let Some(slot) = observed_slots.get_mut(k) else {
                 return Ok(());
@@ -347,38 +410,21 @@ impl Calibrator {
                 }
             }
         }
-        // The summed outputs, after the observed ones.
-        let summed = outputs
-            .iter()
-            .skip(self.targets.len())
-            .take(self.sums.len());
-        for (k, t) in summed.enumerate() {
-            // Read in place when f32 (the probes' sums are), else converted.
-            let plain = t.try_as_plain_ram().ok();
-            let converted;
-            let v = match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
-                Some(v) => v,
-                None => {
-                    converted = crate::tract::from_tract(t)?.to_f32_vec()?;
-                    &converted
-                }
-            };
-            match sums.get_mut(k) {
-                Some(acc) if acc.len() == v.len() => {
-                    acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
-                }
-                Some(acc) => {
-                    return Err(Error::Invalid(format!(
-                        "sample '{name}': output {} has {} values, {} on another sample",
-                        self.sums[k],
-                        v.len(),
-                        acc.len()
-                    )))
-                }
-                None => sums.push(v.to_vec()),
-            }
+        if opts.keep_outputs > 0 && !self.kept.is_empty() {
+            let values = self
+                .kept
+                .iter()
+                .map(|&k| {
+                    let t = outputs.get(k).ok_or_else(|| {
+                        Error::Invalid(format!("sample '{name}': an output is missing"))
+                    })?;
+                    crate::tract::from_tract(t)
+                })
+                .collect::<Result<_>>()?;
+            kept.push((name, values));
         }
-        Ok(digest.finalize().into())
+        digests.push(digest.finalize().into());
+        Ok(())
     }
 
     /// Runs every sample of `source` and merges the statistics.
@@ -415,48 +461,80 @@ impl Calibrator {
         // `jobs`, and the main thread merges once per block, not per sample.
         // Memory: a wave is two blocks per worker, so at most 2·jobs sets
         // of statistics (each one per-tensor histogram pair) are alive.
-        let block = (n / 64).clamp(1, 16);
+        // With Gram matrices, blocks of up to 8 samples: each block's f32
+        // sums (tens of MiB) are added to the f64 ones once.
+        let block = if self.grams.is_empty() {
+            (n / 64).clamp(1, 16)
+        } else {
+            (n / 4).clamp(1, 8)
+        };
         let blocks: Vec<std::ops::Range<usize>> = (0..n)
             .step_by(block)
             .map(|s| s..(s + block).min(n))
             .collect();
-        struct Block {
-            stats: Vec<Option<TensorStats>>,
-            means: means::Means,
-            sums: Vec<Vec<f32>>,
-            digests: Vec<[u8; 32]>,
-        }
-        let fold_block = |range: &std::ops::Range<usize>| -> Result<Block> {
-            let mut b = Block {
+        let fold_block = |range: &std::ops::Range<usize>| -> Result<Folded> {
+            let mut b = Folded {
                 stats: vec![None; names.len()],
                 means: means::Means::default(),
-                sums: Vec::new(),
+                grams: vec![Vec::new(); self.grams.len()],
+                kept: Vec::new(),
                 digests: Vec::with_capacity(range.len()),
             };
             for i in range.clone() {
-                let d = self.run_one(source, i, opts, &mut b.stats, &mut b.means, &mut b.sums)?;
-                b.digests.push(d);
+                self.run_one(source, i, opts, &mut b)?;
                 bar.inc(1);
             }
             Ok(b)
         };
         let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
         let mut means = means::Means::default();
-        let mut sums: Vec<Vec<f64>> = Vec::new();
+        let mut grams: Vec<Vec<f64>> = vec![Vec::new(); self.grams.len()];
         let mut digest = Sha256::new();
-        for wave in blocks.chunks(jobs * 2) {
-            let results: Vec<Result<Block>> =
+        let (mut outputs, mut output_bytes) = (Vec::new(), 0usize);
+        let mut keep = opts.keep_outputs > 0 && !self.kept.is_empty();
+        // With Gram matrices to sum (up to tens of MiB a block), one block
+        // per worker at a time.
+        let wave = if self.grams.is_empty() {
+            jobs * 2
+        } else {
+            jobs
+        };
+        for wave in blocks.chunks(wave) {
+            let results: Vec<Result<Folded>> =
                 pool.install(|| wave.par_iter().map(fold_block).collect());
             for r in results {
                 let b = r?;
                 b.digests.iter().for_each(|d| digest.update(d));
                 merge_into(&mut merged, b.stats);
-                means.merge(b.means)?;
-                for (k, v) in b.sums.into_iter().enumerate() {
-                    match sums.get_mut(k) {
-                        Some(acc) => acc.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x)),
-                        None => sums.push(v.into_iter().map(f64::from).collect()),
+                if keep {
+                    output_bytes += b
+                        .kept
+                        .iter()
+                        .flat_map(|(_, ts)| ts.iter().map(Tensor::byte_len))
+                        .sum::<usize>();
+                    keep = output_bytes <= opts.keep_outputs;
+                    if keep {
+                        outputs.extend(b.kept);
+                    } else {
+                        outputs = Vec::new();
                     }
+                }
+                means.merge(b.means)?;
+                for (acc, v) in grams.iter_mut().zip(b.grams) {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    if acc.is_empty() {
+                        *acc = vec![0.0; v.len()];
+                    }
+                    if acc.len() != v.len() {
+                        return Err(Error::Invalid(format!(
+                            "an input Gram matrix of {} entries on some samples, {} on others",
+                            v.len(),
+                            acc.len()
+                        )));
+                    }
+                    acc.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x));
                 }
             }
         }
@@ -481,7 +559,17 @@ impl Calibrator {
             samples_sha256: hex(&digest.finalize()),
             plans,
             means,
-            sums,
+            grams: self
+                .grams
+                .iter()
+                .zip(grams)
+                .filter(|(_, g)| !g.is_empty())
+                .map(|((p, _, _), mut g)| {
+                    p.mirror(&mut g);
+                    (p.node.clone(), g)
+                })
+                .collect(),
+            outputs,
         })
     }
 }

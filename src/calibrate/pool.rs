@@ -1,7 +1,6 @@
 //! Running a model over samples in parallel: the process-wide worker
-//! pools every stage shares, and the passes that run a model on every
-//! sample and hand back its outputs, per sample or summed in sample order
-//! (the range choice's, GPTQ's own passes).
+//! pools every stage shares, and the pass that runs a model on every
+//! sample and hands back its outputs (the range choice's).
 
 use super::samples::SampleSource;
 use crate::error::{Error, Result};
@@ -56,46 +55,6 @@ pub fn run_on_samples(
     let one = sample_runner(model, outputs, level, source);
     let (pool, _) = worker_pool(jobs)?;
     pool.install(|| (0..source.len()).into_par_iter().map(one).collect())
-}
-
-/// Like [`run_on_samples`], but returns each output summed over the
-/// samples (in f64), holding one sample's outputs per worker instead of
-/// every sample's: for statistics as large as a layer's input Gram matrix
-/// (error-compensating weight rounding). Sums are taken in sample order,
-/// so the result does not depend on `jobs` or on scheduling.
-pub fn sum_on_samples(
-    model: &crate::onnx::proto::ModelProto,
-    outputs: &[String],
-    level: crate::tract::Level,
-    source: &dyn SampleSource,
-    jobs: usize,
-) -> Result<Vec<Vec<f64>>> {
-    let one = sample_runner(model, outputs, level, source);
-    let (pool, workers) = worker_pool(jobs)?;
-    let mut acc: Vec<Vec<f64>> = Vec::new();
-    let order: Vec<usize> = (0..source.len()).collect();
-    for chunk in order.chunks(workers.max(1)) {
-        let outs: Vec<Result<Vec<Vec<f32>>>> =
-            pool.install(|| chunk.par_iter().map(|&i| one(i)).collect());
-        for values in outs {
-            let values = values?;
-            if acc.is_empty() {
-                acc = values.iter().map(|v| vec![0.0; v.len()]).collect();
-            }
-            for (k, (a, v)) in acc.iter_mut().zip(values).enumerate() {
-                if a.len() != v.len() {
-                    return Err(Error::Invalid(format!(
-                        "output {} has {} values on one sample and {} on another",
-                        outputs.get(k).map_or("?", |s| s.as_str()),
-                        v.len(),
-                        a.len()
-                    )));
-                }
-                a.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x));
-            }
-        }
-    }
-    Ok(acc)
 }
 
 /// Runs one sample of `source` through `model` (plans cached per input

@@ -63,8 +63,12 @@ pub struct Collection {
     pub plans: usize,
     /// Mean layer inputs (with [`CollectOptions::input_means`]).
     pub means: super::means::Means,
-    /// The outputs of [`CollectOptions::summed`], summed over the samples.
-    pub sums: Vec<Vec<f64>>,
+    /// The input Gram matrices of [`CollectOptions::grams`] by layer,
+    /// summed over the samples.
+    pub grams: BTreeMap<String, Vec<f64>>,
+    /// Each sample's name and graph outputs, with
+    /// [`CollectOptions::keep_outputs`].
+    pub outputs: Vec<(String, Vec<crate::ir::Tensor>)>,
 }
 
 impl RangeTable {
@@ -72,8 +76,9 @@ impl RangeTable {
     /// activation when `None`) are observed through tract, their ranges
     /// computed by `opts.method` (with `auto`, one more pass chooses a
     /// method per tensor). Returns the table, how many tract plans the
-    /// samples' shapes needed, and the mean layer inputs when
-    /// `collect.input_means` asked for them.
+    /// samples' shapes needed, the mean layer inputs when
+    /// `collect.input_means` asked for them and the Gram matrices of
+    /// `collect.grams`.
     pub fn calibrate(
         model: &Model,
         wanted: Option<&BTreeSet<String>>,
@@ -82,10 +87,10 @@ impl RangeTable {
         collect: &CollectOptions,
         model_sha256: &str,
     ) -> Result<(Self, Collection)> {
-        // Mean inputs: every layer's input is observed (a quantized
-        // layer's input may have no range of its own: a MaxPool's or a
-        // Reshape's output shares its producer's), its statistics dropped
-        // from the table below.
+        // Mean inputs and Gram matrices: every such layer's input is
+        // observed (a quantized layer's input may have no range of its
+        // own: a MaxPool's or a Reshape's output shares its producer's),
+        // its statistics dropped from the table below.
         let probes = if collect.input_means {
             super::means::probes(model)?
         } else {
@@ -98,21 +103,21 @@ impl RangeTable {
         let extra: BTreeSet<String> = match wanted {
             Some(w) => probes
                 .iter()
-                .map(|p| p.input.clone())
-                .filter(|t| !w.contains(t) && !inputs.contains(t))
+                .map(|p| &p.input)
+                .chain(collect.grams.iter().map(|p| &p.input))
+                .filter(|t| !w.contains(*t) && !inputs.contains(*t))
+                .cloned()
                 .collect(),
             None => BTreeSet::new(),
         };
         let observed: Option<BTreeSet<String>> =
             wanted.map(|w| w.iter().chain(&extra).cloned().collect());
-        // With sums to take, the model with their nodes runs instead.
-        let (run, summed) = match &collect.summed {
-            Some(s) => (s.model.as_ref(), s.outputs.clone()),
-            None => (model, Vec::new()),
-        };
-        let calibrator = Calibrator::observing(run, observed.as_ref())?
+        let mut calibrator = Calibrator::observing(model, observed.as_ref())?
             .measuring(probes)
-            .summing(summed);
+            .summing_grams(collect.grams.clone());
+        if collect.keep_outputs > 0 {
+            calibrator = calibrator.keeping_outputs(model);
+        }
         let collected = calibrator.collect(
             source,
             &CollectOptions {
@@ -141,7 +146,8 @@ impl RangeTable {
             Collection {
                 plans,
                 means: collected.means,
-                sums: collected.sums,
+                grams: collected.grams,
+                outputs: collected.outputs,
             },
         ))
     }

@@ -71,7 +71,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
         input_means: false,
-        summed: None,
+        grams: Vec::new(),
+        keep_outputs: 0,
     };
     let dims: BTreeMap<String, usize> = args.dims.iter().cloned().collect();
     let done = crate::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;

@@ -160,7 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
         input_means: false,
-        summed: None,
+        grams: Vec::new(),
+        keep_outputs: 0,
     };
     let mut warnings = Vec::new();
     let ranges = Ranges::obtain(

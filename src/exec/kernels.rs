@@ -227,13 +227,7 @@ pub fn quantize_linear(
     let (lo, hi) = qdq_range(out)
         .ok_or_else(|| Error::tensor("y", format!("unsupported output type {}", out.name())))?;
     check_params(p, dims, axis, "QuantizeLinear")?;
-    // Runs of one channel: the whole tensor per tensor, `inner` elements
-    // per axis index otherwise.
-    let run = if p.scale.len() > 1 {
-        dims[axis + 1..].iter().product::<usize>().max(1)
-    } else {
-        x.len().max(1)
-    };
+    let run = channel_run(p, dims, axis, x.len());
     let mut data = Vec::with_capacity(x.len());
     for (k, chunk) in x.chunks(run).enumerate() {
         let (s, z) = p.at(if p.scale.len() > 1 {
@@ -248,6 +242,101 @@ pub fn quantize_linear(
         dims: dims.to_vec(),
         data,
     })
+}
+
+/// [`quantize_linear`] to uint8 or int8, as the output tensor's bytes
+/// (no 32-bit intermediate); `None` for another output type.
+pub fn quantize_to_bytes(
+    x: &[f32],
+    dims: &[usize],
+    p: &Params,
+    axis: usize,
+    out: DataType,
+) -> Result<Option<Tensor>> {
+    let Some((lo, hi)) = qrange(out).filter(|_| matches!(out, DataType::Uint8 | DataType::Int8))
+    else {
+        return Ok(None);
+    };
+    check_params(p, dims, axis, "QuantizeLinear")?;
+    let run = channel_run(p, dims, axis, x.len());
+    let mut data = vec![0u8; x.len()];
+    for (k, (chunk, dst)) in x.chunks(run).zip(data.chunks_mut(run)).enumerate() {
+        let (s, z) = p.at(if p.scale.len() > 1 {
+            k % p.scale.len()
+        } else {
+            0
+        });
+        quantize_bytes_run(chunk, s, z, (lo, hi), dst);
+    }
+    Ok(Some(Tensor::from_bytes(out, dims.to_vec(), data)))
+}
+
+/// [`quantize_run`] into 8-bit values (the low byte of each level, as
+/// uint8 or int8). Compiled twice: with AVX2 when the CPU has it (runtime
+/// detection), and for the baseline target.
+fn quantize_bytes_run(x: &[f32], s: f32, z: i32, (lo, hi): (i32, i32), out: &mut [u8]) {
+    let (qlo, qhi) = ((lo - z) as f32, (hi - z) as f32);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { quantize_bytes_avx2(x, s, z, (qlo, qhi), out) };
+            return;
+        }
+    }
+    quantize_bytes_portable(x, s, z, (qlo, qhi), out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_bytes_avx2(x: &[f32], s: f32, z: i32, bounds: (f32, f32), out: &mut [u8]) {
+    quantize_bytes_portable(x, s, z, bounds, out);
+}
+
+#[inline(always)]
+fn quantize_bytes_portable(x: &[f32], s: f32, z: i32, (qlo, qhi): (f32, f32), out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize_one(v, s, z, qlo, qhi) as u8;
+    }
+}
+
+/// Elements per run of one channel: the whole tensor per tensor, the
+/// elements after `axis` per axis index otherwise.
+fn channel_run(p: &Params, dims: &[usize], axis: usize, len: usize) -> usize {
+    if p.scale.len() > 1 {
+        dims[axis + 1..].iter().product::<usize>().max(1)
+    } else {
+        len.max(1)
+    }
+}
+
+/// [`dequantize_linear`] of a uint8 or int8 tensor read from its bytes
+/// (the same products, no 32-bit intermediate); `None` for another type.
+pub fn dequantize_bytes(t: &Tensor, p: &Params, axis: usize) -> Result<Option<Vec<f32>>> {
+    let signed = match t.dtype() {
+        DataType::Uint8 => false,
+        DataType::Int8 => true,
+        _ => return Ok(None),
+    };
+    let Some(raw) = t.raw().filter(|r| r.len() == t.len()) else {
+        return Ok(None);
+    };
+    check_params(p, t.dims(), axis, "DequantizeLinear")?;
+    let run = channel_run(p, t.dims(), axis, raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    for (k, chunk) in raw.chunks(run).enumerate() {
+        let (s, z) = p.at(if p.scale.len() > 1 {
+            k % p.scale.len()
+        } else {
+            0
+        });
+        if signed {
+            out.extend(chunk.iter().map(|&b| (i32::from(b as i8) - z) as f32 * s));
+        } else {
+            out.extend(chunk.iter().map(|&b| (i32::from(b) - z) as f32 * s));
+        }
+    }
+    Ok(Some(out))
 }
 
 /// ONNX DequantizeLinear: `y = (x − zero_point) · scale` in float32.
@@ -1348,13 +1437,17 @@ fn row_i32_portable(w: &[i16], cols: &[i16], acc: &mut [i32]) {
 /// even exactly; NaN becomes the zero point.
 #[inline]
 fn quantize_run(x: &[f32], s: f32, z: i32, (lo, hi): (i32, i32), out: &mut Vec<i32>) {
-    const MAGIC: f32 = 12_582_912.0;
     let (qlo, qhi) = ((lo - z) as f32, (hi - z) as f32);
-    out.extend(x.iter().map(|&v| {
-        let q = v / s;
-        let q = if q.is_nan() { 0.0 } else { q.max(qlo).min(qhi) };
-        ((q + MAGIC) - MAGIC) as i32 + z
-    }));
+    out.extend(x.iter().map(|&v| quantize_one(v, s, z, qlo, qhi)));
+}
+
+/// One element of [`quantize_run`], `qlo`/`qhi` its bounds less `z`.
+#[inline(always)]
+fn quantize_one(v: f32, s: f32, z: i32, qlo: f32, qhi: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let q = v / s;
+    let q = if q.is_nan() { 0.0 } else { q.max(qlo).min(qhi) };
+    ((q + MAGIC) - MAGIC) as i32 + z
 }
 
 /// Round half to even of an f32 without a libm call: adding and removing

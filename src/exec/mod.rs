@@ -69,6 +69,11 @@ pub struct Executor {
     model: Model,
     steps: Vec<Step>,
     regions: Vec<Region>,
+    /// Per step, the values it reads last (graph outputs excepted): freed
+    /// once it ran, so a run holds only the live values.
+    last_reads: Vec<Vec<ValueId>>,
+    /// The values `keep` named.
+    kept: HashSet<ValueId>,
     arith: Arith,
     cache: Mutex<HashMap<(usize, Signature), Arc<Runner>>>,
     float_ops: contrib::FloatOps,
@@ -109,13 +114,15 @@ impl Executor {
                 });
             }
         }
-        let mut wanted: HashSet<ValueId> = g.outputs().collect();
+        let outputs: HashSet<ValueId> = g.outputs().collect();
+        let mut kept = HashSet::new();
         for k in keep {
             let v = g
                 .find_value(k)
                 .ok_or_else(|| Error::tensor(k, "no value of this name in the model"))?;
-            wanted.insert(v);
+            kept.insert(v);
         }
+        let wanted: HashSet<ValueId> = outputs.union(&kept).copied().collect();
         let order = g.topo_order()?;
         let mut steps = Vec::new();
         let mut regions: Vec<Region> = Vec::new();
@@ -138,10 +145,31 @@ impl Executor {
             }
         }
         flush(&mut run, &mut steps, &mut regions);
+        let mut last: HashMap<ValueId, usize> = HashMap::new();
+        for (k, step) in steps.iter().enumerate() {
+            let reads: Vec<ValueId> = match step {
+                Step::Int(id) => g
+                    .node(*id)
+                    .map(|n| n.inputs.iter().flatten().copied().collect())
+                    .unwrap_or_default(),
+                Step::Float(r) => regions[*r].inputs.clone(),
+            };
+            for v in reads {
+                last.insert(v, k);
+            }
+        }
+        let mut last_reads = vec![Vec::new(); steps.len()];
+        for (v, k) in last {
+            if !outputs.contains(&v) {
+                last_reads[k].push(v);
+            }
+        }
         Ok(Executor {
             model: model.clone(),
             steps,
             regions,
+            last_reads,
+            kept,
             arith,
             cache: Mutex::new(HashMap::new()),
             float_ops: contrib::FloatOps::default(),
@@ -152,6 +180,23 @@ impl Executor {
     /// Runs on named inputs; returns the graph outputs and kept values by
     /// name, and what the kernels observed.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<(BTreeMap<String, Tensor>, RunStats)> {
+        self.run_keeping(inputs, true)
+    }
+
+    /// Like [`Executor::run`], but returns the graph outputs only (the
+    /// values `keep` named are freed like the others once read).
+    pub fn run_outputs(
+        &self,
+        inputs: &[(String, Tensor)],
+    ) -> Result<(BTreeMap<String, Tensor>, RunStats)> {
+        self.run_keeping(inputs, false)
+    }
+
+    fn run_keeping(
+        &self,
+        inputs: &[(String, Tensor)],
+        keep: bool,
+    ) -> Result<(BTreeMap<String, Tensor>, RunStats)> {
         let g = &self.model.graph;
         let mut env: HashMap<ValueId, Tensor> = HashMap::new();
         for v in g.runtime_inputs() {
@@ -164,7 +209,7 @@ impl Executor {
             env.insert(v, t);
         }
         let mut stats = AccStats::default();
-        for step in &self.steps {
+        for (step, frees) in self.steps.iter().zip(&self.last_reads) {
             match step {
                 Step::Int(id) => {
                     let Some(n) = g.node(*id) else { continue };
@@ -179,6 +224,15 @@ impl Executor {
                 }
                 Step::Float(r) => self.float_region(*r, &mut env)?,
             }
+            for v in frees {
+                if !(keep && self.kept.contains(v)) {
+                    env.remove(v);
+                }
+            }
+        }
+        if !keep {
+            let outputs: HashSet<ValueId> = g.outputs().collect();
+            env.retain(|v, _| outputs.contains(v));
         }
         let mut out = BTreeMap::new();
         for (v, t) in env {
@@ -338,23 +392,34 @@ impl Executor {
                 } else {
                     0
                 };
-                vec![
-                    kernels::quantize_linear(&x.to_f32_vec()?, x.dims(), &p, a, out_dt)?
-                        .to_tensor(),
-                ]
+                let owned;
+                let xs = match x.as_f32_slice() {
+                    Some(xs) => xs,
+                    None => {
+                        owned = x.to_f32_vec()?;
+                        &owned
+                    }
+                };
+                match kernels::quantize_to_bytes(xs, x.dims(), &p, a, out_dt)? {
+                    Some(y) => vec![y],
+                    None => {
+                        vec![kernels::quantize_linear(xs, x.dims(), &p, a, out_dt)?.to_tensor()]
+                    }
+                }
             }
             "DequantizeLinear" => {
-                let x = Ints::from_qdq_tensor(need(0)?, "x")?;
-                let (p, _) = params(1, 2, x.dtype)?;
+                let t = need(0)?;
+                let (p, _) = params(1, 2, t.dtype())?;
                 let a = if p.scale.len() > 1 {
-                    axis(x.dims.len())?
+                    axis(t.dims().len())?
                 } else {
                     0
                 };
-                vec![Tensor::from_f32(
-                    x.dims.clone(),
-                    &kernels::dequantize_linear(&x, &p, a)?,
-                )]
+                let y = match kernels::dequantize_bytes(t, &p, a)? {
+                    Some(y) => y,
+                    None => kernels::dequantize_linear(&Ints::from_qdq_tensor(t, "x")?, &p, a)?,
+                };
+                vec![Tensor::from_f32(t.dims().to_vec(), &y)]
             }
             "QLinearMatMul" => {
                 let a = need(0)?;

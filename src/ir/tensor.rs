@@ -241,11 +241,27 @@ impl Tensor {
     /// A float32 tensor. `data.len()` must match `dims` (checked in debug
     /// builds; callers build both from the same shape).
     pub fn from_f32(dims: Vec<usize>, data: &[f32]) -> Self {
+        #[cfg(target_endian = "little")]
+        return Self::from_le_slice(DataType::Float, dims, data);
+        #[cfg(not(target_endian = "little"))]
         Self::from_pod(
             DataType::Float,
             dims,
             data.iter().flat_map(|v| v.to_le_bytes()),
         )
+    }
+
+    /// A tensor whose elements are `data` as they lie in memory (on a
+    /// little-endian machine, the `raw_data` layout): one copy.
+    #[cfg(target_endian = "little")]
+    fn from_le_slice<T: bytemuck::Pod>(dtype: DataType, dims: Vec<usize>, data: &[T]) -> Self {
+        let raw = Bytes::copy_from_slice(bytemuck::cast_slice(data));
+        debug_assert_eq!(Some(raw.len()), numel(&dims).and_then(|n| dtype.raw_len(n)));
+        Tensor {
+            dtype,
+            dims,
+            data: TensorData::Raw(raw),
+        }
     }
 
     /// An int64 tensor (shapes, axes, indices).
@@ -259,6 +275,9 @@ impl Tensor {
 
     /// An int32 tensor (quantized biases).
     pub fn from_i32(dims: Vec<usize>, data: &[i32]) -> Self {
+        #[cfg(target_endian = "little")]
+        return Self::from_le_slice(DataType::Int32, dims, data);
+        #[cfg(not(target_endian = "little"))]
         Self::from_pod(
             DataType::Int32,
             dims,
@@ -277,7 +296,18 @@ impl Tensor {
 
     /// A uint8 tensor.
     pub fn from_u8(dims: Vec<usize>, data: &[u8]) -> Self {
-        Self::from_pod(DataType::Uint8, dims, data.iter().copied())
+        Self::from_bytes(DataType::Uint8, dims, data.to_vec())
+    }
+
+    /// A tensor of `dtype` whose `raw_data` is `raw` (no copy); the length
+    /// must match (checked in debug builds).
+    pub fn from_bytes(dtype: DataType, dims: Vec<usize>, raw: Vec<u8>) -> Self {
+        debug_assert_eq!(Some(raw.len()), numel(&dims).and_then(|n| dtype.raw_len(n)));
+        Tensor {
+            dtype,
+            dims,
+            data: TensorData::Raw(Bytes::from(raw)),
+        }
     }
 
     /// An integer tensor of `dtype` (uint8, int8, uint16, int16 or int32)
@@ -373,9 +403,26 @@ impl Tensor {
         }
     }
 
+    /// The elements of a float32 tensor in place, when its payload lies
+    /// aligned in memory on a little-endian machine (`None` otherwise: use
+    /// [`Tensor::to_f32_vec`]).
+    pub fn as_f32_slice(&self) -> Option<&[f32]> {
+        #[cfg(target_endian = "little")]
+        if let (DataType::Float, TensorData::Raw(b)) = (self.dtype, &self.data) {
+            return bytemuck::try_cast_slice(b).ok();
+        }
+        None
+    }
+
     /// Elements as f32, converting from any real floating type.
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         Ok(match self.dtype {
+            #[cfg(target_endian = "little")]
+            DataType::Float => match &self.data {
+                TensorData::Raw(b) if b.len() % 4 == 0 => bytemuck::pod_collect_to_vec(b),
+                _ => return Err(Error::tensor("", "float payload of the wrong length")),
+            },
+            #[cfg(not(target_endian = "little"))]
             DataType::Float => self
                 .raw_chunks::<4>(DataType::Float)?
                 .map(f32::from_le_bytes)

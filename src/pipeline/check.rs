@@ -43,16 +43,14 @@ pub fn check(
     } else {
         Default::default()
     };
-    verify::compare(
-        &fp32,
-        &q,
-        source.as_ref(),
+    let how = verify::Comparison {
         arith,
         thresholds,
-        true,
-        &rescaled,
-    )
-    .map_err(|e| in_model(&quantized.label(), e))
+        layer_samples: usize::MAX,
+        rescaled: &rescaled,
+        references: &verify::References::new(0),
+    };
+    verify::compare(&fp32, &q, source.as_ref(), &how).map_err(|e| in_model(&quantized.label(), e))
 }
 
 /// A loaded model as the graph, its schema checked.

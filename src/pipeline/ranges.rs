@@ -59,9 +59,12 @@ pub struct Ranges {
     /// Mean layer inputs, taken by the first calibration when
     /// `collect.input_means` asked (for bias correction).
     pub input_means: Means,
-    /// The outputs of `collect.summed`, summed by the first calibration
-    /// (GPTQ's Gram matrices).
-    pub sums: Vec<Vec<f64>>,
+    /// The Gram matrices of `collect.grams` by layer, summed by the first
+    /// calibration (GPTQ's).
+    pub grams: BTreeMap<String, Vec<f64>>,
+    /// Each sample's name and graph outputs, kept by the first calibration
+    /// when `collect.keep_outputs` asked (the gate's FP32 references).
+    pub outputs: Vec<(String, Vec<crate::ir::Tensor>)>,
     /// Whether a calibration ran already (the later ones take neither).
     first_done: bool,
 }
@@ -82,7 +85,8 @@ impl Ranges {
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
             input_means: Means::default(),
-            sums: Vec::new(),
+            grams: BTreeMap::new(),
+            outputs: Vec::new(),
             first_done: false,
         })
     }
@@ -115,7 +119,8 @@ impl Ranges {
             fingerprint: fingerprint.to_string(),
             secs: 0.0,
             input_means: Means::default(),
-            sums: Vec::new(),
+            grams: BTreeMap::new(),
+            outputs: Vec::new(),
             first_done: false,
         };
         r.ensure(model, needed)?;
@@ -168,11 +173,12 @@ impl Ranges {
             return Ok(());
         }
         let start = Instant::now();
-        // The mean inputs and sums once, with the first calibration.
+        // The mean inputs and Gram matrices once, with the first calibration.
         let collect = if self.first_done {
             CollectOptions {
                 input_means: false,
-                summed: None,
+                grams: Vec::new(),
+                keep_outputs: 0,
                 ..self.collect.clone()
             }
         } else {
@@ -188,10 +194,11 @@ impl Ranges {
         )?;
         if !self.first_done {
             self.input_means = c.means;
-            self.sums = c.sums;
+            self.grams = c.grams;
+            self.outputs = c.outputs;
             self.first_done = true;
-            // The augmented model is not needed again.
-            self.collect.summed = None;
+            self.collect.grams.clear();
+            self.collect.keep_outputs = 0;
         }
         self.table.samples = t.samples;
         self.table.samples_sha256 = t.samples_sha256;

@@ -8,8 +8,9 @@ use super::ranges::{guard_ranges, range_options, Ranges};
 use super::report::{Calibration, GptqOutcome, ModelCheck, Report};
 use super::steps::{better, build, worst_sqnr, Built, Clock, Gate, Stage};
 use super::{in_model, Options, Quantized, Samples};
+use crate::calibrate::gram::GramProbe;
 use crate::calibrate::samples::SampleSource;
-use crate::calibrate::{model_sha256, CollectOptions, Summed};
+use crate::calibrate::{model_sha256, CollectOptions};
 use crate::error::{Error, Result};
 use crate::ir::types::{input_specs, Dim};
 use crate::ir::Model;
@@ -19,10 +20,9 @@ use crate::passes::{prepare, PassOptions};
 use crate::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
 use crate::quantize::{plan_model, Format, Mode, QuantizeConfig};
 use crate::tune::bias::{correct_biases, Corrected};
-use crate::tune::gptq::{fused_probes, round_weights, FUSED_ENTRIES};
+use crate::tune::gptq::{gram_probes, round_weights, FUSED_ENTRIES};
 use crate::tune::Budget;
 use crate::verify::{Thresholds, Verdict};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,6 +170,7 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
     // random inputs (symbolic dims nobody sized are 1).
     let specs = input_specs(&fp32.graph);
     let mut gate_dims = recipe.dims.clone();
+    let on_calibration = o.validation.is_none() && recipe.validate.is_none() && s.calib.is_some();
     let validation = if let Some(v) = &o.validation {
         v.clone().decoded(recipe)?
     } else if let Some(v) = &recipe.validate {
@@ -196,6 +197,8 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
             .unwrap_or_default(),
         clock: &clock,
         pool: crate::calibrate::worker_pool(o.jobs)?.0,
+        references: Default::default(),
+        on_calibration,
     };
     let mut run = Run {
         o,
@@ -319,15 +322,21 @@ struct Finished {
 
 impl Run<'_> {
     /// How calibration collects: with the layers' mean inputs when bias
-    /// correction will use them, and GPTQ's Gram probes.
-    fn collect(&self, input_means: bool, summed: Option<Summed>) -> CollectOptions {
+    /// correction will use them, GPTQ's Gram probes, and the outputs the
+    /// gate compares with when it runs on the same samples.
+    fn collect(&self, input_means: bool, grams: Vec<GramProbe>) -> CollectOptions {
         CollectOptions {
             histograms: false,
             per_channel: false,
             jobs: self.o.jobs,
             progress: self.o.progress,
             input_means,
-            summed,
+            grams,
+            keep_outputs: if self.gate.on_calibration {
+                crate::verify::REFERENCE_BYTES
+            } else {
+                0
+            },
         }
     }
 
@@ -345,25 +354,13 @@ impl Run<'_> {
         let ropts = range_options(recipe, &self.cfg)?;
         let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
         let gptq_on = recipe.gptq.unwrap_or(s.calib.is_some());
-        // GPTQ's Gram matrices, measured within the calibration pass (up to
+        // GPTQ's Gram matrices, summed within the calibration pass (up to
         // FUSED_ENTRIES; the rest in GPTQ's own passes).
-        let fused = match (&calib, gptq_on && recipe.ranges.is_none()) {
-            (Some(source), true) => clock
-                .time(Stage::Gptq, || {
-                    fused_probes(fp32, source.as_ref(), FUSED_ENTRIES)
-                })
-                .map_err(|e| in_model("error-compensating weight rounding", e))?,
-            _ => None,
-        };
-        let (summed, fused_nodes) = match fused {
-            Some(f) => (
-                Some(Summed {
-                    model: Arc::new(f.model),
-                    outputs: f.outputs,
-                }),
-                f.nodes,
-            ),
-            None => (None, Vec::new()),
+        let grams = if calib.is_some() && gptq_on && recipe.ranges.is_none() {
+            gram_probes(fp32, FUSED_ENTRIES)
+                .map_err(|e| in_model("error-compensating weight rounding", e))?
+        } else {
+            Vec::new()
         };
         let mut ranges = Ranges::obtain(
             fp32,
@@ -371,10 +368,15 @@ impl Run<'_> {
             recipe.ranges.as_deref().map(Path::new),
             s.calib.as_ref().zip(calib.clone()),
             ropts,
-            self.collect(bias_correction, summed),
+            self.collect(bias_correction, grams),
             self.fingerprint,
             self.warnings,
         )?;
+        // The FP32 outputs calibration computed are the gate's references
+        // (the equalized model's: the same function, to float rounding).
+        for (i, (name, outs)) in std::mem::take(&mut ranges.outputs).into_iter().enumerate() {
+            gate.references.put(i, &name, Arc::new(outs));
+        }
         let range_guard = guard_ranges(fp32, &mut self.cfg, &mut ranges, s.max_ratio)
             .map_err(|e| in_model(what, e))?;
         let map = ranges.map();
@@ -390,10 +392,7 @@ impl Run<'_> {
         // The layers' mean inputs, taken by calibration (bias correction
         // measures the ones it lacks).
         let input_means = std::mem::take(&mut ranges.input_means);
-        let measured: BTreeMap<String, Vec<f64>> = fused_nodes
-            .into_iter()
-            .zip(std::mem::take(&mut ranges.sums))
-            .collect();
+        let measured = std::mem::take(&mut ranges.grams);
         // The first build and gate's work and time: what bounds the
         // automatic mode. Work counts passes over one sample as the stages
         // define them: GPTQ's Gram matrices and bias correction's mean
@@ -427,7 +426,7 @@ impl Run<'_> {
             let built = clock.time(Stage::Build, || {
                 build(&base, cfg, &map, (s.format, s.target)).map_err(|e| in_model(what, e))
             })?;
-            let verdict = gate.judge(&built.model)?;
+            let verdict = gate.judge(&built.model, true)?;
             Ok(Finished {
                 base,
                 corrected,
@@ -515,7 +514,7 @@ impl Run<'_> {
                         _ => m,
                     };
                     let b = clock.time(Stage::Build, || build(&m, c, r, (s.format, s.target)))?;
-                    let v = gate.judge(&b.model)?;
+                    let v = gate.judge(&b.model, false)?;
                     Ok((v.passed, v.worst_margin_db(), (b, v)))
                 },
             )?;
@@ -560,7 +559,7 @@ impl Run<'_> {
         let report = clock
             .time(Stage::Build, || quantize_dynamic(&mut model, &self.cfg))
             .map_err(|e| in_model(self.what, e))?;
-        let verdict = self.gate.judge(&model)?;
+        let verdict = self.gate.judge(&model, true)?;
         Ok(Outcome {
             built: Built {
                 model,

@@ -10,7 +10,7 @@ use crate::ir::Model;
 use crate::lower::{lower, LowerOptions, LowerReport, Target};
 use crate::passes::equalize::ChannelScale;
 use crate::quantize::{plan_model, Format, QuantizeConfig, QuantizeReport};
-use crate::verify::{self, Thresholds, Verdict};
+use crate::verify::{self, References, Thresholds, Verdict};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,6 +85,11 @@ pub(super) fn build(
     })
 }
 
+/// Validation samples the first gates also compare layer by layer on (the
+/// per-layer errors point the automatic mode at its candidates, which it
+/// ranks on as many samples, [`super::auto::RANKING_SAMPLES`]).
+pub(super) const LAYER_SAMPLES: usize = super::auto::RANKING_SAMPLES;
+
 /// The parity gate: the model as given (tract) against a quantized one
 /// (the int8 executor) on the validation samples.
 pub(super) struct Gate<'a> {
@@ -98,25 +103,29 @@ pub(super) struct Gate<'a> {
     pub clock: &'a Clock,
     /// The workers the comparison runs samples on (`--jobs`).
     pub pool: std::sync::Arc<rayon::ThreadPool>,
+    /// The reference's outputs on the validation samples, kept between
+    /// gates (and from calibration when it ran the same samples).
+    pub references: References,
+    /// Whether the validation samples are the calibration samples.
+    pub on_calibration: bool,
 }
 
 impl Gate<'_> {
-    pub(super) fn judge(&self, model: &Model) -> Result<Verdict> {
-        let (reference, source, rescaled) = (self.reference, &self.source, &self.rescaled);
-        let (arith, thresholds) = (self.arith, &self.thresholds);
+    /// The verdict on `model`; `per_layer`: also compare its quantized
+    /// tensors on the first [`LAYER_SAMPLES`] samples (for the report's
+    /// worst layers and the automatic mode's candidates).
+    pub(super) fn judge(&self, model: &Model, per_layer: bool) -> Result<Verdict> {
+        let (reference, source) = (self.reference, &self.source);
+        let how = verify::Comparison {
+            arith: self.arith,
+            thresholds: &self.thresholds,
+            layer_samples: if per_layer { LAYER_SAMPLES } else { 0 },
+            rescaled: &self.rescaled,
+            references: &self.references,
+        };
         self.clock.time(Stage::Gate, || {
             self.pool
-                .install(|| {
-                    verify::compare(
-                        reference,
-                        model,
-                        source.as_ref(),
-                        arith,
-                        thresholds,
-                        true,
-                        rescaled,
-                    )
-                })
+                .install(|| verify::compare(reference, model, source.as_ref(), &how))
                 .map_err(|e| in_model("the parity check", e))
         })
     }

@@ -29,6 +29,7 @@ use crate::passes::equalize::ChannelScale;
 use crate::tract::{from_tract, Runner};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Parity of one output over all samples.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -86,6 +87,9 @@ pub struct LayerMetrics {
 pub struct Verdict {
     pub passed: bool,
     pub samples: usize,
+    /// The samples the per-layer comparison (`layers`) ran on: the first
+    /// ones.
+    pub layer_samples: usize,
     pub arith: Arith,
     pub thresholds: Thresholds,
     pub outputs: Vec<OutputMetrics>,
@@ -181,28 +185,112 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
 /// Input dtypes and shapes of a sample: one tract plan each.
 type Signature = Vec<(DataType, Vec<usize>)>;
 
+/// Most bytes of FP32 outputs [`References`] holds by default.
+pub const REFERENCE_BYTES: usize = 256 << 20;
+
+/// The FP32 model's outputs per validation sample, kept from one
+/// comparison (or from calibration, which ran the same samples) to the
+/// next, so later gates on the same samples run only the INT8 model. Each
+/// entry is checked against the sample's name; past `limit` bytes nothing
+/// more is kept (those samples run FP32 again).
+pub struct References {
+    inner: std::sync::Mutex<RefInner>,
+    limit: usize,
+}
+
+struct RefInner {
+    slots: HashMap<usize, (String, Arc<Vec<Tensor>>)>,
+    bytes: usize,
+}
+
+impl References {
+    pub fn new(limit: usize) -> Self {
+        References {
+            inner: std::sync::Mutex::new(RefInner {
+                slots: HashMap::new(),
+                bytes: 0,
+            }),
+            limit,
+        }
+    }
+
+    /// The outputs of sample `i` named `name`, if kept.
+    pub fn get(&self, i: usize, name: &str) -> Option<Arc<Vec<Tensor>>> {
+        let inner = self.inner.lock().ok()?;
+        inner
+            .slots
+            .get(&i)
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Keeps the outputs of sample `i` (`name`), unless they would pass the
+    /// limit.
+    pub fn put(&self, i: usize, name: &str, outputs: Arc<Vec<Tensor>>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let bytes: usize = outputs.iter().map(Tensor::byte_len).sum();
+        if inner.slots.contains_key(&i) || inner.bytes + bytes > self.limit {
+            return;
+        }
+        inner.bytes += bytes;
+        inner.slots.insert(i, (name.to_string(), outputs));
+    }
+}
+
+impl Default for References {
+    fn default() -> Self {
+        References::new(REFERENCE_BYTES)
+    }
+}
+
+/// How [`compare`] judges.
+#[derive(Clone, Copy)]
+pub struct Comparison<'a> {
+    pub arith: Arith,
+    pub thresholds: &'a Thresholds,
+    /// On the first this many samples, also compare the quantized
+    /// intermediates.
+    pub layer_samples: usize,
+    /// Tensors cross-layer equalization divided per channel
+    /// ([`crate::passes::equalize::Equalized::rescaled`]): scaled back
+    /// before they are compared with the FP32 model's.
+    pub rescaled: &'a BTreeMap<String, ChannelScale>,
+    /// FP32 outputs kept between comparisons on the same samples.
+    pub references: &'a References,
+}
+
 /// Compares `int8` with `fp32` on `samples` (checked against the FP32
-/// model's inputs). `per_layer`: also compare quantized intermediates;
-/// those named in `rescaled` (cross-layer equalization divided them per
-/// channel, [`crate::passes::equalize::Equalized::rescaled`]) are scaled
-/// back before they are compared with `fp32`'s.
+/// model's inputs), the quantized intermediates too on the first
+/// `how.layer_samples` samples. The other samples' FP32 outputs are taken
+/// from `how.references` when kept there, and kept there when computed.
 pub fn compare(
     fp32: &Model,
     int8: &Model,
     samples: &dyn SampleSource,
-    arith: Arith,
-    thresholds: &Thresholds,
-    per_layer: bool,
-    rescaled: &BTreeMap<String, ChannelScale>,
+    how: &Comparison,
 ) -> Result<Verdict> {
+    let Comparison {
+        arith,
+        thresholds,
+        layer_samples,
+        rescaled,
+        references,
+    } = *how;
     if samples.is_empty() {
         return Err(Error::Invalid("no validation samples".into()));
     }
     let specs = input_specs(&fp32.graph);
-    let pairs = if per_layer {
+    let pairs = if layer_samples > 0 {
         layer_pairs(fp32, int8)
     } else {
         Vec::new()
+    };
+    let layer_samples = if pairs.is_empty() {
+        0
+    } else {
+        layer_samples.min(samples.len())
     };
     let keep: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
     let exec = Executor::new(int8, arith, &keep)?;
@@ -214,7 +302,10 @@ pub fn compare(
     let mut fp_names = out_names.clone();
     fp_names.extend(pairs.iter().map(|p| p.1.clone()));
     let fp_proto = fp32.to_proto()?;
-    let mut runners: HashMap<Signature, Runner> = HashMap::new();
+    // Plans with the compared intermediates exposed, and with the outputs
+    // only (tract fuses more).
+    let mut layered: HashMap<Signature, Runner> = HashMap::new();
+    let mut plain: HashMap<Signature, Runner> = HashMap::new();
     thresholds.check_outputs(&out_names)?;
     let mut outs: Vec<output::OutputAccum> = kinds::output_kinds(fp32)
         .into_iter()
@@ -234,50 +325,73 @@ pub fn compare(
         let end = (start + chunk).min(samples.len());
         let mut loaded = Vec::with_capacity(end - start);
         for i in start..end {
+            let name = samples.name(i);
             let sample = samples.load(i)?;
-            check_sample(&samples.name(i), &sample, &specs)?;
+            check_sample(&name, &sample, &specs)?;
             let sig: Signature = sample
                 .iter()
                 .map(|(_, t)| (t.dtype(), t.dims().to_vec()))
                 .collect();
-            if !runners.contains_key(&sig) {
+            let with_layers = i < layer_samples;
+            let kept = if with_layers {
+                None
+            } else {
+                references.get(i, &name)
+            };
+            let (runners, names) = if with_layers {
+                (&mut layered, Some(&fp_names))
+            } else {
+                (&mut plain, Some(&out_names))
+            };
+            if kept.is_none() && !runners.contains_key(&sig) {
                 let s: Vec<_> = sample
                     .iter()
                     .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
                     .collect();
-                runners.insert(sig.clone(), Runner::new(&fp_proto, &s, Some(&fp_names))?);
+                let names = names.map(|n| n.as_slice());
+                runners.insert(sig.clone(), Runner::new(&fp_proto, &s, names)?);
             }
-            loaded.push((sample, sig));
+            loaded.push((i, name, sample, sig, kept));
         }
         // Each worker reduces its sample's intermediates to layer sums and
         // hands back only the outputs.
+        let (layered, plain) = (&layered, &plain);
         let results: Vec<Result<_>> = loaded
             .par_iter()
-            .map(|(sample, sig)| {
-                let mut reference = runners[sig].run_tract(sample)?;
-                let (mut got, stats) = exec.run(sample)?;
-                let sums = accum::layer_sums(
-                    &pairs,
-                    rescaled,
-                    reference.get(out_names.len()..).unwrap_or_default(),
-                    &got,
-                )?;
-                reference.truncate(out_names.len());
-                let reference: Vec<Tensor> = reference
-                    .iter()
-                    .map(|t| from_tract(t))
-                    .collect::<Result<_>>()?;
-                got.retain(|name, _| out_names.contains(name));
-                Ok((reference, got, sums, stats))
+            .map(|(i, _, sample, sig, kept)| {
+                if *i < layer_samples {
+                    let mut reference = layered[sig].run_tract(sample)?;
+                    let (mut got, stats) = exec.run(sample)?;
+                    let sums = accum::layer_sums(
+                        &pairs,
+                        rescaled,
+                        reference.get(out_names.len()..).unwrap_or_default(),
+                        &got,
+                    )?;
+                    reference.truncate(out_names.len());
+                    let reference: Vec<Tensor> = reference
+                        .iter()
+                        .map(|t| from_tract(t))
+                        .collect::<Result<_>>()?;
+                    got.retain(|name, _| out_names.contains(name));
+                    return Ok((Arc::new(reference), got, Some(sums), stats));
+                }
+                let reference = match kept {
+                    Some(r) => r.clone(),
+                    None => Arc::new(plain[sig].run(sample)?),
+                };
+                let (got, stats) = exec.run_outputs(sample)?;
+                Ok((reference, got, None, stats))
             })
             .collect();
-        for r in results {
+        for ((i, name, ..), r) in loaded.iter().zip(results) {
             let (reference, got, sums, stats) = r?;
             beyond += stats.accumulators_beyond_2_24;
-            accum::add_outputs(&out_names, (&reference, &got), &mut outs)?;
-            for (layer, s) in layers.iter_mut().zip(&sums) {
+            accum::add_outputs(&out_names, (reference.as_slice(), &got), &mut outs)?;
+            for (layer, s) in layers.iter_mut().zip(sums.iter().flatten()) {
                 layer.merge(s);
             }
+            references.put(*i, name, reference);
         }
         start = end;
     }
@@ -308,6 +422,7 @@ pub fn compare(
     Ok(Verdict {
         passed,
         samples: samples.len(),
+        layer_samples,
         arith,
         thresholds: thresholds.clone(),
         outputs,

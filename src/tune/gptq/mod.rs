@@ -9,11 +9,10 @@
 //! output. This pass measures, per quantized Conv (any group count), Gemm
 //! and MatMul with a constant weight, the Gram matrix `H = Σ x xᵀ` of the
 //! layer's FP32 inputs on the calibration samples (a Conv's receptive
-//! fields, extracted in the graph by a one-hot depthwise Conv at a stride
-//! widened until at most [`MAX_POSITIONS`] positions per sample remain,
-//! sizes at the first sample's input dimensions where the model declares
-//! symbolic ones; measured within the calibration pass up to
-//! [`FUSED_ENTRIES`], `probe.rs`),
+//! fields at up to [`crate::calibrate::gram::MAX_POSITIONS`] positions
+//! per image, [`crate::calibrate::gram`]; summed within the calibration
+//! pass up to [`FUSED_ENTRIES`], `probe.rs`, the rest in passes of GPTQ's
+//! own),
 //! then rounds each weight row column by column, in order of decreasing
 //! input energy, moving each rounding error onto the columns still to be
 //! rounded along `H⁻¹` (its upper Cholesky factor): the greedy minimum of
@@ -30,13 +29,11 @@
 //! the plan and the samples; the copy it returns is for the quantizer only.
 
 use crate::calibrate::samples::SampleSource;
-use crate::calibrate::{sum_on_samples, worker_pool};
+use crate::calibrate::{gram, worker_pool};
 use crate::error::{Error, Result};
-use crate::ir::types::static_shape;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
 use crate::quantize::params::levels;
 use crate::quantize::QuantizeConfig;
-use crate::tract::Level;
 use crate::tune::weights::{put_back, quantized_layers, Grid, Layer, Original};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_lower_triangular;
@@ -46,15 +43,12 @@ use std::collections::BTreeMap;
 
 /// Most inputs per output channel (columns of `H`) a layer may have.
 pub const MAX_COLUMNS: usize = 4608;
-/// Most receptive fields per sample a Conv's `H` is summed over.
-pub const MAX_POSITIONS: usize = 1024;
 /// Most `H` entries summed in one pass over the samples.
 const PASS_ENTRIES: usize = 32 << 20;
 /// Most `H` entries measured within the calibration pass
-/// ([`fused_probes`]): calibration sums them in f32 per block of samples,
-/// at most two blocks per worker alive, so 8M entries are at most 32 MiB a
-/// block.
-pub const FUSED_ENTRIES: usize = 8 << 20;
+/// ([`gram_probes`]): calibration sums them in f32 per block of samples,
+/// one block per worker alive, so 8M entries are at most 32 MiB a block.
+pub const FUSED_ENTRIES: usize = 16 << 20;
 /// Added to `H`'s diagonal, as a fraction of its mean (GPTQ's default).
 const DAMP: f64 = 0.01;
 
@@ -445,7 +439,7 @@ pub struct Outcome {
 /// Rounds the weights of every eligible quantized layer of `fp32` with
 /// error compensation on the inputs `source` gives. `measured`: Gram
 /// matrices already summed over `source` by layer (node name; the
-/// calibration pass's [`fused_probes`]); the other layers are measured here,
+/// calibration pass's [`gram_probes`]); the other layers are measured here,
 /// in passes of their own.
 pub fn round_weights(
     fp32: &Model,
@@ -495,44 +489,20 @@ pub fn round_weights(
         }
     }
     passes.retain(|p| !p.is_empty());
-    // Shapes at the first sample's input dimensions, when a Conv's output
-    // shape is not declared: without them its stride cannot be widened and
-    // every position of every sample is summed (the PaddleOCR detector: 4x
-    // to 16x the positions of MAX_POSITIONS on its early layers).
-    let undeclared = passes.iter().flatten().any(|(_, t)| {
-        fp32.graph.node(t.shape.id).is_some_and(|n| {
-            n.is("Conv")
-                && n.output(0)
-                    .is_none_or(|y| static_shape(&fp32.graph, y).is_none())
-        })
-    });
-    let shaped = if undeclared {
-        shapes_at_sample(fp32, &source.load(0)?)
-    } else {
-        None
-    };
     for pass in passes {
-        let mut aug = fp32.clone();
-        let mut names = Vec::new();
+        let mut probes = Vec::new();
         let mut kept = Vec::new();
-        for (k, (i, t)) in pass.into_iter().enumerate() {
-            let probe = gram_probe(
-                &mut aug.graph,
-                k,
-                &t.shape,
-                shaped.as_ref().map(|m| &m.graph),
-            )?;
-            if let Some(name) = probe {
-                names.push(name);
+        for (i, t) in pass {
+            if let Some(p) = probe_of(&fp32.graph, &t.shape)? {
+                probes.push(p);
                 kept.push((i, t));
             }
         }
-        let proto = aug.to_proto()?;
-        let sums = sum_on_samples(&proto, &names, Level::for_model(&proto), source, jobs)?;
+        let mut sums = gram::measure(fp32, probes, source, jobs)?;
         let done: Vec<(usize, Rounding)> = pool.install(|| {
             kept.par_iter()
-                .zip(sums.par_iter())
-                .map(|((i, t), gram)| {
+                .map(|(i, t)| {
+                    let gram = sums.get(&t.node).map_or(&[][..], Vec::as_slice);
                     if gram.len() != t.entries() {
                         return Err(Error::Invalid(format!(
                             "{}: input Gram matrix has {} entries, expected {}",
@@ -545,6 +515,7 @@ pub fn round_weights(
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
+        sums.clear();
         results.extend(done);
     }
     for (i, (new, report, failed)) in results {
@@ -580,8 +551,8 @@ pub fn restore(rounded: &Model, done: &[Rounded], float: &BTreeMap<NodeId, Strin
 }
 
 mod probe;
-pub use probe::{fused_probes, FusedProbes};
-use probe::{gram_probe, gram_shape, shapes_at_sample, GramShape};
+pub use probe::gram_probes;
+use probe::{gram_shape, probe_of, GramShape};
 
 #[cfg(test)]
 mod tests;

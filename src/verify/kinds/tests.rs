@@ -34,16 +34,14 @@ fn kinds_come_from_the_producers_with_the_opset_default_axis() {
 /// `m` compared with itself on two samples, default thresholds.
 fn against_itself(m: &Model) -> crate::verify::Verdict {
     let samples = InMemory(vec![inputs(m, 1), inputs(m, 2)]);
-    crate::verify::compare(
-        m,
-        m,
-        &samples,
-        crate::exec::kernels::Arith::Ort,
-        &crate::verify::Thresholds::default(),
-        false,
-        &Default::default(),
-    )
-    .unwrap()
+    let how = crate::verify::Comparison {
+        arith: crate::exec::kernels::Arith::Ort,
+        thresholds: &crate::verify::Thresholds::default(),
+        layer_samples: 0,
+        rescaled: &Default::default(),
+        references: &Default::default(),
+    };
+    crate::verify::compare(m, m, &samples, &how).unwrap()
 }
 
 #[test]
