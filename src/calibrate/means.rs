@@ -14,10 +14,11 @@
 //!   p·dilation`, so `x̄[c,p]` is the sum over the `i` whose landing is
 //!   inside the output, over the output's size.
 //!
-//! Each of these reads, along every spatial dimension, a fixed set of input
-//! indices per kernel offset, so `x̄` is the input reduced one dimension at a
-//! time (`O(k·size)` for `k` offsets along the dimension reduced first)
-//! rather than a convolution. Calibration already has every quantized
+//! Each of these reads, along every spatial dimension, a run of input
+//! indices per kernel offset (the stride apart), so `x̄` is the input
+//! reduced one dimension at a time (`O(k·size)` for `k` offsets along the
+//! dimension reduced first; a unit-stride run summed in sixteen f32 lanes,
+//! rows added in f64) rather than a convolution. Calibration already has every quantized
 //! layer's input in hand, so it takes these sums there (per sample, then
 //! averaged over the samples in sample order) and bias correction needs no
 //! pass over the samples of its own. Geometry follows the ONNX operator
@@ -62,37 +63,94 @@ impl Window {
         for (k, chunk) in x.chunks_exact(plane.max(1)).enumerate() {
             let c = k % self.channels;
             // buf: [suffix kernel offsets q][prefix positions a], reduced
-            // from the last dimension to the first.
-            let mut buf: Vec<f64> = chunk
-                .iter()
-                .map(|&v| f64::from(if relu { v.max(0.0) } else { v }))
-                .collect();
+            // from the last dimension to the first (the first reduction
+            // reads the sample itself).
+            let mut buf: Option<Vec<f64>> = None;
             let (mut q, mut a) = (1usize, plane);
             for (i, axis) in axes.iter().enumerate().rev() {
-                let size = dims[i + 2];
+                let (size, step) = (dims[i + 2], axis.step.max(1));
                 let a2 = a / size;
                 let mut next = vec![0f64; axis.reads.len() * q * a2];
-                for (p, reads) in axis.reads.iter().enumerate() {
-                    for qi in 0..q {
-                        let src = &buf[qi * a..(qi + 1) * a];
-                        let dst = &mut next[(p * q + qi) * a2..(p * q + qi + 1) * a2];
-                        for (ai, d) in dst.iter_mut().enumerate() {
-                            let row = &src[ai * size..(ai + 1) * size];
-                            *d = reads.iter().map(|&x| row[x]).sum();
+                for qi in 0..q {
+                    for ai in 0..a2 {
+                        let at = qi * a + ai * size;
+                        for (p, &(start, count)) in axis.reads.iter().enumerate() {
+                            next[(p * q + qi) * a2 + ai] = match &buf {
+                                None if step == 1 => {
+                                    sum_f32(&chunk[at + start..at + start + count], relu)
+                                }
+                                None => run_sum(&chunk[at..at + size], start, count, step, |v| {
+                                    f64::from(if relu { v.max(0.0) } else { v })
+                                }),
+                                Some(b) => run_sum(&b[at..at + size], start, count, step, |v| v),
+                            };
                         }
                     }
                 }
-                buf = next;
+                buf = Some(next);
                 q *= axis.reads.len();
                 a = a2;
             }
-            for (o, b) in out[c * offsets..(c + 1) * offsets].iter_mut().zip(&buf) {
+            for (o, b) in out[c * offsets..(c + 1) * offsets]
+                .iter_mut()
+                .zip(buf.iter().flatten())
+            {
                 *o += b;
             }
         }
         out.iter_mut().for_each(|v| *v /= positions);
         Ok(out)
     }
+}
+
+/// `Σ x` (of `max(x, 0)` when `relu`) of a run of one row (at most a few
+/// thousand values), in sixteen single-precision lanes that vectorize,
+/// added in double precision.
+fn sum_f32(x: &[f32], relu: bool) -> f64 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    if relu {
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v.max(0.0);
+            }
+        }
+    } else {
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+    }
+    let rest: f64 = rest
+        .iter()
+        .map(|&v| f64::from(if relu { v.max(0.0) } else { v }))
+        .sum();
+    acc.iter().map(|&a| f64::from(a)).sum::<f64>() + rest
+}
+
+/// `Σ f(row[start + j·step])` for `j < count`, in four independent sums
+/// (so the adds overlap instead of waiting on each other).
+#[inline(always)]
+fn run_sum<T: Copy>(
+    row: &[T],
+    start: usize,
+    count: usize,
+    step: usize,
+    f: impl Fn(T) -> f64,
+) -> f64 {
+    let at = |j: usize| f(row[start + j * step]);
+    let mut acc = [0f64; 4];
+    let mut j = 0;
+    while j + 4 <= count {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += at(j + l);
+        }
+        j += 4;
+    }
+    let tail: f64 = (j..count).map(at).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// One layer whose mean input is measured: `node` reads `input` (its input

@@ -34,10 +34,13 @@ pub(super) struct Window {
 }
 
 /// Along one spatial dimension: the output's size and, per kernel offset,
-/// the input indices read.
+/// the input indices read: `start, start + step, …`, `count` of them (the
+/// stride apart for a Conv, adjacent for a ConvTranspose).
 pub(super) struct Axis {
     pub out: usize,
-    pub reads: Vec<Vec<usize>>,
+    pub step: usize,
+    /// Per kernel offset: `(start, count)`.
+    pub reads: Vec<(usize, usize)>,
 }
 
 impl Window {
@@ -180,24 +183,28 @@ impl Window {
         let reads = (0..k as i64)
             .map(|p| {
                 let offset = p * d as i64 - begin;
-                if self.transpose {
-                    // Input i lands at i·s + offset, inside [0, out).
-                    (0..size_i)
-                        .filter(|&x| (0..out).contains(&(x * s_i + offset)))
-                        .map(|x| x as usize)
-                        .collect()
+                // The first index read and how many: a run of consecutive
+                // outputs (Conv) or inputs (ConvTranspose) stays inside.
+                let (first, count) = if self.transpose {
+                    // Input x lands at x·s + offset, inside [0, out).
+                    let mut xs = (0..size_i).filter(|&x| (0..out).contains(&(x * s_i + offset)));
+                    (xs.next(), 1 + xs.count())
                 } else {
                     // Output o reads o·s + offset, inside [0, size).
-                    (0..out)
+                    let mut xs = (0..out)
                         .map(|o| o * s_i + offset)
-                        .filter(|x| (0..size_i).contains(x))
-                        .map(|x| x as usize)
-                        .collect()
+                        .filter(|x| (0..size_i).contains(x));
+                    (xs.next(), 1 + xs.count())
+                };
+                match first {
+                    Some(x) => (x as usize, count),
+                    None => (0, 0),
                 }
             })
             .collect();
         Ok(Axis {
             out: out as usize,
+            step: if self.transpose { 1 } else { s },
             reads,
         })
     }
