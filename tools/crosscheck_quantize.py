@@ -273,10 +273,19 @@ def compare(m, a_outs, b_outs, ref=None):
     return ok, ", ".join(parts)
 
 
-def check_lowering(onnxq, model, calib, feeds, tmp):
+def check_lowering(onnxq, model, calib, feeds, tmp, refused=False):
     """QOperator (onnx target) vs the QDQ output, both in onnxruntime; the
-    ort target with every opt-in op type vs its QDQ form; dynamic mode."""
+    ort target with every opt-in op type vs its QDQ form; dynamic mode.
+    `refused`: a model the gate refuses on these inputs, where the gate
+    also chooses between GPTQ's weights and nearest rounding on each
+    format's own INT8 arithmetic; their margins are within noise on
+    random inputs (the PaddleOCR recognizer: 18.42 / 18.55 dB in QDQ,
+    18.37 / 18.32 dB with the ort target), so the choice may differ by
+    format. The formats are compared on the same weights: nearest
+    rounding in both."""
     ok, parts = True, []
+    if refused:
+        calib = [*calib, "--gptq", "false"]
     qdq, qop = os.path.join(tmp, "l_qdq.onnx"), os.path.join(tmp, "l_qop.onnx")
     mq = quantize_to(onnxq, model, qdq, ["--format", "qdq", *calib])
     m = quantize_to(onnxq, model, qop, calib)
@@ -358,7 +367,8 @@ def main():
                 passed += ok
                 failed += not ok
             name = os.path.relpath(model, ROOT) if model.startswith(ROOT) else os.path.basename(model)
-            checks = [("qoperator", lambda: check_lowering(args.onnxq, model, calib, feeds, tmp))]
+            refused = isinstance(labels, str) and labels == "report-only"
+            checks = [("qoperator", lambda: check_lowering(args.onnxq, model, calib, feeds, tmp, refused))]
             if has_weight_matmul(model):
                 checks.append(("dynamic", lambda: check_dynamic(args.onnxq, model, feeds, labels, tmp)))
             for what, fn in checks:

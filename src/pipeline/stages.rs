@@ -426,7 +426,7 @@ impl Run<'_> {
             let built = clock.time(Stage::Build, || {
                 build(&base, cfg, &map, (s.format, s.target)).map_err(|e| in_model(what, e))
             })?;
-            let verdict = gate.judge(&built.model, true)?;
+            let verdict = gate.judge(&built.model)?;
             Ok(Finished {
                 base,
                 corrected,
@@ -514,7 +514,7 @@ impl Run<'_> {
                         _ => m,
                     };
                     let b = clock.time(Stage::Build, || build(&m, c, r, (s.format, s.target)))?;
-                    let v = gate.judge(&b.model, false)?;
+                    let v = gate.judge(&b.model)?;
                     Ok((v.passed, v.worst_margin_db(), (b, v)))
                 },
             )?;
@@ -559,7 +559,7 @@ impl Run<'_> {
         let report = clock
             .time(Stage::Build, || quantize_dynamic(&mut model, &self.cfg))
             .map_err(|e| in_model(self.what, e))?;
-        let verdict = self.gate.judge(&model, true)?;
+        let verdict = self.gate.judge(&model)?;
         Ok(Outcome {
             built: Built {
                 model,

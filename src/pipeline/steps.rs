@@ -111,15 +111,16 @@ pub(super) struct Gate<'a> {
 }
 
 impl Gate<'_> {
-    /// The verdict on `model`; `per_layer`: also compare its quantized
-    /// tensors on the first [`LAYER_SAMPLES`] samples (for the report's
-    /// worst layers and the automatic mode's candidates).
-    pub(super) fn judge(&self, model: &Model, per_layer: bool) -> Result<Verdict> {
+    /// The verdict on `model`, its quantized tensors compared on the first
+    /// [`LAYER_SAMPLES`] samples (the report's worst layers, the automatic
+    /// mode's candidates; whichever verdict is kept is the report's); the
+    /// later samples run only the INT8 model against the kept references.
+    pub(super) fn judge(&self, model: &Model) -> Result<Verdict> {
         let (reference, source) = (self.reference, &self.source);
         let how = verify::Comparison {
             arith: self.arith,
             thresholds: &self.thresholds,
-            layer_samples: if per_layer { LAYER_SAMPLES } else { 0 },
+            layer_samples: LAYER_SAMPLES,
             rescaled: &self.rescaled,
             references: &self.references,
         };

@@ -110,6 +110,12 @@ fn auto_mode_keeps_exactly_the_broken_layer_float_and_passes() {
         "only conv1 stays float"
     );
     assert_eq!(r["parity"]["passed"], true);
+    // The kept step's verdict is the report's, its worst layers included
+    // (compared on the first 8 validation samples); conv1 is float now.
+    let layers = r["parity"]["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    assert!(layers.iter().all(|l| l["node"] != "conv1"), "{layers:?}");
+    assert_eq!(r["parity"]["layer_samples"], 8);
     // The model records what was kept float.
     let m = onnxq::onnx::load_model(&out).unwrap();
     let kept = m

@@ -47,7 +47,8 @@ pub const MAX_COLUMNS: usize = 4608;
 const PASS_ENTRIES: usize = 32 << 20;
 /// Most `H` entries measured within the calibration pass
 /// ([`gram_probes`]): calibration sums them in f32 per block of samples,
-/// one block per worker alive, so 8M entries are at most 32 MiB a block.
+/// one block per worker alive, so 16M entries are at most 64 MiB a block
+/// (and 128 MiB of f64 sums across blocks).
 pub const FUSED_ENTRIES: usize = 16 << 20;
 /// Added to `H`'s diagonal, as a fraction of its mean (GPTQ's default).
 const DAMP: f64 = 0.01;
