@@ -85,7 +85,7 @@ pub(super) fn build(
     })
 }
 
-/// Validation samples the first gates also compare layer by layer on (the
+/// Validation samples every gate also compares layer by layer on (the
 /// per-layer errors point the automatic mode at its candidates, which it
 /// ranks on as many samples, [`super::auto::RANKING_SAMPLES`]).
 pub(super) const LAYER_SAMPLES: usize = super::auto::RANKING_SAMPLES;
