@@ -172,9 +172,7 @@ impl GramProbe {
         }
         Ok(())
     }
-}
 
-impl GramProbe {
     /// Copies each group's upper triangle of `sums` (`[groups, columns,
     /// columns]`, from [`GramProbe::add`]) onto its lower one.
     pub fn mirror(&self, sums: &mut [f64]) {

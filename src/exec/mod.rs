@@ -72,8 +72,9 @@ pub struct Executor {
     /// Per step, the values it reads last (graph outputs excepted): freed
     /// once it ran, so a run holds only the live values.
     last_reads: Vec<Vec<ValueId>>,
-    /// The values `keep` named.
+    /// The values `keep` named, and the graph outputs.
     kept: HashSet<ValueId>,
+    outputs: HashSet<ValueId>,
     arith: Arith,
     cache: Mutex<HashMap<(usize, Signature), Arc<Runner>>>,
     float_ops: contrib::FloatOps,
@@ -170,6 +171,7 @@ impl Executor {
             regions,
             last_reads,
             kept,
+            outputs,
             arith,
             cache: Mutex::new(HashMap::new()),
             float_ops: contrib::FloatOps::default(),
@@ -231,8 +233,7 @@ impl Executor {
             }
         }
         if !keep {
-            let outputs: HashSet<ValueId> = g.outputs().collect();
-            env.retain(|v, _| outputs.contains(v));
+            env.retain(|v, _| self.outputs.contains(v));
         }
         let mut out = BTreeMap::new();
         for (v, t) in env {
