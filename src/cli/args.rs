@@ -89,7 +89,8 @@ impl From<ArithArg> for Arith {
 
 /// Thresholds and arithmetic of a parity comparison (shared by `check` and
 /// `quantize`). Each output is held to the metric its kind picks (a
-/// Softmax sequence: foreground top-1; a Sigmoid map: mask IoU; class rows:
+/// Softmax sequence: decoded sequence agreement; a Softmax map: foreground
+/// top-1; a Sigmoid map: mask IoU; class rows:
 /// top-1; anything else: SQNR and cosine), unless `--gate-output` names it.
 #[derive(Debug, clap::Args)]
 pub struct GateArgs {
@@ -107,14 +108,19 @@ pub struct GateArgs {
     /// 0.05) [default: 0.95].
     #[arg(long, value_name = "F")]
     pub min_top1: Option<f64>,
-    /// A Softmax over a sequence or a map (a CTC recognizer, a segmenter):
-    /// the top class agrees on at least this fraction of the foreground
-    /// positions (where either side's top class is not the sample's most
-    /// frequent one, e.g. CTC's blank) [default: 0.9].
+    /// A Softmax over a map (a segmenter): the top class agrees on at
+    /// least this fraction of the foreground positions (where either side's
+    /// top class is not the sample's most frequent one) [default: 0.9].
     #[arg(long, value_name = "F")]
     pub min_foreground_top1: Option<f64>,
+    /// A Softmax over a sequence ([N, T, C]: a CTC recognizer): each
+    /// sequence decoded greedily (repeats collapsed, the most frequent
+    /// class, CTC's blank, dropped) keeps at least this fraction of FP32's
+    /// symbols (1 − edit distance / FP32's symbols) [default: 0.955].
+    #[arg(long, value_name = "F")]
+    pub min_sequence_agreement: Option<f64>,
     /// A Sigmoid map (a text detector's probabilities, a mask): IoU of the
-    /// p > 0.5 masks at least F [default: 0.85].
+    /// p > 0.5 masks at least F [default: 0.88].
     #[arg(long, value_name = "F")]
     pub min_mask_iou: Option<f64>,
     /// Embeddings (a LayerNormalization, pooling or normalization output:
@@ -124,7 +130,8 @@ pub struct GateArgs {
     pub min_vector_cosine: Option<f64>,
     /// Hold output NAME to exactly these metrics instead of the one its kind
     /// picks: NAME=METRIC:MIN[,METRIC:MIN] with METRIC one of sqnr, cosine,
-    /// top1, foreground_top1, mask_iou, vector_cosine (e.g. boxes=sqnr:15), or NAME=none
+    /// top1, foreground_top1, sequence_agreement, mask_iou, vector_cosine
+    /// (e.g. boxes=sqnr:15), or NAME=none
     /// (reported, not gated). Repeatable; over the recipe's gate-outputs.
     #[arg(long = "gate-output", value_name = "NAME=METRIC:MIN",
           value_parser = crate::verify::gate::parse_output_gate)]
@@ -144,6 +151,7 @@ impl GateArgs {
             min_cosine: self.min_cosine,
             min_top1: self.min_top1,
             min_foreground_top1: self.min_foreground_top1,
+            min_sequence_agreement: self.min_sequence_agreement,
             min_mask_iou: self.min_mask_iou,
             min_vector_cosine: self.min_vector_cosine,
             gate_outputs: self.outputs.iter().cloned().collect(),

@@ -203,27 +203,7 @@ pub fn clamp_absorbed(p: &QParams, lo: f32, hi: f32) -> bool {
     p.scalar && p.quantize(lo) <= qmin && p.quantize(hi) >= qmax
 }
 
-/// The `[lo, hi]` a Relu or Clip node clamps to, when its bounds are
-/// constant (Clip before opset 11 has them as attributes).
-pub fn clamp_bounds(g: &Graph, node: &Node) -> Option<(f32, f32)> {
-    match node.op_type.as_str() {
-        "Relu" => Some((0.0, f32::INFINITY)),
-        "Clip" => {
-            let bound = |slot: usize, attr: &str, default: f32| -> Option<f32> {
-                if let Some(v) = node.input(slot) {
-                    let t = g.initializer(v)?;
-                    return t.to_f32_vec().ok()?.first().copied();
-                }
-                Some(node.get_float(attr).ok()?.unwrap_or(default))
-            };
-            Some((
-                bound(1, "min", f32::NEG_INFINITY)?,
-                bound(2, "max", f32::INFINITY)?,
-            ))
-        }
-        _ => None,
-    }
-}
+pub use crate::ir::analysis::clamp_bounds;
 
 /// Whether `node` still computes in float between DequantizeLinear and
 /// QuantizeLinear (a pattern no rewrite took).

@@ -75,6 +75,12 @@ pub fn summary(r: &Report) -> String {
             q.weights, q.per_channel_weights, q.weight_bits
         );
     }
+    if q.clamped_ranges > 0 {
+        s += &format!(
+            "  ranges clamped where every reader is constant (a hard-swish below -3, a Relu/Clip): {}\n",
+            q.clamped_ranges
+        );
+    }
     if q.weight_scales_raised > 0 {
         s += &format!(
             "  note: {} weight scale(s) raised so the bias fits int32\n",

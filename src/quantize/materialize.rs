@@ -165,6 +165,11 @@ pub fn materialize(
         };
         let own_range = match spec {
             ActSpec::Calibrated => range_of(v, b.g),
+            ActSpec::Within(..) => range_of(v, b.g).map(|r| {
+                let c = spec.clamp(r);
+                b.report.clamped_ranges += usize::from(c != r);
+                c
+            }),
             ActSpec::RangeOf(t) => range_of(t, b.g),
             ActSpec::Fixed(lo, hi) => Some((lo, hi)),
             ActSpec::Share(_) => range_of(v, b.g),

@@ -198,6 +198,9 @@ pub struct QuantizeReport {
     pub float_nodes: Vec<FloatNode>,
     /// Activations given a Q/DQ pair.
     pub activations: usize,
+    /// Activation ranges narrowed to where every reader of the tensor is
+    /// not constant (`ActSpec::Within`: a hard-swish's input above −3).
+    pub clamped_ranges: usize,
     pub weights: usize,
     /// Bits the int8 weights use: 8, or 7 with reduce-range.
     pub weight_bits: u32,
@@ -359,7 +362,7 @@ impl Plan {
         self.activations
             .iter()
             .filter_map(|(&v, spec)| match spec {
-                ActSpec::Calibrated => Some(v),
+                ActSpec::Calibrated | ActSpec::Within(..) => Some(v),
                 ActSpec::RangeOf(t) => Some(*t),
                 ActSpec::Fixed(..) | ActSpec::Share(_) => None,
             })

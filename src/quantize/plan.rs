@@ -19,6 +19,11 @@ pub enum ActSpec {
     RangeOf(ValueId),
     /// A range known from the op (Softmax, Sigmoid: [0, 1]).
     Fixed(f32, f32),
+    /// Its own calibrated range, clamped to `[lo, hi]`: every reader of the
+    /// tensor computes a constant outside it (a hard-swish below −3,
+    /// [`crate::ir::analysis::flat_outside`]), so the clamp loses nothing
+    /// and the range keeps its resolution for the values that matter.
+    Within(f32, f32),
     /// Exactly the parameters of another tensor (data-movement ops): same
     /// scale and zero-point initializers, so the op can run on int8.
     Share(ValueId),
@@ -50,6 +55,17 @@ pub enum Decision {
     },
     /// Stay float, and why (shown in the report).
     Float(String),
+}
+
+impl ActSpec {
+    /// `(lo, hi)` clamped to a [`ActSpec::Within`] interval (unchanged for
+    /// every other spec).
+    pub fn clamp(&self, (lo, hi): (f32, f32)) -> (f32, f32) {
+        match *self {
+            ActSpec::Within(a, b) => (lo.clamp(a, b.max(a)), hi.clamp(a, b.max(a))),
+            _ => (lo, hi),
+        }
+    }
 }
 
 impl Decision {

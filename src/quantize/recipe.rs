@@ -235,9 +235,13 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_top1: Option<f64>,
     /// Gate: minimum top-1 agreement on the foreground positions of class
-    /// probabilities over a sequence or a map.
+    /// probabilities over a map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_foreground_top1: Option<f64>,
+    /// Gate: minimum agreement of the greedily decoded sequences of class
+    /// probabilities over a sequence (1 − edit distance / FP32's symbols).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sequence_agreement: Option<f64>,
     /// Gate: minimum IoU of the `p > 0.5` masks of a Sigmoid map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_mask_iou: Option<f64>,
@@ -245,7 +249,8 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_vector_cosine: Option<f64>,
     /// Gate: outputs held to exactly these metrics (`{name: {sqnr: 15}}`,
-    /// metrics sqnr, cosine, top1, foreground_top1, mask_iou, vector_cosine;
+    /// metrics sqnr, cosine, top1, foreground_top1, sequence_agreement,
+    /// mask_iou, vector_cosine;
     /// `{name: {}}`: not gated) instead of the ones their kind picks.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gate_outputs: BTreeMap<String, BTreeMap<Metric, f64>>,
@@ -297,6 +302,9 @@ impl Recipe {
             min_cosine: self.min_cosine.unwrap_or(d.min_cosine),
             min_top1: self.min_top1.unwrap_or(d.min_top1),
             min_foreground_top1: self.min_foreground_top1.unwrap_or(d.min_foreground_top1),
+            min_sequence_agreement: self
+                .min_sequence_agreement
+                .unwrap_or(d.min_sequence_agreement),
             min_mask_iou: self.min_mask_iou.unwrap_or(d.min_mask_iou),
             min_vector_cosine: self.min_vector_cosine.unwrap_or(d.min_vector_cosine),
             outputs: self.gate_outputs.clone(),
@@ -345,6 +353,7 @@ impl Recipe {
             min_cosine,
             min_top1,
             min_foreground_top1,
+            min_sequence_agreement,
             min_mask_iou,
             min_vector_cosine,
             auto,

@@ -408,6 +408,7 @@ fn effective_range(
     match plan.activations.get(&root) {
         Some(ActSpec::RangeOf(t)) => of(*t),
         Some(ActSpec::Fixed(lo, hi)) => Some((*lo, *hi)),
+        Some(spec @ ActSpec::Within(..)) => of(root).map(|r| spec.clamp(r)),
         _ => of(root),
     }
 }

@@ -174,9 +174,24 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// A (quantized tensor, FP32 tensor, node, op, scale, zero point) pair the
-/// per-layer comparison dequantizes and compares.
-pub(super) type LayerPair = (String, String, String, String, f32, i64);
+/// A quantized tensor and its FP32 counterpart, which the per-layer
+/// comparison dequantizes and compares.
+pub(super) struct LayerPair {
+    /// The int8 tensor.
+    pub int8: String,
+    /// The FP32 tensor it stands for.
+    pub fp32: String,
+    /// Its producing node and op.
+    pub node: String,
+    pub op: String,
+    pub scale: f32,
+    pub zero_point: i64,
+    /// The interval outside which every reader of the FP32 tensor is
+    /// constant ([`crate::ir::analysis::flat_outside`]): the quantizer
+    /// clamps the range to it, so FP32's values are clamped to it before
+    /// the comparison (what lies beyond changes no result).
+    pub clamp: Option<(f32, f32)>,
+}
 
 /// Adds one sample's outputs to their accumulators.
 pub(super) fn add_outputs(
@@ -217,22 +232,35 @@ pub(super) fn layer_sums(
     let mut sums = vec![Accum::default(); pairs.len()];
     // One buffer for the dequantized values of every layer.
     let mut deq: Vec<f32> = Vec::new();
-    for (k, (qn, fname, _, _, s, z)) in pairs.iter().enumerate() {
-        let (Some(r), Some(t)) = (reference.get(k), got.get(qn)) else {
+    let mut clamped: Vec<f32> = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        let (Some(r), Some(t)) = (reference.get(k), got.get(&p.int8)) else {
             continue;
         };
         if r.shape() != t.dims() {
             continue;
         }
-        dequantize_into(t, *z, *s, &mut deq)?;
-        if let Some(scale) = rescaled.get(fname) {
+        dequantize_into(t, p.zero_point, p.scale, &mut deq)?;
+        if let Some(scale) = rescaled.get(&p.fp32) {
             if scale.undo(&mut deq, t.dims()).is_none() {
                 continue;
             }
         }
-        match f32_view(r) {
-            Some(x) => sums[k].add_values(x, &deq),
-            None => sums[k].add_values(&from_tract(r)?.to_f32_vec()?, &deq),
+        let owned;
+        let x = match f32_view(r) {
+            Some(x) => x,
+            None => {
+                owned = from_tract(r)?.to_f32_vec()?;
+                &owned
+            }
+        };
+        match p.clamp {
+            Some((lo, hi)) => {
+                clamped.clear();
+                clamped.extend(x.iter().map(|&v| v.clamp(lo, hi)));
+                sums[k].add_values(&clamped, &deq);
+            }
+            None => sums[k].add_values(x, &deq),
         }
     }
     Ok(sums)

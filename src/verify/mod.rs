@@ -116,8 +116,7 @@ pub fn worst_margin(outputs: &[OutputMetrics]) -> f64 {
         .fold(300.0, f64::min)
 }
 
-/// Quantized tensors of `q` with a float counterpart in `fp`: (int8 name,
-/// FP32 name, producing node, op, scale, zero point).
+/// Quantized tensors of `q` with a float counterpart in `fp`.
 fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
     let g = &q.graph;
     let mut params: HashMap<String, (f32, i64)> = HashMap::new();
@@ -169,6 +168,11 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
             _ => None,
         }
         .unwrap_or_else(|| base.to_string());
+        let clamp = if reference == base {
+            crate::ir::analysis::flat_outside(fg, fv)
+        } else {
+            None
+        };
         let Some(v) = g.find_value(&name) else {
             continue;
         };
@@ -176,9 +180,17 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
             .producer_node(v)
             .map(|(_, n)| (n.name.clone(), n.op_type.clone()))
             .unwrap_or_default();
-        out.push((name.clone(), reference, node, op, s, z));
+        out.push(LayerPair {
+            int8: name.clone(),
+            fp32: reference,
+            node,
+            op,
+            scale: s,
+            zero_point: z,
+            clamp,
+        });
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.int8.cmp(&b.int8));
     out
 }
 
@@ -292,7 +304,7 @@ pub fn compare(
     } else {
         layer_samples.min(samples.len())
     };
-    let keep: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
+    let keep: Vec<String> = pairs.iter().map(|p| p.int8.clone()).collect();
     let exec = Executor::new(int8, arith, &keep)?;
     let out_names: Vec<String> = fp32
         .graph
@@ -300,7 +312,7 @@ pub fn compare(
         .map(|v| fp32.graph.value_name(v).to_string())
         .collect();
     let mut fp_names = out_names.clone();
-    fp_names.extend(pairs.iter().map(|p| p.1.clone()));
+    fp_names.extend(pairs.iter().map(|p| p.fp32.clone()));
     let fp_proto = fp32.to_proto()?;
     // Plans with the compared intermediates exposed, and with the outputs
     // only (tract fuses more).
@@ -406,9 +418,9 @@ pub fn compare(
         .zip(&layers)
         .filter(|(_, a)| !a.is_empty())
         .map(|(p, a)| LayerMetrics {
-            tensor: p.1.clone(),
-            node: p.2.clone(),
-            op: p.3.clone(),
+            tensor: p.fp32.clone(),
+            node: p.node.clone(),
+            op: p.op.clone(),
             sqnr_db: a.sqnr(),
             cosine: a.cosine(),
         })

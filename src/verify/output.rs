@@ -134,7 +134,8 @@ impl OutputAccum {
         if asks(Metric::VectorCosine) && kind != Kind::Embedding {
             kinds.push(Kind::Embedding);
         }
-        if asks(Metric::ForegroundTop1) && !matches!(kind, Kind::Classes { .. }) {
+        let asks_classes = asks(Metric::ForegroundTop1) || asks(Metric::SequenceAgreement);
+        if asks_classes && !matches!(kind, Kind::Classes { .. }) {
             kinds.push(Kind::Classes {
                 axis: -1,
                 flattened: false,
@@ -179,6 +180,15 @@ impl OutputAccum {
             m.decisive_top1_agreement = Some(agree);
         }
         let what = match self.kind {
+            Kind::Classes { .. }
+                if m.positions.as_ref().is_some_and(|p| p.sequences.is_some()) =>
+            {
+                Some((
+                    Metric::SequenceAgreement,
+                    self.task.symbols,
+                    "class probabilities over a sequence: the greedily decoded sequences' agreement",
+                ))
+            }
             Kind::Classes { .. } if m.positions.is_some() => Some((
                 Metric::ForegroundTop1,
                 self.task.foreground,
@@ -211,6 +221,11 @@ impl OutputAccum {
             Metric::Cosine => Some(m.cosine),
             Metric::Top1 => m.decisive_top1_agreement,
             Metric::ForegroundTop1 => m.positions.as_ref().map(|p| p.foreground_top1_agreement),
+            Metric::SequenceAgreement => m
+                .positions
+                .as_ref()
+                .and_then(|p| p.sequences.as_ref())
+                .map(|s| s.agreement),
             Metric::MaskIou => m.mask_iou,
             Metric::VectorCosine => m.vector_cosine,
         });

@@ -61,6 +61,9 @@ def main():
             o = json.load(f)["parity"]["outputs"][0]
         held, text = cg.task(args.kind, out, fp, hold, chars)
         gates = ", ".join(f"{c['metric']} {c['value']:.3f}" for c in o["gate"])
+        seq = (o.get("positions") or {}).get("sequences")
+        if seq:
+            gates += f" (sequences: agreement {seq['agreement']:.3f}, equal {seq['equal']:.3f})"
         print(f"{name}: task {'held' if held else 'broken'} ({text}); {gates}; SQNR {o['sqnr_db']:.1f} dB", flush=True)
 
 

@@ -149,8 +149,11 @@ impl Cx<'_> {
     pub fn output_spec(&self, v: ValueId) -> ActSpec {
         let g = self.graph;
         let uses = g.value(v).consumers();
-        if g.is_graph_output(v) || uses.len() != 1 {
+        if g.is_graph_output(v) {
             return ActSpec::Calibrated;
+        }
+        if uses.len() != 1 {
+            return Self::within(g, v);
         }
         let (c, slot) = uses[0];
         let Some(consumer) = g.node(c) else {
@@ -173,7 +176,15 @@ impl Cx<'_> {
             {
                 ActSpec::RangeOf(out)
             }
-            _ => ActSpec::Calibrated,
+            _ => Self::within(g, v),
+        }
+    }
+
+    /// `v`'s own range, clamped where every reader is constant.
+    fn within(g: &Graph, v: ValueId) -> ActSpec {
+        match crate::ir::analysis::flat_outside(g, v) {
+            Some((lo, hi)) => ActSpec::Within(lo, hi),
+            None => ActSpec::Calibrated,
         }
     }
 
@@ -207,3 +218,6 @@ impl Cx<'_> {
         self.per_channel.then_some(axis)
     }
 }
+
+#[cfg(test)]
+mod tests;

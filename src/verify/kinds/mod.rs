@@ -9,6 +9,14 @@
 //!   agreement over all positions, and over the *foreground* positions,
 //!   where either side's top-1 is not FP32's most frequent class of the
 //!   sample (CTC's blank, a map's background), which dominate the first.
+//!   When the positions form one sequence per sample (`[N, T, C]`: every
+//!   other dimension 1, or the batch), each side's top-1 classes are also
+//!   decoded greedily, as a CTC recognizer's are read: repeats collapsed,
+//!   the background class dropped (a position where INT8 picked FP32's
+//!   runner-up within 0.05 of FP32's top, a near-tie FP32 itself could not
+//!   call, counts as FP32's class). The INT8 sequence is compared with
+//!   FP32's by edit distance: the *sequence agreement* is 1 − (edits /
+//!   FP32's symbols), and the share of sequences decoded identically.
 //! - **Per-element probabilities**: a Sigmoid output of more than one
 //!   element per sample (a text detector's probability map): the IoU of
 //!   the `p > 0.5` masks. Layout ops after the Sigmoid (Transpose, Reshape,
@@ -24,6 +32,7 @@
 //! - Everything else: no task metric here (rank-2 class scores have their
 //!   top-1/top-5 agreement in the gate already).
 
+use super::output::NEAR_TIE;
 use crate::ir::Model;
 use serde::Serialize;
 
@@ -201,7 +210,27 @@ pub struct PositionMetrics {
     pub foreground_positions: u64,
     /// Agreement on those (1 when there are none).
     pub foreground_top1_agreement: f64,
+    /// Decoded sequences, when the positions form one per sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<SequenceMetrics>,
 }
+
+/// The greedy decoding of sequences of class probabilities, INT8 against
+/// FP32.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SequenceMetrics {
+    pub sequences: u64,
+    /// Symbols of FP32's decoded sequences (over all samples).
+    pub symbols: u64,
+    /// 1 − (edit distance to FP32's sequences / FP32's symbols), at least
+    /// 0 (1 when FP32 decodes no symbol).
+    pub agreement: f64,
+    /// Sequences decoded exactly as FP32's.
+    pub equal: f64,
+}
+
+/// Longest sequence decoded (the edit distance is quadratic in it).
+const MAX_SEQUENCE: usize = 4096;
 
 /// Streaming counts of the task metrics of one output.
 #[derive(Clone, Debug, Default)]
@@ -216,6 +245,10 @@ pub(crate) struct TaskAccum {
     pub(crate) vectors: u64,
     /// Sum of the vectors' cosines.
     cosines: f64,
+    sequences: u64,
+    pub(crate) symbols: u64,
+    edits: u64,
+    sequences_equal: u64,
 }
 
 impl TaskAccum {
@@ -243,12 +276,35 @@ impl TaskAccum {
                     let at = |k: usize| v[(o * c + k) * inner + i];
                     (1..c).fold(0, |best, k| if at(k) > at(best) { k } else { best })
                 };
+                // FP32's runner-up where it is within NEAR_TIE of the top.
+                let tied = |o: usize, i: usize, first: usize| -> Option<usize> {
+                    let at = |k: usize| a[(o * c + k) * inner + i];
+                    let second = (0..c).filter(|&k| k != first).fold(
+                        None,
+                        |m: Option<usize>, k| match m {
+                            Some(m) if at(m) >= at(k) => Some(m),
+                            _ => Some(k),
+                        },
+                    )?;
+                    (f64::from(at(first) - at(second)) < NEAR_TIE).then_some(second)
+                };
                 let mut ta = Vec::with_capacity(outer * inner);
                 let mut tb = Vec::with_capacity(outer * inner);
+                // INT8's top-1 for the sequences: FP32's where INT8 picked
+                // FP32's near-tied runner-up (FP32 itself could not tell
+                // the two apart: an O from a 0), as class rows leave
+                // near-ties out.
+                let mut tb_seq = Vec::with_capacity(outer * inner);
                 for o in 0..outer {
                     for i in 0..inner {
-                        ta.push(top(a, o, i));
-                        tb.push(top(b, o, i));
+                        let (x, y) = (top(a, o, i), top(b, o, i));
+                        ta.push(x);
+                        tb.push(y);
+                        tb_seq.push(if y != x && tied(o, i, x) == Some(y) {
+                            x
+                        } else {
+                            y
+                        });
                     }
                 }
                 let mut counts = vec![0u32; c];
@@ -262,6 +318,24 @@ impl TaskAccum {
                     if x != background || y != background {
                         self.foreground += 1;
                         self.foreground_agree += u64::from(x == y);
+                    }
+                }
+                let positions: Vec<usize> = if flattened {
+                    dims[..ax].to_vec()
+                } else {
+                    dims.iter()
+                        .enumerate()
+                        .filter(|&(d, _)| d != ax)
+                        .map(|(_, &n)| n)
+                        .collect()
+                };
+                if let Some(len) = sequence_length(&positions, ax) {
+                    for (sa, sb) in ta.chunks_exact(len).zip(tb_seq.chunks_exact(len)) {
+                        let (da, db) = (decode(sa, background), decode(sb, background));
+                        self.sequences += 1;
+                        self.symbols += da.len() as u64;
+                        self.edits += edit_distance(&da, &db) as u64;
+                        self.sequences_equal += u64::from(da == db);
                     }
                 }
             }
@@ -319,6 +393,16 @@ impl TaskAccum {
             } else {
                 self.foreground_agree as f64 / self.foreground as f64
             },
+            sequences: (self.sequences > 0).then(|| SequenceMetrics {
+                sequences: self.sequences,
+                symbols: self.symbols,
+                agreement: if self.symbols == 0 {
+                    1.0
+                } else {
+                    (1.0 - self.edits as f64 / self.symbols as f64).max(0.0)
+                },
+                equal: self.sequences_equal as f64 / self.sequences as f64,
+            }),
         })
     }
 
@@ -332,6 +416,50 @@ impl TaskAccum {
             }
         })
     }
+}
+
+/// The length of each sequence when positions of the dimensions `dims`
+/// (the class axis `axis` taken out) form one sequence per sample: one
+/// dimension longer than 1, or two with the batch (dimension 0) one of
+/// them. `None` for maps and single positions.
+fn sequence_length(dims: &[usize], axis: usize) -> Option<usize> {
+    let long: Vec<usize> = (0..dims.len()).filter(|&d| dims[d] > 1).collect();
+    let len = match long.as_slice() {
+        [d] => dims[*d],
+        [0, d] if axis != 0 => dims[*d],
+        _ => return None,
+    };
+    (len > 1 && len <= MAX_SEQUENCE).then_some(len)
+}
+
+/// Greedy decoding: repeats collapsed, then `background` dropped.
+pub(crate) fn decode(top: &[usize], background: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut last = usize::MAX;
+    for &k in top {
+        if k != last && k != background {
+            out.push(k);
+        }
+        last = k;
+    }
+    out
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions, each 1).
+pub(crate) fn edit_distance(a: &[usize], b: &[usize]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let next = (diag + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

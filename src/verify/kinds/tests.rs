@@ -326,3 +326,101 @@ fn the_comparison_holds_an_embedding_to_its_vector_cosine() {
     assert_eq!(o.gate[0].metric, crate::verify::gate::Metric::VectorCosine);
     assert!(v.passed);
 }
+
+/// `[1, T, 3]` probabilities whose top-1 per position is `top`.
+fn one_hot_sequence(top: &[usize]) -> Vec<f32> {
+    top.iter()
+        .flat_map(|&k| (0..3).map(move |c| if c == k { 0.8 } else { 0.1 }))
+        .collect()
+}
+
+#[test]
+fn sequences_are_decoded_greedily_and_compared_by_edit_distance() {
+    let kind = Kind::Classes {
+        axis: -1,
+        flattened: false,
+    };
+    // A character that spans one position fewer decodes the same: the
+    // foreground positions disagree, the sequences do not.
+    let a = one_hot_sequence(&[0, 1, 1, 0, 2, 0, 0, 0]);
+    let b = one_hot_sequence(&[0, 0, 1, 0, 2, 2, 0, 0]);
+    let mut acc = TaskAccum::default();
+    acc.add(kind, &a, &b, &[1, 8, 3]);
+    let p = acc.positions().unwrap();
+    assert!(p.foreground_top1_agreement < 1.0);
+    let s = p.sequences.unwrap();
+    assert_eq!(
+        (s.sequences, s.symbols, s.agreement, s.equal),
+        (1, 2, 1.0, 1.0)
+    );
+    // Two edits against FP32's three symbols, agreement 1/3:
+    // FP32 decodes [1, 2, 1], INT8 [1, 1, 2, 2]: edit distance 2.
+    let a = one_hot_sequence(&[1, 0, 2, 0, 1, 0, 0, 0]);
+    let b = one_hot_sequence(&[1, 0, 1, 0, 2, 0, 2, 0]);
+    let mut acc = TaskAccum::default();
+    acc.add(kind, &a, &b, &[1, 8, 3]);
+    let s = acc.positions().unwrap().sequences.unwrap();
+    assert_eq!((s.symbols, s.equal), (3, 0.0));
+    assert!((s.agreement - 1.0 / 3.0).abs() < 1e-12, "{}", s.agreement);
+    // Two samples in one batch are two sequences; a map is none.
+    let a2 = [
+        one_hot_sequence(&[0, 1, 0, 0]),
+        one_hot_sequence(&[0, 2, 0, 0]),
+    ]
+    .concat();
+    let b2 = [
+        one_hot_sequence(&[0, 1, 0, 0]),
+        one_hot_sequence(&[0, 0, 0, 0]),
+    ]
+    .concat();
+    let mut acc = TaskAccum::default();
+    acc.add(kind, &a2, &b2, &[2, 4, 3]);
+    let s = acc.positions().unwrap().sequences.unwrap();
+    assert_eq!(
+        (s.sequences, s.symbols, s.agreement, s.equal),
+        (2, 2, 0.5, 0.5)
+    );
+    let mut map = TaskAccum::default();
+    let kind1 = Kind::Classes {
+        axis: 1,
+        flattened: false,
+    };
+    map.add(
+        kind1,
+        &[0.0; 2 * 2 * 3 * 3],
+        &[0.0; 2 * 2 * 3 * 3],
+        &[2, 2, 3, 3],
+    );
+    assert!(map.positions().unwrap().sequences.is_none());
+}
+
+#[test]
+fn edit_distance_and_decoding() {
+    use super::{decode, edit_distance};
+    assert_eq!(decode(&[0, 3, 3, 0, 3, 4, 4, 0], 0), vec![3, 3, 4]);
+    assert_eq!(edit_distance(&[1, 2, 3], &[1, 3]), 1);
+    assert_eq!(edit_distance(&[], &[1, 2]), 2);
+    assert_eq!(edit_distance(&[1, 2, 3], &[3, 2, 1]), 2);
+    assert_eq!(edit_distance(&[5, 6], &[5, 6]), 0);
+}
+
+#[test]
+fn a_near_tie_fp32_could_not_call_is_not_a_sequence_error() {
+    let kind = Kind::Classes {
+        axis: -1,
+        flattened: false,
+    };
+    // Position 1: FP32 0.48 for class 1 against 0.46 for class 2 (an O and
+    // a 0); INT8 picks class 2. Position 3: a clear 1 that INT8 reads as 2.
+    let a = [
+        0.9, 0.05, 0.05, 0.06, 0.48, 0.46, 0.9, 0.05, 0.05, 0.1, 0.8, 0.1,
+    ];
+    let b = [
+        0.9, 0.05, 0.05, 0.06, 0.46, 0.48, 0.9, 0.05, 0.05, 0.1, 0.1, 0.8,
+    ];
+    let mut acc = TaskAccum::default();
+    acc.add(kind, &a, &b, &[1, 4, 3]);
+    let s = acc.positions().unwrap().sequences.unwrap();
+    // FP32 [1, 1], INT8 read as [1, 2]: one edit of two symbols.
+    assert_eq!((s.symbols, s.agreement, s.equal), (2, 0.5, 0.0));
+}
