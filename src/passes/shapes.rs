@@ -115,26 +115,8 @@ fn weights_as_inputs(g: &mut crate::onnx::proto::GraphProto) {
     g.initializer = keep;
     for t in big {
         let name = t.name.clone().unwrap_or_default();
-        let info = ValueInfoProto {
-            name: Some(name.clone()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: Some(float),
-                    shape: Some(TensorShapeProto {
-                        dim: t
-                            .dims
-                            .iter()
-                            .map(|&d| Dimension {
-                                value: Some(dimension::Value::DimValue(d)),
-                                denotation: None,
-                            })
-                            .collect(),
-                    }),
-                })),
-                denotation: None,
-            }),
-            ..Default::default()
-        };
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let info = crate::onnx::value_info(&name, crate::ir::DataType::Float, &dims);
         // IR < 4 lists initializers as inputs too: that entry is retyped.
         match g
             .input
