@@ -113,7 +113,7 @@ pub struct GateArgs {
     /// top class is not the sample's most frequent one) [default: 0.9].
     #[arg(long, value_name = "F")]
     pub min_foreground_top1: Option<f64>,
-    /// A Softmax over a sequence ([N, T, C]: a CTC recognizer): each
+    /// A Softmax over a sequence ([1, T, C]: a CTC recognizer): each
     /// sequence decoded greedily (repeats collapsed, the most frequent
     /// class, CTC's blank, dropped) keeps at least this fraction of FP32's
     /// symbols (1 − edit distance / FP32's symbols) [default: 0.955].

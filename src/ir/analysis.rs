@@ -102,6 +102,11 @@ fn readers_flat(g: &Graph, v: ValueId, depth: usize) -> (f32, f32) {
     for &(c, slot) in uses {
         let Some(node) = g.node(c) else { return OPEN };
         let (a, b) = reader_flat(g, node, v, slot, depth);
+        // A NaN bound (a Clip's, from the file) leaves its side open.
+        let (a, b) = (
+            if a.is_nan() { f32::NEG_INFINITY } else { a },
+            if b.is_nan() { f32::INFINITY } else { b },
+        );
         lo = lo.min(a);
         hi = hi.max(b);
         if lo == f32::NEG_INFINITY && hi == f32::INFINITY {

@@ -62,7 +62,12 @@ impl ActSpec {
     /// every other spec).
     pub fn clamp(&self, (lo, hi): (f32, f32)) -> (f32, f32) {
         match *self {
-            ActSpec::Within(a, b) => (lo.clamp(a, b.max(a)), hi.clamp(a, b.max(a))),
+            // max/min rather than clamp: no panic on an inverted or NaN
+            // interval (a NaN bound leaves its side unclamped).
+            ActSpec::Within(a, b) => {
+                let b = b.max(a);
+                (lo.max(a).min(b), hi.max(a).min(b))
+            }
             _ => (lo, hi),
         }
     }

@@ -257,7 +257,8 @@ pub(super) fn layer_sums(
         match p.clamp {
             Some((lo, hi)) => {
                 clamped.clear();
-                clamped.extend(x.iter().map(|&v| v.clamp(lo, hi)));
+                let hi = hi.max(lo);
+                clamped.extend(x.iter().map(|&v| v.max(lo).min(hi)));
                 sums[k].add_values(&clamped, &deq);
             }
             None => sums[k].add_values(x, &deq),

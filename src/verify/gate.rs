@@ -6,7 +6,7 @@
 //!
 //! | output | judged on |
 //! |---|---|
-//! | class probabilities over a sequence (Softmax over `[N, T, C]`, a CTC recognizer's) | the sequences decoded greedily: 1 − edit distance / FP32's symbols |
+//! | class probabilities over a sequence (Softmax over a CTC recognizer's `[1, T, C]`) | the sequences decoded greedily: 1 − edit distance / FP32's symbols |
 //! | class probabilities per position of a map (Softmax over `[N, C, H, W]`) | top-1 agreement on the foreground positions |
 //! | class probabilities per row (Softmax over `[N, C]`) | top-1 agreement per row (near-ties aside) and cosine |
 //! | per-element probabilities (a Sigmoid map, looked through layout ops) | IoU of the `p > 0.5` masks |

@@ -173,3 +173,21 @@ fn readers_that_keep_the_range_open() {
     );
     assert_eq!(bounds(&m), None);
 }
+
+#[test]
+fn a_clip_with_nan_bounds_leaves_the_range_open() {
+    let m = graph(
+        vec![
+            node("Clip", "c", &["v", "nan", "nan"], &["y1"], vec![]),
+            node("Relu", "r", &["v"], &["y2"], vec![]),
+        ],
+        &["y1", "y2"],
+        vec![("nan", Tensor::from_f32(vec![], &[f32::NAN]))],
+    );
+    assert_eq!(bounds(&m), None);
+    // And a Within interval that is inverted or NaN never panics.
+    use crate::quantize::ActSpec;
+    assert_eq!(ActSpec::Within(5.0, 2.0).clamp((-1.0, 9.0)), (5.0, 5.0));
+    let (lo, hi) = ActSpec::Within(f32::NAN, f32::NAN).clamp((-1.0, 9.0));
+    assert!(lo.is_finite() && hi.is_finite());
+}

@@ -9,8 +9,8 @@
 //!   agreement over all positions, and over the *foreground* positions,
 //!   where either side's top-1 is not FP32's most frequent class of the
 //!   sample (CTC's blank, a map's background), which dominate the first.
-//!   When the positions form one sequence per sample (`[N, T, C]`: every
-//!   other dimension 1, or the batch), each side's top-1 classes are also
+//!   When the positions form one sequence (a sample of batch 1: `[1, T,
+//!   C]`, every other dimension 1), each side's top-1 classes are also
 //!   decoded greedily, as a CTC recognizer's are read: repeats collapsed,
 //!   the background class dropped (a position where INT8 picked FP32's
 //!   runner-up within 0.05 of FP32's top, a near-tie FP32 itself could not
@@ -329,7 +329,7 @@ impl TaskAccum {
                         .map(|(_, &n)| n)
                         .collect()
                 };
-                if let Some(len) = sequence_length(&positions, ax) {
+                if let Some(len) = sequence_length(&positions) {
                     for (sa, sb) in ta.chunks_exact(len).zip(tb_seq.chunks_exact(len)) {
                         let (da, db) = (decode(sa, background), decode(sb, background));
                         self.sequences += 1;
@@ -418,18 +418,16 @@ impl TaskAccum {
     }
 }
 
-/// The length of each sequence when positions of the dimensions `dims`
-/// (the class axis `axis` taken out) form one sequence per sample: one
-/// dimension longer than 1, or two with the batch (dimension 0) one of
-/// them. `None` for maps and single positions.
-fn sequence_length(dims: &[usize], axis: usize) -> Option<usize> {
-    let long: Vec<usize> = (0..dims.len()).filter(|&d| dims[d] > 1).collect();
-    let len = match long.as_slice() {
-        [d] => dims[*d],
-        [0, d] if axis != 0 => dims[*d],
-        _ => return None,
-    };
-    (len > 1 && len <= MAX_SEQUENCE).then_some(len)
+/// The length of the sequence when the positions of the dimensions `dims`
+/// (the class axis taken out) form one: a single dimension longer than 1
+/// (a sample of batch 1, `[1, T, C]` or `[T, 1, C]`). A batch of several
+/// sequences is left out: which dimension is the batch (`[N, T, C]` or
+/// `[T, N, C]`) cannot be told from the shape. `None` for maps and single
+/// positions.
+fn sequence_length(dims: &[usize]) -> Option<usize> {
+    let mut long = dims.iter().filter(|&&n| n > 1);
+    let len = *long.next()?;
+    (long.next().is_none() && len <= MAX_SEQUENCE).then_some(len)
 }
 
 /// Greedy decoding: repeats collapsed, then `background` dropped.

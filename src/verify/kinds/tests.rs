@@ -362,7 +362,8 @@ fn sequences_are_decoded_greedily_and_compared_by_edit_distance() {
     let s = acc.positions().unwrap().sequences.unwrap();
     assert_eq!((s.symbols, s.equal), (3, 0.0));
     assert!((s.agreement - 1.0 / 3.0).abs() < 1e-12, "{}", s.agreement);
-    // Two samples in one batch are two sequences; a map is none.
+    // Two sequences in one sample: [N, T, C] or [T, N, C] cannot be told
+    // apart, so no sequences (foreground top-1 still); nor in a map.
     let a2 = [
         one_hot_sequence(&[0, 1, 0, 0]),
         one_hot_sequence(&[0, 2, 0, 0]),
@@ -375,11 +376,8 @@ fn sequences_are_decoded_greedily_and_compared_by_edit_distance() {
     .concat();
     let mut acc = TaskAccum::default();
     acc.add(kind, &a2, &b2, &[2, 4, 3]);
-    let s = acc.positions().unwrap().sequences.unwrap();
-    assert_eq!(
-        (s.sequences, s.symbols, s.agreement, s.equal),
-        (2, 2, 0.5, 0.5)
-    );
+    let p = acc.positions().unwrap();
+    assert!(p.sequences.is_none() && p.foreground_positions > 0);
     let mut map = TaskAccum::default();
     let kind1 = Kind::Classes {
         axis: 1,
