@@ -69,6 +69,12 @@ pub fn clamp_bounds(g: &Graph, node: &Node) -> Option<(f32, f32)> {
     }
 }
 
+/// `x` clamped to `[lo, hi]` without panicking on an inverted or NaN
+/// interval (`hi` below `lo` counts as `lo`; a NaN bound clamps nothing).
+pub fn clamp_to(x: f32, (lo, hi): (f32, f32)) -> f32 {
+    x.max(lo).min(hi.max(lo))
+}
+
 /// How far [`flat_outside`] follows a value through scalar affine ops.
 const FLAT_DEPTH: usize = 6;
 

@@ -110,7 +110,10 @@ fn weights_as_inputs(g: &mut crate::onnx::proto::GraphProto) {
             .partition(|t| {
                 t.data_type == Some(float)
                     && t.dims.iter().all(|&d| d >= 0)
-                    && t.dims.iter().product::<i64>() >= WEIGHT_AS_INPUT
+                    && t.dims
+                        .iter()
+                        .try_fold(1i64, |n, &d| n.checked_mul(d))
+                        .is_some_and(|n| n >= WEIGHT_AS_INPUT)
             });
     g.initializer = keep;
     for t in big {

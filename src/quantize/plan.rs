@@ -62,11 +62,9 @@ impl ActSpec {
     /// every other spec).
     pub fn clamp(&self, (lo, hi): (f32, f32)) -> (f32, f32) {
         match *self {
-            // max/min rather than clamp: no panic on an inverted or NaN
-            // interval (a NaN bound leaves its side unclamped).
             ActSpec::Within(a, b) => {
-                let b = b.max(a);
-                (lo.max(a).min(b), hi.max(a).min(b))
+                use crate::ir::analysis::clamp_to;
+                (clamp_to(lo, (a, b)), clamp_to(hi, (a, b)))
             }
             _ => (lo, hi),
         }

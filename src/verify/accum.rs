@@ -187,9 +187,9 @@ pub(super) struct LayerPair {
     pub scale: f32,
     pub zero_point: i64,
     /// The interval outside which every reader of the FP32 tensor is
-    /// constant ([`crate::ir::analysis::flat_outside`]): the quantizer
-    /// clamps the range to it, so FP32's values are clamped to it before
-    /// the comparison (what lies beyond changes no result).
+    /// constant ([`crate::ir::analysis::flat_outside`]): both sides are
+    /// clamped to it before the comparison (what lies beyond changes no
+    /// result; the quantizer clamps a computing node's range to it).
     pub clamp: Option<(f32, f32)>,
 }
 
@@ -255,10 +255,16 @@ pub(super) fn layer_sums(
             }
         };
         match p.clamp {
-            Some((lo, hi)) => {
+            // Both sides as the readers see them: beyond the interval no
+            // value changes a result, whether the quantizer clamped there
+            // or not.
+            Some(bounds) => {
+                use crate::ir::analysis::clamp_to;
                 clamped.clear();
-                let hi = hi.max(lo);
-                clamped.extend(x.iter().map(|&v| v.max(lo).min(hi)));
+                clamped.extend(x.iter().map(|&v| clamp_to(v, bounds)));
+                for v in deq.iter_mut() {
+                    *v = clamp_to(*v, bounds);
+                }
                 sums[k].add_values(&clamped, &deq);
             }
             None => sums[k].add_values(x, &deq),
