@@ -344,9 +344,7 @@ fn calibrate(
         per_channel,
         jobs,
         progress,
-        input_means: false,
-        grams: Vec::new(),
-        keep_outputs: 0,
+        ..CollectOptions::default()
     };
     let done = py
         .detach(|| -> onnxq::Result<_> {

@@ -291,6 +291,84 @@ impl Fields {
     }
 }
 
+/// Samples per block of a Gram matrix's sum: f32 within a block, f64
+/// across blocks in sample order (a calibration pass's blocks when it sums
+/// Gram matrices, and [`KeptInputs::sum`]'s, so both give the same sums).
+pub fn block_of(samples: usize) -> usize {
+    (samples / 4).clamp(1, 8)
+}
+
+/// One observed tensor's values on each sample, in sample order.
+pub type SampleValues = Vec<(Vec<f32>, Vec<usize>)>;
+
+/// Layer inputs a calibration pass kept (up to a budget of bytes) so that
+/// their Gram matrices can be summed later, one layer at a time, without
+/// running the model again: a layer's input is a few hundred KiB a sample
+/// where its `H` is up to 170 MiB, too many of which to sum at once.
+#[derive(Clone, Debug, Default)]
+pub struct KeptInputs {
+    /// Per kept tensor, its values on every sample.
+    tensors: Vec<SampleValues>,
+    /// Per layer: its probe, the tensor it reads in `tensors`, and whether
+    /// it reads `max(x, 0)` of it (a Relu output calibration derives).
+    probes: Vec<(GramProbe, usize, bool)>,
+}
+
+impl KeptInputs {
+    /// `probes` reading `tensors` (by index; a probe whose tensor is
+    /// missing is left out).
+    pub fn new(tensors: Vec<SampleValues>, probes: Vec<(GramProbe, usize, bool)>) -> Self {
+        let probes = probes
+            .into_iter()
+            .filter(|(_, k, _)| tensors.get(*k).is_some_and(|t| !t.is_empty()))
+            .collect();
+        KeptInputs { tensors, probes }
+    }
+
+    /// Bytes of kept values.
+    pub fn bytes(&self) -> usize {
+        self.tensors
+            .iter()
+            .flatten()
+            .map(|(v, _)| v.len() * 4)
+            .sum()
+    }
+
+    /// Whether layer `node`'s inputs are kept.
+    pub fn has(&self, node: &str) -> bool {
+        self.probes.iter().any(|(p, ..)| p.node == node)
+    }
+
+    /// Layer `node`'s Gram matrix (`[groups, K, K]`, both triangles),
+    /// summed in the blocks and order a pass of its own would use (the
+    /// same sums from the same inputs; the calibration plan may compute
+    /// those inputs to a different float rounding than a pass's plan,
+    /// which fuses more); `None` when its inputs are not kept.
+    pub fn sum(&self, node: &str) -> Option<Result<Vec<f64>>> {
+        let (probe, k, relu) = self.probes.iter().find(|(p, ..)| p.node == node)?;
+        let samples = self.tensors.get(*k)?;
+        let sum = || -> Result<Vec<f64>> {
+            let mut total: Vec<f64> = Vec::new();
+            for block in samples.chunks(block_of(samples.len())) {
+                let mut acc = Vec::new();
+                for (x, dims) in block {
+                    probe.add(x, dims, *relu, &mut acc)?;
+                }
+                if total.is_empty() {
+                    total = vec![0.0; acc.len()];
+                }
+                total
+                    .iter_mut()
+                    .zip(acc)
+                    .for_each(|(t, v)| *t += f64::from(v));
+            }
+            probe.mirror(&mut total);
+            Ok(total)
+        };
+        Some(sum())
+    }
+}
+
 /// The Gram matrices of `probes` on `source`, by node, in a pass of their
 /// own (the layers a calibration did not take): a calibration of their
 /// inputs without histograms.

@@ -18,6 +18,7 @@
 //! the number of samples.
 
 pub mod choose;
+mod collect;
 pub mod gram;
 pub mod images;
 pub mod means;
@@ -41,7 +42,6 @@ use crate::ir::types::{input_specs, InputSpec};
 use crate::ir::{DataType, Model, Tensor};
 use crate::onnx::proto::ModelProto;
 use crate::tract::Runner;
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,6 +63,12 @@ pub struct CollectOptions {
     /// Also sum the input Gram matrices of these layers ([`gram`]; GPTQ's),
     /// from the tensors observed (their inputs are observed for them).
     pub grams: Vec<gram::GramProbe>,
+    /// Also keep the inputs of these layers (GPTQ's other ones), for their
+    /// Gram matrices to be summed later ([`gram::KeptInputs`]), while they
+    /// total at most `gram_input_bytes`: past it, the last kept tensors
+    /// are let go (their layers are measured in passes of their own).
+    pub gram_inputs: Vec<gram::GramProbe>,
+    pub gram_input_bytes: usize,
     /// Also keep each sample's graph outputs (the FP32 references the
     /// parity gate compares with, when it runs on the same samples) while
     /// they total at most this many bytes; past it, none (0: none).
@@ -78,6 +84,8 @@ impl Default for CollectOptions {
             progress: false,
             input_means: false,
             grams: Vec::new(),
+            gram_inputs: Vec::new(),
+            gram_input_bytes: 0,
             keep_outputs: 0,
         }
     }
@@ -98,22 +106,12 @@ pub struct Collected {
     /// The Gram matrices of [`Calibrator::summing_grams`] by layer (node
     /// name), summed over the samples.
     pub grams: BTreeMap<String, Vec<f64>>,
+    /// The inputs of [`Calibrator::keeping_gram_inputs`]' layers (within
+    /// [`CollectOptions::gram_input_bytes`]).
+    pub gram_inputs: gram::KeptInputs,
     /// Each sample's name and graph outputs, in sample order, with
     /// [`CollectOptions::keep_outputs`] (empty past its bytes).
     pub outputs: Vec<(String, Vec<Tensor>)>,
-}
-
-/// What a block of samples adds up to, in sample order.
-struct Folded {
-    /// Per tensor in `[inputs…, targets…, Relu outputs…]` order.
-    stats: Vec<Option<TensorStats>>,
-    means: means::Means,
-    /// Per Gram probe, `[groups, K, K]` upper triangles.
-    grams: Vec<Vec<f32>>,
-    /// Each sample's name and kept outputs.
-    kept: Vec<(String, Vec<Tensor>)>,
-    /// Each sample's digest.
-    digests: Vec<[u8; 32]>,
 }
 
 /// Lower-case hex of a SHA-256 digest.
@@ -125,17 +123,6 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn model_sha256(proto: &ModelProto) -> String {
     use prost::Message;
     hex(&Sha256::digest(proto.encode_to_vec()))
-}
-
-/// Merges later statistics into `acc`, slot by slot.
-fn merge_into(acc: &mut [Option<TensorStats>], later: Vec<Option<TensorStats>>) {
-    for (slot, s) in acc.iter_mut().zip(later) {
-        match (slot.as_mut(), s) {
-            (Some(m), Some(s)) => m.merge(&s),
-            (None, Some(s)) => *slot = Some(s),
-            _ => {}
-        }
-    }
 }
 
 /// Runs a model on samples and collects activation statistics.
@@ -156,6 +143,10 @@ pub struct Calibrator {
     means: Vec<(means::Probe, usize, bool)>,
     /// Layers whose input Gram matrix is summed: `(probe, slot, relu)`.
     grams: Vec<(gram::GramProbe, usize, bool)>,
+    /// Layers whose inputs are kept: `(probe, index in input_slots,
+    /// relu)`, and the slots kept (each once).
+    gram_inputs: Vec<(gram::GramProbe, usize, bool)>,
+    input_slots: Vec<usize>,
     /// The graph outputs, by their index in tract's outputs
     /// ([targets…, extra…]), and the extra ones tract runs for them.
     kept: Vec<usize>,
@@ -225,6 +216,8 @@ impl Calibrator {
             slot_of,
             means: Vec::new(),
             grams: Vec::new(),
+            gram_inputs: Vec::new(),
+            input_slots: Vec::new(),
             kept: Vec::new(),
             extra: Vec::new(),
             plans: Mutex::new(HashMap::new()),
@@ -241,6 +234,29 @@ impl Calibrator {
                 Some((p, slot, relu))
             })
             .collect();
+        self
+    }
+
+    /// Also keeps the inputs of the layers of `probes` whose input is
+    /// observed ([`Collected::gram_inputs`], within
+    /// [`CollectOptions::gram_input_bytes`]); the others are left out.
+    pub fn keeping_gram_inputs(mut self, probes: Vec<gram::GramProbe>) -> Self {
+        let (mut kept, mut slots) = (Vec::new(), Vec::new());
+        for p in probes {
+            let Some(&(slot, relu)) = self.slot_of.get(&p.input) else {
+                continue;
+            };
+            let k = match slots.iter().position(|&s| s == slot) {
+                Some(k) => k,
+                None => {
+                    slots.push(slot);
+                    slots.len() - 1
+                }
+            };
+            kept.push((p, k, relu));
+        }
+        self.gram_inputs = kept;
+        self.input_slots = slots;
         self
     }
 
@@ -319,257 +335,5 @@ impl Calibrator {
         let runner = Arc::new(Runner::new(&self.proto, &specs, outputs)?);
         plans.insert(shapes, runner.clone());
         Ok(runner)
-    }
-
-    /// Runs one sample and adds what it gives to `block`: its statistics
-    /// (non-float tensors stay `None`), mean inputs, Gram matrices, kept
-    /// outputs and digest.
-    fn run_one(
-        &self,
-        source: &dyn SampleSource,
-        i: usize,
-        opts: &CollectOptions,
-        block: &mut Folded,
-    ) -> Result<()> {
-        let Folded {
-            stats: acc,
-            means,
-            grams,
-            kept,
-            digests,
-        } = block;
-        let name = source.name(i);
-        let sample = source.load(i)?;
-        check_sample(&name, &sample, &self.inputs)?;
-        let mut digest = Sha256::new();
-        digest.update(name.as_bytes());
-        for (n, t) in &sample {
-            digest.update(n.as_bytes());
-            digest.update(t.dtype().name().as_bytes());
-            for d in t.dims() {
-                digest.update((*d as u64).to_le_bytes());
-            }
-            if let Some(raw) = t.raw() {
-                digest.update(raw);
-            }
-        }
-        let runner = self.plan(&sample)?;
-        let outputs = runner
-            .run_tract(&sample)
-            .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
-        let observed = self.inputs.len() + self.targets.len();
-        let (observed_slots, relu_slots) = acc.split_at_mut(observed);
-        // Statistics of tensor `k` of [inputs…, targets…], and of the Relu
-        // outputs derived from it.
-        let mut add = |k: usize, v: &[f32], dims: &[usize]| -> Result<()> {
-            for (probe, _, relu) in self.means.iter().filter(|(_, s, _)| *s == k) {
-                let mean = probe
-                    .mean(v, dims, *relu)
-                    .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
-                means.add(&probe.node, &mean)?;
-            }
-            for ((probe, slot, relu), acc) in self.grams.iter().zip(grams.iter_mut()) {
-                if *slot == k {
-                    probe
-                        .add(v, dims, *relu, acc)
-                        .map_err(|e| Error::Invalid(format!("sample '{name}': {e}")))?;
-                }
-            }
-            let Some(slot) = observed_slots.get_mut(k) else {
-                return Ok(());
-            };
-            slot.get_or_insert_default()
-                .add_sample(v, dims, opts.histograms, opts.per_channel);
-            for ((_, x), slot) in self.relu_of.iter().zip(relu_slots.iter_mut()) {
-                if *x == k {
-                    slot.get_or_insert_default()
-                        .add_relu_sample(v, dims, opts.per_channel);
-                }
-            }
-            Ok(())
-        };
-        for (k, spec) in self.inputs.iter().enumerate() {
-            if let Some((_, t)) = sample.iter().find(|(n, _)| *n == spec.name) {
-                if t.dtype().is_float() {
-                    add(k, &t.to_f32_vec()?, t.dims())?;
-                }
-            }
-        }
-        // With no targets, tract ran the model's own outputs: not observed.
-        for (k, t) in outputs.iter().take(self.targets.len()).enumerate() {
-            let k = self.inputs.len() + k;
-            // f32 outputs are read in place; other float types converted.
-            let plain = t.try_as_plain_ram().ok();
-            match plain.as_ref().and_then(|p| p.as_slice::<f32>().ok()) {
-                Some(v) => add(k, v, t.shape())?,
-                None => {
-                    let t = crate::tract::from_tract(t)?;
-                    if t.dtype().is_float() {
-                        add(k, &t.to_f32_vec()?, t.dims())?;
-                    }
-                }
-            }
-        }
-        if opts.keep_outputs > 0 && !self.kept.is_empty() {
-            let values = self
-                .kept
-                .iter()
-                .map(|&k| {
-                    let t = outputs.get(k).ok_or_else(|| {
-                        Error::Invalid(format!("sample '{name}': an output is missing"))
-                    })?;
-                    crate::tract::from_tract(t)
-                })
-                .collect::<Result<_>>()?;
-            kept.push((name, values));
-        }
-        digests.push(digest.finalize().into());
-        Ok(())
-    }
-
-    /// Runs every sample of `source` and merges the statistics.
-    pub fn collect(&self, source: &dyn SampleSource, opts: &CollectOptions) -> Result<Collected> {
-        let n = source.len();
-        if n == 0 {
-            return Err(Error::Invalid("no calibration samples".into()));
-        }
-        let (pool, jobs) = worker_pool(opts.jobs)?;
-        let bar = if opts.progress {
-            let b = indicatif::ProgressBar::with_draw_target(
-                Some(n as u64),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "calibrating {bar:30} {pos}/{len} samples  {per_sec}  eta {eta}",
-            ) {
-                b.set_style(style);
-            }
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let names: Vec<String> = self
-            .inputs
-            .iter()
-            .map(|i| i.name.clone())
-            .chain(self.targets.iter().cloned())
-            .chain(self.relu_of.iter().map(|(n, _)| n.clone()))
-            .collect();
-        // Samples in contiguous blocks whose size depends only on `n`: a
-        // worker folds a block in sample order, blocks merge in block order,
-        // so the float sums (averaged MinMax) come out the same for any
-        // `jobs`, and the main thread merges once per block, not per sample.
-        // Memory: a wave is two blocks per worker, so at most 2·jobs sets
-        // of statistics (each one per-tensor histogram pair) are alive.
-        // With Gram matrices, blocks of up to 8 samples: each block's f32
-        // sums (tens of MiB) are added to the f64 ones once.
-        let block = if self.grams.is_empty() {
-            (n / 64).clamp(1, 16)
-        } else {
-            (n / 4).clamp(1, 8)
-        };
-        let blocks: Vec<std::ops::Range<usize>> = (0..n)
-            .step_by(block)
-            .map(|s| s..(s + block).min(n))
-            .collect();
-        let fold_block = |range: &std::ops::Range<usize>| -> Result<Folded> {
-            let mut b = Folded {
-                stats: vec![None; names.len()],
-                means: means::Means::default(),
-                grams: vec![Vec::new(); self.grams.len()],
-                kept: Vec::new(),
-                digests: Vec::with_capacity(range.len()),
-            };
-            for i in range.clone() {
-                self.run_one(source, i, opts, &mut b)?;
-                bar.inc(1);
-            }
-            Ok(b)
-        };
-        let mut merged: Vec<Option<TensorStats>> = vec![None; names.len()];
-        let mut means = means::Means::default();
-        let mut grams: Vec<Vec<f64>> = vec![Vec::new(); self.grams.len()];
-        let mut digest = Sha256::new();
-        let (mut outputs, mut output_bytes) = (Vec::new(), 0usize);
-        let mut keep = opts.keep_outputs > 0 && !self.kept.is_empty();
-        // With Gram matrices to sum (up to tens of MiB a block), one block
-        // per worker at a time.
-        let wave = if self.grams.is_empty() {
-            jobs * 2
-        } else {
-            jobs
-        };
-        for wave in blocks.chunks(wave) {
-            let results: Vec<Result<Folded>> =
-                pool.install(|| wave.par_iter().map(fold_block).collect());
-            for r in results {
-                let b = r?;
-                b.digests.iter().for_each(|d| digest.update(d));
-                merge_into(&mut merged, b.stats);
-                if keep {
-                    output_bytes += b
-                        .kept
-                        .iter()
-                        .flat_map(|(_, ts)| ts.iter().map(Tensor::byte_len))
-                        .sum::<usize>();
-                    keep = output_bytes <= opts.keep_outputs;
-                    if keep {
-                        outputs.extend(b.kept);
-                    } else {
-                        outputs = Vec::new();
-                    }
-                }
-                means.merge(b.means)?;
-                for (acc, v) in grams.iter_mut().zip(b.grams) {
-                    if v.is_empty() {
-                        continue;
-                    }
-                    if acc.is_empty() {
-                        *acc = vec![0.0; v.len()];
-                    }
-                    if acc.len() != v.len() {
-                        return Err(Error::Invalid(format!(
-                            "an input Gram matrix of {} entries on some samples, {} on others",
-                            v.len(),
-                            acc.len()
-                        )));
-                    }
-                    acc.iter_mut().zip(v).for_each(|(a, x)| *a += f64::from(x));
-                }
-            }
-        }
-        bar.finish_and_clear();
-        if opts.histograms {
-            let observed = self.inputs.len() + self.targets.len();
-            for (k, (_, x)) in self.relu_of.iter().enumerate() {
-                let input = merged.get(*x).cloned().flatten();
-                if let (Some(Some(y)), Some(x)) = (merged.get_mut(observed + k), input) {
-                    y.set_relu_histograms(&x);
-                }
-            }
-        }
-        let plans = self.plans.lock().map(|p| p.len()).unwrap_or(0);
-        Ok(Collected {
-            stats: names
-                .into_iter()
-                .zip(merged)
-                .filter_map(|(n, s)| s.map(|s| (n, s)))
-                .collect(),
-            samples: n,
-            samples_sha256: hex(&digest.finalize()),
-            plans,
-            means,
-            grams: self
-                .grams
-                .iter()
-                .zip(grams)
-                .filter(|(_, g)| !g.is_empty())
-                .map(|((p, _, _), mut g)| {
-                    p.mirror(&mut g);
-                    (p.node.clone(), g)
-                })
-                .collect(),
-            outputs,
-        })
     }
 }

@@ -66,6 +66,8 @@ pub struct Collection {
     /// The input Gram matrices of [`CollectOptions::grams`] by layer,
     /// summed over the samples.
     pub grams: BTreeMap<String, Vec<f64>>,
+    /// The inputs of [`CollectOptions::gram_inputs`]' layers, kept.
+    pub gram_inputs: super::gram::KeptInputs,
     /// Each sample's name and graph outputs, with
     /// [`CollectOptions::keep_outputs`].
     pub outputs: Vec<(String, Vec<crate::ir::Tensor>)>,
@@ -105,6 +107,7 @@ impl RangeTable {
                 .iter()
                 .map(|p| &p.input)
                 .chain(collect.grams.iter().map(|p| &p.input))
+                .chain(collect.gram_inputs.iter().map(|p| &p.input))
                 .filter(|t| !w.contains(*t) && !inputs.contains(*t))
                 .cloned()
                 .collect(),
@@ -114,7 +117,8 @@ impl RangeTable {
             wanted.map(|w| w.iter().chain(&extra).cloned().collect());
         let mut calibrator = Calibrator::observing(model, observed.as_ref())?
             .measuring(probes)
-            .summing_grams(collect.grams.clone());
+            .summing_grams(collect.grams.clone())
+            .keeping_gram_inputs(collect.gram_inputs.clone());
         if collect.keep_outputs > 0 {
             calibrator = calibrator.keeping_outputs(model);
         }
@@ -147,6 +151,7 @@ impl RangeTable {
                 plans,
                 means: collected.means,
                 grams: collected.grams,
+                gram_inputs: collected.gram_inputs,
                 outputs: collected.outputs,
             },
         ))

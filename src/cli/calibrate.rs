@@ -70,9 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         per_channel: args.per_channel,
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
-        input_means: false,
-        grams: Vec::new(),
-        keep_outputs: 0,
+        ..CollectOptions::default()
     };
     let dims: BTreeMap<String, usize> = args.dims.iter().cloned().collect();
     let done = crate::pipeline::calibrate(&loaded, &samples, &opts, &collect, &dims)?;

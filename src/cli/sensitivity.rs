@@ -159,9 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         per_channel: false,
         jobs: args.jobs,
         progress: std::io::stderr().is_terminal(),
-        input_means: false,
-        grams: Vec::new(),
-        keep_outputs: 0,
+        ..CollectOptions::default()
     };
     let mut warnings = Vec::new();
     let ranges = Ranges::obtain(

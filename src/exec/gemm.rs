@@ -13,8 +13,10 @@
 //!   reductions are split into such blocks and summed in `i64`.
 //! - The register tile is `MR × NR` = 6 × 16: twelve 8-lane `i32`
 //!   accumulators, two B vectors and one broadcast A pair fill 15 of the 16
-//!   AVX2 registers. The kernel is compiled for AVX2 and chosen by runtime
-//!   detection; the portable version computes the same integers.
+//!   AVX2 registers. With AVX-512 VNNI, one `vpdpwssd` per row and pair
+//!   does the multiply and both adds on all 16 columns (the same exact
+//!   sums). The kernels are chosen by runtime detection (VNNI, else AVX2,
+//!   else the portable version, which computes the same integers).
 //! - A block of fewer than `MR` rows (a matrix-vector product, the last
 //!   block of a matrix) runs a kernel compiled for exactly its height, so
 //!   no lanes are spent on padding rows.
@@ -323,6 +325,23 @@ fn tile(a: &[i16], b: &[i16], height: usize, acc: &mut [i32; MR * NR]) {
     }
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            // SAFETY (every arm): the CPU has AVX-512F and AVX-512 VNNI
+            // (checked just above); the lengths as for AVX2 below.
+            unsafe {
+                match height {
+                    1 => tile_vnni::<1>(a, b, pairs, acc),
+                    2 => tile_vnni::<2>(a, b, pairs, acc),
+                    3 => tile_vnni::<3>(a, b, pairs, acc),
+                    4 => tile_vnni::<4>(a, b, pairs, acc),
+                    5 => tile_vnni::<5>(a, b, pairs, acc),
+                    _ => tile_vnni::<MR>(a, b, pairs, acc),
+                }
+            }
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY (every arm): the CPU has AVX2 (checked just above),
             // and `a` holds `pairs · 2·MR`, `b` `pairs · 2·NR` values
@@ -384,6 +403,50 @@ unsafe fn tile_avx2<const H: usize>(a: &[i16], b: &[i16], pairs: usize, acc: &mu
     for (i, v) in c.iter().enumerate().take(2 * H) {
         // SAFETY: acc holds MR·NR = 8 · (2·MR) i32, chunk i < 2·H is 8 lanes.
         unsafe { _mm256_storeu_si256(acc.as_mut_ptr().add(i * 8) as *mut __m256i, *v) };
+    }
+}
+
+/// AVX-512 VNNI micro-kernel for `H` rows: per reduction pair, one
+/// 32-lane load of B (16 columns × 2 k), one broadcast `(a[k], a[k+1])`
+/// per row, and one `vpdpwssd` per row, which adds both `i16` products of
+/// each lane pair into its `i32` lane without saturating (the same sums
+/// as `vpmaddwd` + `vpaddd`). Even and odd pairs go to two sets of
+/// accumulators (twice the independent chains to hide the instruction's
+/// latency), added at the end: integer sums, so the result is exact and
+/// the same as the other kernels'.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn tile_vnni<const H: usize>(a: &[i16], b: &[i16], pairs: usize, acc: &mut [i32; MR * NR]) {
+    use std::arch::x86_64::*;
+    let mut even = [_mm512_setzero_si512(); MR];
+    let mut odd = [_mm512_setzero_si512(); MR];
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let step = |c: &mut [__m512i; MR], q: usize| {
+        // SAFETY: q < pairs, and the caller checked that `a` and `b` hold
+        // `pairs` pairs of `MR` and `NR` lanes; H ≤ MR.
+        unsafe {
+            let bv = _mm512_loadu_si512(bp.add(q * 2 * NR) as *const __m512i);
+            let aq = ap.add(q * 2 * MR) as *const i32;
+            for (r, cr) in c.iter_mut().enumerate().take(H) {
+                let av = _mm512_set1_epi32(aq.add(r).read_unaligned());
+                *cr = _mm512_dpwssd_epi32(*cr, av, bv);
+            }
+        }
+    };
+    let mut q = 0;
+    while q + 1 < pairs {
+        step(&mut even, q);
+        step(&mut odd, q + 1);
+        q += 2;
+    }
+    if q < pairs {
+        step(&mut even, q);
+    }
+    // Lanes of row r's accumulators are its 16 columns.
+    for r in 0..H {
+        let v = _mm512_add_epi32(even[r], odd[r]);
+        // SAFETY: acc holds MR·NR i32; row r < H ≤ MR is NR = 16 lanes.
+        unsafe { _mm512_storeu_si512(acc.as_mut_ptr().add(r * NR) as *mut __m512i, v) };
     }
 }
 
@@ -450,6 +513,14 @@ mod tests {
                 tile_portable(&pa.data, &pb.data, pairs, height, &mut t2);
                 assert_eq!(t1, t2, "height {height}");
                 assert!(t1[height * NR..].iter().all(|&v| v == 7));
+                // The AVX2 kernel too, where VNNI took its place above.
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") && height == MR {
+                    let mut t3 = [7i32; MR * NR];
+                    // SAFETY: AVX2 checked; both slices hold `pairs` pairs.
+                    unsafe { tile_avx2::<MR>(&pa.data, &pb.data, pairs, &mut t3) };
+                    assert_eq!(t3, t2, "AVX2");
+                }
             }
             // Row interleaving packs the same panels as the general path.
             let b16: Vec<i16> = b.iter().map(|&v| v as i16).collect();

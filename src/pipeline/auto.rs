@@ -94,7 +94,12 @@ pub(super) fn auto_mixed_precision<T>(
                 inner: gate.source.as_ref(),
                 n: rank_n,
             };
-            let eval = Evaluator::new(fp32, &few, gate.thresholds.clone())?;
+            let eval = Evaluator::with_references(
+                fp32,
+                &few,
+                gate.thresholds.clone(),
+                Some(&gate.references),
+            )?;
             tune::sensitivity(
                 fp32,
                 cfg,

@@ -62,6 +62,9 @@ pub struct Ranges {
     /// The Gram matrices of `collect.grams` by layer, summed by the first
     /// calibration (GPTQ's).
     pub grams: BTreeMap<String, Vec<f64>>,
+    /// The inputs of `collect.gram_inputs`' layers, kept by the first
+    /// calibration.
+    pub gram_inputs: crate::calibrate::gram::KeptInputs,
     /// Each sample's name and graph outputs, kept by the first calibration
     /// when `collect.keep_outputs` asked (the gate's FP32 references).
     pub outputs: Vec<(String, Vec<crate::ir::Tensor>)>,
@@ -86,6 +89,7 @@ impl Ranges {
             secs: 0.0,
             input_means: Means::default(),
             grams: BTreeMap::new(),
+            gram_inputs: Default::default(),
             outputs: Vec::new(),
             first_done: false,
         })
@@ -120,6 +124,7 @@ impl Ranges {
             secs: 0.0,
             input_means: Means::default(),
             grams: BTreeMap::new(),
+            gram_inputs: Default::default(),
             outputs: Vec::new(),
             first_done: false,
         };
@@ -178,6 +183,7 @@ impl Ranges {
             CollectOptions {
                 input_means: false,
                 grams: Vec::new(),
+                gram_inputs: Vec::new(),
                 keep_outputs: 0,
                 ..self.collect.clone()
             }
@@ -195,9 +201,11 @@ impl Ranges {
         if !self.first_done {
             self.input_means = c.means;
             self.grams = c.grams;
+            self.gram_inputs = c.gram_inputs;
             self.outputs = c.outputs;
             self.first_done = true;
             self.collect.grams.clear();
+            self.collect.gram_inputs.clear();
             self.collect.keep_outputs = 0;
         }
         self.table.samples = t.samples;

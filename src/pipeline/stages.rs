@@ -20,7 +20,7 @@ use crate::passes::{prepare, PassOptions};
 use crate::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
 use crate::quantize::{plan_model, Format, Mode, QuantizeConfig};
 use crate::tune::bias::{correct_biases, Corrected};
-use crate::tune::gptq::{gram_probes, round_weights, FUSED_ENTRIES};
+use crate::tune::gptq::{gram_probes, round_weights, FUSED_ENTRIES, KEPT_INPUT_BYTES};
 use crate::tune::Budget;
 use crate::verify::{Thresholds, Verdict};
 use std::path::Path;
@@ -324,7 +324,11 @@ impl Run<'_> {
     /// How calibration collects: with the layers' mean inputs when bias
     /// correction will use them, GPTQ's Gram probes, and the outputs the
     /// gate compares with when it runs on the same samples.
-    fn collect(&self, input_means: bool, grams: Vec<GramProbe>) -> CollectOptions {
+    fn collect(
+        &self,
+        input_means: bool,
+        (grams, gram_inputs): (Vec<GramProbe>, Vec<GramProbe>),
+    ) -> CollectOptions {
         CollectOptions {
             histograms: false,
             per_channel: false,
@@ -332,6 +336,8 @@ impl Run<'_> {
             progress: self.o.progress,
             input_means,
             grams,
+            gram_inputs,
+            gram_input_bytes: KEPT_INPUT_BYTES,
             keep_outputs: if self.gate.on_calibration {
                 crate::verify::REFERENCE_BYTES
             } else {
@@ -355,12 +361,13 @@ impl Run<'_> {
         let bias_correction = recipe.bias_correction.unwrap_or(s.calib.is_some());
         let gptq_on = recipe.gptq.unwrap_or(s.calib.is_some());
         // GPTQ's Gram matrices, summed within the calibration pass (up to
-        // FUSED_ENTRIES; the rest in GPTQ's own passes).
+        // FUSED_ENTRIES), the other layers' inputs kept by it (up to
+        // KEPT_INPUT_BYTES; the rest in GPTQ's own passes).
         let grams = if calib.is_some() && gptq_on && recipe.ranges.is_none() {
             gram_probes(fp32, FUSED_ENTRIES)
                 .map_err(|e| in_model("error-compensating weight rounding", e))?
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let mut ranges = Ranges::obtain(
             fp32,
@@ -393,6 +400,7 @@ impl Run<'_> {
         // measures the ones it lacks).
         let input_means = std::mem::take(&mut ranges.input_means);
         let measured = std::mem::take(&mut ranges.grams);
+        let kept_inputs = std::mem::take(&mut ranges.gram_inputs);
         // The first build and gate's work and time: what bounds the
         // automatic mode. Work counts passes over one sample as the stages
         // define them: GPTQ's Gram matrices and bias correction's mean
@@ -440,9 +448,17 @@ impl Run<'_> {
             work.set(work.get() + n_calib);
             let r = clock
                 .time(Stage::Gptq, || {
-                    round_weights(fp32, &self.cfg, &map, source.as_ref(), &measured, jobs)
+                    round_weights(
+                        fp32,
+                        &self.cfg,
+                        &map,
+                        source.as_ref(),
+                        (&measured, &kept_inputs),
+                        jobs,
+                    )
                 })
                 .map_err(|e| in_model("error-compensating weight rounding", e))?;
+            drop(kept_inputs);
             let mut pinned = self.cfg.clone();
             pinned.weight_grids = r.grids;
             let with = finish(&r.model, &pinned)?;

@@ -106,6 +106,18 @@ impl Evaluator {
     /// runs on them (validation sets are small; calibration, which streams,
     /// is where sample counts grow).
     pub fn new(fp32: &Model, source: &dyn SampleSource, thresholds: Thresholds) -> Result<Self> {
+        Self::with_references(fp32, source, thresholds, None)
+    }
+
+    /// Like [`Evaluator::new`], taking the FP32 outputs of the samples
+    /// `kept` holds (the gate's, on the same samples) instead of running
+    /// them again.
+    pub fn with_references(
+        fp32: &Model,
+        source: &dyn SampleSource,
+        thresholds: Thresholds,
+        kept: Option<&crate::verify::References>,
+    ) -> Result<Self> {
         if source.is_empty() {
             return Err(Error::Invalid("no validation samples".into()));
         }
@@ -116,15 +128,31 @@ impl Evaluator {
             .map(|v| fp32.graph.value_name(v).to_string())
             .collect();
         thresholds.check_outputs(&out_names)?;
-        let proto = fp32.to_proto()?;
+        // Encoded when a sample's outputs are not kept.
+        let mut proto = None;
         let mut cache = HashMap::new();
         let mut samples = Vec::with_capacity(source.len());
         let mut reference = Vec::with_capacity(source.len());
         for i in 0..source.len() {
+            let name = source.name(i);
             let sample = source.load(i)?;
-            check_sample(&source.name(i), &sample, &specs)?;
-            let runner = runner_for(&mut cache, &proto, &sample, Some(&out_names))?;
-            let outs = runner.run(&sample)?;
+            check_sample(&name, &sample, &specs)?;
+            let known = kept
+                .and_then(|k| k.get(i, &name))
+                .filter(|o| o.len() == out_names.len());
+            let outs = match known {
+                Some(o) => o.as_ref().clone(),
+                None => {
+                    if proto.is_none() {
+                        proto = Some(fp32.to_proto()?);
+                    }
+                    let proto = proto.as_ref().ok_or_else(|| {
+                        Error::Invalid("the FP32 model could not be encoded".into())
+                    })?;
+                    let runner = runner_for(&mut cache, proto, &sample, Some(&out_names))?;
+                    runner.run(&sample)?
+                }
+            };
             reference.push(
                 outs.into_iter()
                     .map(|t| t.dtype().is_float().then_some(t))

@@ -197,65 +197,8 @@ fn layer_pairs(fp: &Model, q: &Model) -> Vec<LayerPair> {
 /// Input dtypes and shapes of a sample: one tract plan each.
 type Signature = Vec<(DataType, Vec<usize>)>;
 
-/// Most bytes of FP32 outputs [`References`] holds by default.
-pub const REFERENCE_BYTES: usize = 256 << 20;
-
-/// The FP32 model's outputs per validation sample, kept from one
-/// comparison (or from calibration, which ran the same samples) to the
-/// next, so later gates on the same samples run only the INT8 model. Each
-/// entry is checked against the sample's name; past `limit` bytes nothing
-/// more is kept (those samples run FP32 again).
-pub struct References {
-    inner: std::sync::Mutex<RefInner>,
-    limit: usize,
-}
-
-struct RefInner {
-    slots: HashMap<usize, (String, Arc<Vec<Tensor>>)>,
-    bytes: usize,
-}
-
-impl References {
-    pub fn new(limit: usize) -> Self {
-        References {
-            inner: std::sync::Mutex::new(RefInner {
-                slots: HashMap::new(),
-                bytes: 0,
-            }),
-            limit,
-        }
-    }
-
-    /// The outputs of sample `i` named `name`, if kept.
-    pub fn get(&self, i: usize, name: &str) -> Option<Arc<Vec<Tensor>>> {
-        let inner = self.inner.lock().ok()?;
-        inner
-            .slots
-            .get(&i)
-            .filter(|(n, _)| n == name)
-            .map(|(_, t)| t.clone())
-    }
-
-    /// Keeps the outputs of sample `i` (`name`), unless they would pass the
-    /// limit.
-    pub fn put(&self, i: usize, name: &str, outputs: Arc<Vec<Tensor>>) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        let bytes: usize = outputs.iter().map(Tensor::byte_len).sum();
-        if inner.slots.contains_key(&i) || inner.bytes + bytes > self.limit {
-            return;
-        }
-        inner.bytes += bytes;
-        inner.slots.insert(i, (name.to_string(), outputs));
-    }
-}
-
-impl Default for References {
-    fn default() -> Self {
-        References::new(REFERENCE_BYTES)
-    }
-}
+mod references;
+pub use references::{References, REFERENCE_BYTES};
 
 /// How [`compare`] judges.
 #[derive(Clone, Copy)]
@@ -313,11 +256,14 @@ pub fn compare(
         .collect();
     let mut fp_names = out_names.clone();
     fp_names.extend(pairs.iter().map(|p| p.fp32.clone()));
-    let fp_proto = fp32.to_proto()?;
-    // Plans with the compared intermediates exposed, and with the outputs
-    // only (tract fuses more).
-    let mut layered: HashMap<Signature, Runner> = HashMap::new();
-    let mut plain: HashMap<Signature, Runner> = HashMap::new();
+    // Encoded when a plan has to be built.
+    let mut fp_proto = None;
+    // Plans with the compared intermediates exposed (any kept plan that
+    // exposes them), and with the outputs only (tract fuses more), and
+    // where each wanted tensor is among their outputs.
+    type Plans = HashMap<Signature, (Arc<Runner>, Vec<usize>)>;
+    let mut layered: Plans = HashMap::new();
+    let mut plain: Plans = HashMap::new();
     thresholds.check_outputs(&out_names)?;
     let mut outs: Vec<output::OutputAccum> = kinds::output_kinds(fp32)
         .into_iter()
@@ -351,17 +297,25 @@ pub fn compare(
                 references.get(i, &name)
             };
             let (runners, names) = if with_layers {
-                (&mut layered, Some(&fp_names))
+                (&mut layered, &fp_names)
             } else {
-                (&mut plain, Some(&out_names))
+                (&mut plain, &out_names)
             };
             if kept.is_none() && !runners.contains_key(&sig) {
                 let s: Vec<_> = sample
                     .iter()
                     .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
                     .collect();
-                let names = names.map(|n| n.as_slice());
-                runners.insert(sig.clone(), Runner::new(&fp_proto, &s, names)?);
+                let plan = references.plan(&sig, names, !with_layers, || {
+                    if fp_proto.is_none() {
+                        fp_proto = Some(fp32.to_proto()?);
+                    }
+                    let proto = fp_proto.as_ref().ok_or_else(|| {
+                        Error::Invalid("the FP32 model could not be encoded".into())
+                    })?;
+                    Runner::new(proto, &s, Some(names))
+                })?;
+                runners.insert(sig.clone(), plan);
             }
             loaded.push((i, name, sample, sig, kept));
         }
@@ -372,16 +326,26 @@ pub fn compare(
             .par_iter()
             .map(|(i, _, sample, sig, kept)| {
                 if *i < layer_samples {
-                    let mut reference = layered[sig].run_tract(sample)?;
+                    let (runner, at) = &layered[sig];
+                    let all = runner.run_tract(sample)?;
+                    let picked = |r: std::ops::Range<usize>| -> Result<Vec<_>> {
+                        at[r]
+                            .iter()
+                            .map(|&k| {
+                                all.get(k).cloned().ok_or_else(|| {
+                                    Error::Invalid("an FP32 tensor is missing".into())
+                                })
+                            })
+                            .collect()
+                    };
                     let (mut got, stats) = exec.run(sample)?;
                     let sums = accum::layer_sums(
                         &pairs,
                         rescaled,
-                        reference.get(out_names.len()..).unwrap_or_default(),
+                        &picked(out_names.len()..at.len())?,
                         &got,
                     )?;
-                    reference.truncate(out_names.len());
-                    let reference: Vec<Tensor> = reference
+                    let reference: Vec<Tensor> = picked(0..out_names.len())?
                         .iter()
                         .map(|t| from_tract(t))
                         .collect::<Result<_>>()?;
@@ -390,7 +354,7 @@ pub fn compare(
                 }
                 let reference = match kept {
                     Some(r) => r.clone(),
-                    None => Arc::new(plain[sig].run(sample)?),
+                    None => Arc::new(plain[sig].0.run(sample)?),
                 };
                 let (got, stats) = exec.run_outputs(sample)?;
                 Ok((reference, got, None, stats))

@@ -11,8 +11,9 @@
 //! layer's FP32 inputs on the calibration samples (a Conv's receptive
 //! fields at up to [`crate::calibrate::gram::MAX_POSITIONS`] positions
 //! per image, [`crate::calibrate::gram`]; summed within the calibration
-//! pass up to [`FUSED_ENTRIES`], `probe.rs`, the rest in passes of GPTQ's
-//! own),
+//! pass up to [`FUSED_ENTRIES`], `probe.rs`; the others from their
+//! inputs, which the calibration pass keeps up to [`KEPT_INPUT_BYTES`];
+//! any left in passes of GPTQ's own),
 //! then rounds each weight row column by column, in order of decreasing
 //! input energy, moving each rounding error onto the columns still to be
 //! rounded along `H⁻¹` (its upper Cholesky factor): the greedy minimum of
@@ -50,6 +51,12 @@ const PASS_ENTRIES: usize = 32 << 20;
 /// one block per worker alive, so 16M entries are at most 64 MiB a block
 /// (and 128 MiB of f64 sums across blocks).
 pub const FUSED_ENTRIES: usize = 16 << 20;
+/// Most bytes of layer inputs the calibration pass keeps for the Gram
+/// matrices past [`FUSED_ENTRIES`] (summed after it, a few at a time, so
+/// GPTQ needs no pass of its own): ResNet-50's layers past it read 5.1 MiB
+/// a sample, 163 MiB for 32 samples; DenseNet-121's, 8 MiB, do not all fit
+/// (the last ones go to passes).
+pub const KEPT_INPUT_BYTES: usize = 256 << 20;
 /// Added to `H`'s diagonal, as a fraction of its mean (GPTQ's default).
 const DAMP: f64 = 0.01;
 
@@ -440,14 +447,15 @@ pub struct Outcome {
 /// Rounds the weights of every eligible quantized layer of `fp32` with
 /// error compensation on the inputs `source` gives. `measured`: Gram
 /// matrices already summed over `source` by layer (node name; the
-/// calibration pass's [`gram_probes`]); the other layers are measured here,
-/// in passes of their own.
+/// calibration pass's [`gram_probes`]); `kept`: layer inputs the
+/// calibration pass kept, summed here a few layers at a time; the other
+/// layers are measured here, in passes of their own.
 pub fn round_weights(
     fp32: &Model,
     cfg: &QuantizeConfig,
     ranges: &BTreeMap<String, (f32, f32)>,
     source: &dyn SampleSource,
-    measured: &BTreeMap<String, Vec<f64>>,
+    (measured, kept): (&BTreeMap<String, Vec<f64>>, &gram::KeptInputs),
     jobs: usize,
 ) -> Result<Outcome> {
     let (targets, mut skipped) = targets(fp32, cfg, ranges)?;
@@ -473,24 +481,44 @@ pub fn round_weights(
             .filter_map(|(i, t)| gram_of(t).map(|h| (i, round_layer(t, h))))
             .collect()
     });
-    let mut passes: Vec<Vec<(usize, &Target)>> = vec![Vec::new()];
-    let mut size = 0;
-    for (i, t) in targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| gram_of(t).is_none())
-    {
-        if size + t.entries() > PASS_ENTRIES && !passes.last().is_none_or(|p| p.is_empty()) {
-            passes.push(Vec::new());
-            size = 0;
+    // Groups of layers whose Gram matrices together have at most
+    // PASS_ENTRIES entries: what is summed and held at once.
+    let groups = |of: &dyn Fn(&Target) -> bool| -> Vec<Vec<(usize, &Target)>> {
+        let mut groups: Vec<Vec<(usize, &Target)>> = vec![Vec::new()];
+        let mut size = 0;
+        for (i, t) in targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| gram_of(t).is_none() && of(t))
+        {
+            if size + t.entries() > PASS_ENTRIES && !groups.last().is_none_or(|p| p.is_empty()) {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += t.entries();
+            if let Some(p) = groups.last_mut() {
+                p.push((i, t));
+            }
         }
-        size += t.entries();
-        if let Some(p) = passes.last_mut() {
-            p.push((i, t));
-        }
+        groups.retain(|p| !p.is_empty());
+        groups
+    };
+    // From the kept inputs: each layer's Gram matrix summed and rounded on
+    // one worker, no model run.
+    for group in groups(&|t| kept.has(&t.node)) {
+        let done: Vec<(usize, Rounding)> = pool.install(|| {
+            group
+                .par_iter()
+                .map(|(i, t)| {
+                    let gram = kept.sum(&t.node).unwrap_or_else(|| Ok(Vec::new()))?;
+                    check_entries(t, &gram)?;
+                    Ok((*i, round_layer(t, &gram)))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        results.extend(done);
     }
-    passes.retain(|p| !p.is_empty());
-    for pass in passes {
+    for pass in groups(&|t| !kept.has(&t.node)) {
         let mut probes = Vec::new();
         let mut kept = Vec::new();
         for (i, t) in pass {
@@ -504,14 +532,7 @@ pub fn round_weights(
             kept.par_iter()
                 .map(|(i, t)| {
                     let gram = sums.get(&t.node).map_or(&[][..], Vec::as_slice);
-                    if gram.len() != t.entries() {
-                        return Err(Error::Invalid(format!(
-                            "{}: input Gram matrix has {} entries, expected {}",
-                            t.node,
-                            gram.len(),
-                            t.entries()
-                        )));
-                    }
+                    check_entries(t, gram)?;
                     Ok((*i, round_layer(t, gram)))
                 })
                 .collect::<Result<Vec<_>>>()
@@ -538,6 +559,19 @@ pub fn round_weights(
     }
     out.skipped = skipped;
     Ok(out)
+}
+
+/// That `gram` is `t`'s `[groups, K, K]`.
+fn check_entries(t: &Target, gram: &[f64]) -> Result<()> {
+    if gram.len() == t.entries() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{}: input Gram matrix has {} entries, expected {}",
+        t.node,
+        gram.len(),
+        t.entries()
+    )))
 }
 
 /// `rounded` (from [`round_weights`]) with the weights of the layers in

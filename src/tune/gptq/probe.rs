@@ -96,12 +96,13 @@ pub(super) fn probe_of(g: &Graph, t: &GramShape) -> Result<Option<GramProbe>> {
     }
 }
 
-/// The Gram probes of every layer of `fp32` GPTQ may round, in node order
-/// while their entries fit in `budget` (each summed in f32 per block of
-/// samples in calibration).
-pub fn gram_probes(fp32: &Model, budget: usize) -> Result<Vec<GramProbe>> {
+/// The Gram probes of every layer of `fp32` GPTQ may round: in node order
+/// those whose entries fit in `budget` (each summed in f32 per block of
+/// samples in calibration), then the others (whose inputs calibration
+/// keeps, [`crate::calibrate::gram::KeptInputs`]).
+pub fn gram_probes(fp32: &Model, budget: usize) -> Result<(Vec<GramProbe>, Vec<GramProbe>)> {
     let g = &fp32.graph;
-    let mut out = Vec::new();
+    let (mut out, mut rest) = (Vec::new(), Vec::new());
     let mut used = 0;
     for (id, n) in g.nodes() {
         let (Some(x), Some(wv)) = (n.input(0), n.input(1)) else {
@@ -117,14 +118,15 @@ pub fn gram_probes(fp32: &Model, budget: usize) -> Result<Vec<GramProbe>> {
             continue;
         }
         if let Some(Ok(shape)) = gram_shape(g, id, n, x, wv, wt)? {
-            if used + shape.entries() > budget {
-                continue;
-            }
             if let Some(p) = probe_of(g, &shape)? {
-                used += shape.entries();
-                out.push(p);
+                if used + shape.entries() > budget {
+                    rest.push(p);
+                } else {
+                    used += shape.entries();
+                    out.push(p);
+                }
             }
         }
     }
-    Ok(out)
+    Ok((out, rest))
 }

@@ -2,6 +2,7 @@
 //! against nearest, the Gram matrices summed in calibration.
 
 use super::*;
+use crate::calibrate::gram::KeptInputs;
 use crate::calibrate::samples::{InMemory, Sample};
 use crate::ir::node::attr;
 use crate::passes::testutil::{model, node, uniform};
@@ -127,7 +128,7 @@ fn one_conv(input: &[i64], attrs: Vec<crate::onnx::proto::AttributeProto>, w: Te
 /// The Gram matrices summed within the calibration pass (gram_probes)
 /// are the ones GPTQ's own pass sums, and rounding from them gives the
 /// same layers and gains; a budget too small for a layer leaves it to
-/// GPTQ's pass.
+/// GPTQ's pass, or to the inputs the calibration pass keeps.
 #[test]
 fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
     use crate::calibrate::{CollectOptions, Method, RangeOptions, RangeTable, Target};
@@ -150,8 +151,11 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
         ("y".to_string(), (-2.0, 2.0)),
     ]
     .into();
-    assert!(gram_probes(&fp32, 100).unwrap().is_empty());
-    let probes = gram_probes(&fp32, FUSED_ENTRIES).unwrap();
+    let (none, rest) = gram_probes(&fp32, 100).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(rest.len(), 1);
+    let (probes, rest) = gram_probes(&fp32, FUSED_ENTRIES).unwrap();
+    assert!(rest.is_empty());
     assert_eq!(probes.len(), 1);
     assert_eq!(probes[0].node, "conv");
     let collect = CollectOptions {
@@ -170,8 +174,9 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
     assert!(table.tensors.contains_key("y"));
     let measured = c.grams;
     assert_eq!(measured.keys().collect::<Vec<_>>(), ["conv"]);
-    let apart = round_weights(&fp32, &cfg, &ranges, &source, &BTreeMap::new(), 1).unwrap();
-    let within = round_weights(&fp32, &cfg, &ranges, &source, &measured, 2).unwrap();
+    let none = KeptInputs::default();
+    let apart = round_weights(&fp32, &cfg, &ranges, &source, (&BTreeMap::new(), &none), 1).unwrap();
+    let within = round_weights(&fp32, &cfg, &ranges, &source, (&measured, &none), 2).unwrap();
     assert_eq!(apart.rounded.len(), 1);
     assert_eq!(within.rounded.len(), 1);
     let (a, b) = (&apart.rounded[0], &within.rounded[0]);
@@ -181,4 +186,43 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
         "{a:?} vs {b:?}"
     );
     assert!((a.nearest_db - b.nearest_db).abs() < 1e-4);
+    // Past the fused budget, the layer's inputs are kept by the
+    // calibration pass; summed from them, the Gram matrix is the one of
+    // GPTQ's own pass to the bit (same blocks, same order; the input is
+    // the graph's, the same in both plans), so the model is the same;
+    // with no byte budget nothing is kept.
+    for (bytes, kept_layers) in [(1 << 20, 1), (0, 0)] {
+        let (fused, rest) = gram_probes(&fp32, 100).unwrap();
+        let collect = CollectOptions {
+            histograms: false,
+            grams: fused,
+            gram_inputs: rest,
+            gram_input_bytes: bytes,
+            ..Default::default()
+        };
+        let (_, c) =
+            RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+        assert!(c.grams.is_empty());
+        assert_eq!(usize::from(c.gram_inputs.has("conv")), kept_layers);
+        assert!(c.gram_inputs.bytes() <= bytes);
+        let from_kept =
+            round_weights(&fp32, &cfg, &ranges, &source, (&c.grams, &c.gram_inputs), 2).unwrap();
+        assert_eq!(from_kept.rounded, apart.rounded);
+        assert_eq!(
+            from_kept.model.to_proto().unwrap(),
+            apart.model.to_proto().unwrap()
+        );
+    }
+    // A budget smaller than one sample's input keeps nothing.
+    let (fused, rest) = gram_probes(&fp32, 100).unwrap();
+    let collect = CollectOptions {
+        histograms: false,
+        grams: fused,
+        gram_inputs: rest,
+        gram_input_bytes: 1000,
+        ..Default::default()
+    };
+    let (_, c) = RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+    assert!(!c.gram_inputs.has("conv"));
+    assert_eq!(c.gram_inputs.bytes(), 0);
 }
