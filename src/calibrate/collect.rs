@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::ir::Tensor;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a block of samples adds up to, in sample order.
 struct Folded {
@@ -17,8 +18,9 @@ struct Folded {
     means: means::Means,
     /// Per Gram probe, `[groups, K, K]` upper triangles.
     grams: Vec<Vec<f32>>,
-    /// Per tensor of [`Calibrator::keeping_gram_inputs`], its values.
-    inputs: Vec<gram::SampleValues>,
+    /// Per tensor of [`Calibrator::keeping_gram_inputs`], its values
+    /// (`None`: let go before the block started).
+    inputs: Vec<Option<gram::SampleValues>>,
     /// Each sample's name and kept outputs.
     kept: Vec<(String, Vec<Tensor>)>,
     /// Each sample's digest.
@@ -94,7 +96,7 @@ impl Calibrator {
             }
             if opts.gram_input_bytes > 0 {
                 if let Some(j) = self.input_slots.iter().position(|&s| s == k) {
-                    if let Some(t) = inputs.get_mut(j) {
+                    if let Some(Some(t)) = inputs.get_mut(j) {
                         t.push((v.to_vec(), dims.to_vec()));
                     }
                 }
@@ -197,19 +199,24 @@ impl Calibrator {
             .step_by(block)
             .map(|s| s..(s + block).min(n))
             .collect();
+        // Tensors whose inputs were let go past the budget: the blocks
+        // started after that no longer copy them.
+        let let_go: Vec<AtomicBool> = (0..if keep_inputs {
+            self.input_slots.len()
+        } else {
+            0
+        })
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let fold_block = |range: &std::ops::Range<usize>| -> Result<Folded> {
             let mut b = Folded {
                 stats: vec![None; names.len()],
                 means: means::Means::default(),
                 grams: vec![Vec::new(); self.grams.len()],
-                inputs: vec![
-                    Vec::new();
-                    if keep_inputs {
-                        self.input_slots.len()
-                    } else {
-                        0
-                    }
-                ],
+                inputs: let_go
+                    .iter()
+                    .map(|gone| (!gone.load(Ordering::Relaxed)).then(Vec::new))
+                    .collect(),
                 kept: Vec::new(),
                 digests: Vec::with_capacity(range.len()),
             };
@@ -260,7 +267,7 @@ impl Calibrator {
                     }
                 }
                 for (kept, got) in inputs.iter_mut().zip(b.inputs) {
-                    if let Some(k) = kept {
+                    if let (Some(k), Some(got)) = (kept, got) {
                         input_bytes += got.iter().map(|(v, _)| v.len() * 4).sum::<usize>();
                         k.extend(got);
                     }
@@ -268,9 +275,17 @@ impl Calibrator {
                 // Past the budget, the last tensors still kept are let go
                 // (in sample order, so the same ones for any `jobs`).
                 while input_bytes > opts.gram_input_bytes {
-                    let Some(last) = inputs.iter_mut().rev().find(|k| k.is_some()) else {
+                    let Some((j, last)) = inputs
+                        .iter_mut()
+                        .enumerate()
+                        .rev()
+                        .find(|(_, k)| k.is_some())
+                    else {
                         break;
                     };
+                    if let Some(flag) = let_go.get(j) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
                     let gone = last.take().unwrap_or_default();
                     input_bytes -= gone.iter().map(|(v, _)| v.len() * 4).sum::<usize>();
                 }

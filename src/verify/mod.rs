@@ -258,6 +258,12 @@ pub fn compare(
     fp_names.extend(pairs.iter().map(|p| p.fp32.clone()));
     // Encoded when a plan has to be built.
     let mut fp_proto = None;
+    let weight_bytes: usize = fp32
+        .graph
+        .initializers()
+        .map(|(_, i)| i.tensor.byte_len())
+        .sum();
+    let room = references::plans_kept(weight_bytes);
     // Plans with the compared intermediates exposed (any kept plan that
     // exposes them), and with the outputs only (tract fuses more), and
     // where each wanted tensor is among their outputs.
@@ -306,7 +312,7 @@ pub fn compare(
                     .iter()
                     .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
                     .collect();
-                let plan = references.plan(&sig, names, !with_layers, || {
+                let plan = references.plan(&sig, names, (!with_layers, room), || {
                     if fp_proto.is_none() {
                         fp_proto = Some(fp32.to_proto()?);
                     }

@@ -37,6 +37,17 @@ struct Plan {
 /// Most plans [`References`] keeps (the oldest goes first).
 const PLANS_KEPT: usize = 8;
 
+/// Most bytes of weights the kept plans hold together (each holds the
+/// model's): a model of more than this keeps none (its plans are built
+/// per comparison), ResNet-50 (98 MiB) keeps 2, MiniLM (66 MiB, a plan per
+/// sentence length) 3, a 5 MiB detector 8.
+pub const PLAN_BYTES: usize = 256 << 20;
+
+/// How many plans of a model with `weight_bytes` of weights are kept.
+pub fn plans_kept(weight_bytes: usize) -> usize {
+    (PLAN_BYTES / weight_bytes.max(1)).min(PLANS_KEPT)
+}
+
 struct RefInner {
     slots: HashMap<usize, (String, Arc<Vec<Tensor>>)>,
     bytes: usize,
@@ -57,12 +68,13 @@ impl References {
     /// A plan for inputs of `sig` exposing `names`, and where each of
     /// `names` is among its outputs: a kept plan when one exposes them all
     /// (`exact`: exactly them, in order, so a plan of the outputs alone
-    /// keeps tract's fusions), else one built by `build` and kept.
+    /// keeps tract's fusions), else one built by `build` and kept, the
+    /// oldest let go past `room` plans (none kept when 0).
     pub(super) fn plan(
         &self,
         sig: &Signature,
         names: &[String],
-        exact: bool,
+        (exact, room): (bool, usize),
         build: impl FnOnce() -> Result<Runner>,
     ) -> Result<(Arc<Runner>, Vec<usize>)> {
         let positions = |p: &Plan| -> Option<Vec<usize>> {
@@ -89,8 +101,11 @@ impl References {
         }
         let runner = Arc::new(build()?);
         if let Ok(mut plans) = self.plans.lock() {
-            if plans.len() >= PLANS_KEPT {
+            while !plans.is_empty() && plans.len() >= room {
                 plans.remove(0);
+            }
+            if room == 0 {
+                return Ok((runner, (0..names.len()).collect()));
             }
             plans.push(Plan {
                 sig: sig.clone(),
@@ -164,28 +179,42 @@ mod tests {
             Runner::new(&proto, &inputs, Some(names))
         };
         let both = ["z".to_string(), "y".to_string()];
-        let (first, at) = refs.plan(&sig, &both, false, || build(&both)).unwrap();
+        let (first, at) = refs.plan(&sig, &both, (false, 8), || build(&both)).unwrap();
         assert_eq!(at, [0, 1]);
         let y = ["y".to_string()];
-        let (again, at) = refs.plan(&sig, &y, false, || build(&y)).unwrap();
+        let (again, at) = refs.plan(&sig, &y, (false, 8), || build(&y)).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(at, [1]);
         assert_eq!(builds.get(), 1);
         let z = ["z".to_string()];
-        let (own, at) = refs.plan(&sig, &z, true, || build(&z)).unwrap();
+        let (own, at) = refs.plan(&sig, &z, (true, 8), || build(&z)).unwrap();
         assert!(!Arc::ptr_eq(&first, &own));
         assert_eq!((at, builds.get()), (vec![0], 2));
-        let (same, _) = refs.plan(&sig, &z, true, || build(&z)).unwrap();
+        let (same, _) = refs.plan(&sig, &z, (true, 8), || build(&z)).unwrap();
         assert!(Arc::ptr_eq(&own, &same));
         // Another input shape: another plan.
         let other: Signature = vec![(DataType::Float, vec![2, 4])];
         let wide = [("x".to_string(), DataType::Float, vec![2, 4])];
-        refs.plan(&other, &y, false, || {
+        refs.plan(&other, &y, (false, 8), || {
             builds.set(builds.get() + 1);
             Runner::new(&proto, &wide, Some(&y))
         })
         .unwrap();
         assert_eq!(builds.get(), 3);
+        // With room for one plan, a new one lets the others go; with none,
+        // nothing is kept.
+        let (one, _) = refs.plan(&sig, &y, (true, 1), || build(&y)).unwrap();
+        assert_eq!(builds.get(), 4);
+        let (kept, _) = refs.plan(&sig, &y, (true, 1), || build(&y)).unwrap();
+        assert!(Arc::ptr_eq(&one, &kept));
+        refs.plan(&sig, &z, (true, 1), || build(&z)).unwrap();
+        assert_eq!(builds.get(), 5);
+        let none = References::new(0);
+        none.plan(&sig, &z, (true, 0), || build(&z)).unwrap();
+        none.plan(&sig, &z, (true, 0), || build(&z)).unwrap();
+        assert_eq!(builds.get(), 7);
+        assert_eq!((plans_kept(98 << 20), plans_kept(66 << 20)), (2, 3));
+        assert_eq!((plans_kept(5 << 20), plans_kept(548 << 20)), (8, 0));
         // The reused plan's picked outputs are the tensors asked for.
         let x = Tensor::from_f32(vec![1, 4], &[-1.0, 2.0, -3.0, 4.0]);
         let out = again.run(&[("x".to_string(), x)]).unwrap();

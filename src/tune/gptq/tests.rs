@@ -213,16 +213,20 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
             apart.model.to_proto().unwrap()
         );
     }
-    // A budget smaller than one sample's input keeps nothing.
-    let (fused, rest) = gram_probes(&fp32, 100).unwrap();
-    let collect = CollectOptions {
-        histograms: false,
-        grams: fused,
-        gram_inputs: rest,
-        gram_input_bytes: 1000,
-        ..Default::default()
-    };
-    let (_, c) = RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
-    assert!(!c.gram_inputs.has("conv"));
-    assert_eq!(c.gram_inputs.bytes(), 0);
+    // A budget smaller than one sample's input (2304 bytes), or than all
+    // five samples' (let go on the fourth), keeps nothing.
+    for bytes in [1000, 3 * 2304] {
+        let (fused, rest) = gram_probes(&fp32, 100).unwrap();
+        let collect = CollectOptions {
+            histograms: false,
+            grams: fused,
+            gram_inputs: rest,
+            gram_input_bytes: bytes,
+            ..Default::default()
+        };
+        let (_, c) =
+            RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+        assert!(!c.gram_inputs.has("conv"));
+        assert_eq!(c.gram_inputs.bytes(), 0);
+    }
 }
