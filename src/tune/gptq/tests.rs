@@ -191,7 +191,9 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
     // GPTQ's own pass to the bit (same blocks, same order; the input is
     // the graph's, the same in both plans), so the model is the same;
     // with no byte budget nothing is kept.
-    for (bytes, kept_layers) in [(1 << 20, 1), (0, 0)] {
+    // Calibrates with no Gram matrix summed in the pass, the layer's
+    // inputs kept within `bytes`.
+    let keeping = |bytes: usize| {
         let (fused, rest) = gram_probes(&fp32, 100).unwrap();
         let collect = CollectOptions {
             histograms: false,
@@ -200,8 +202,12 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
             gram_input_bytes: bytes,
             ..Default::default()
         };
-        let (_, c) =
-            RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+        RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "")
+            .unwrap()
+            .1
+    };
+    for (bytes, kept_layers) in [(1 << 20, 1), (0, 0)] {
+        let c = keeping(bytes);
         assert!(c.grams.is_empty());
         assert_eq!(usize::from(c.gram_inputs.has("conv")), kept_layers);
         assert!(c.gram_inputs.bytes() <= bytes);
@@ -216,16 +222,7 @@ fn grams_summed_in_calibration_round_as_grams_of_their_own_pass() {
     // A budget smaller than one sample's input (2304 bytes), or than all
     // five samples' (let go on the fourth), keeps nothing.
     for bytes in [1000, 3 * 2304] {
-        let (fused, rest) = gram_probes(&fp32, 100).unwrap();
-        let collect = CollectOptions {
-            histograms: false,
-            grams: fused,
-            gram_inputs: rest,
-            gram_input_bytes: bytes,
-            ..Default::default()
-        };
-        let (_, c) =
-            RangeTable::calibrate(&fp32, Some(&wanted), &source, &opts, &collect, "").unwrap();
+        let c = keeping(bytes);
         assert!(!c.gram_inputs.has("conv"));
         assert_eq!(c.gram_inputs.bytes(), 0);
     }
