@@ -29,6 +29,7 @@
 //! Pure computation: reads its operands, returns the outputs.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows of A per micro-kernel tile.
 pub const MR: usize = 6;
@@ -133,13 +134,10 @@ impl PackedB {
     /// Packs a row-major `[k, n]` slice of already centred values: each
     /// panel interleaves two rows' runs of `NR` values.
     pub fn from_i16_rows(k: usize, n: usize, b: &[i16]) -> Self {
-        let kp = k.div_ceil(2) * 2;
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0i16; panels * NR * kp];
-        if kp == 0 || b.len() < k * n {
-            return PackedB { k, n, kp, data };
+        if b.len() < k * n {
+            return Self::from_row_runs(k, n, |_, _, dst| dst.fill(0));
         }
-        data.par_chunks_mut(NR * kp).enumerate().for_each(|(p, d)| {
+        Self::packed(k, n, |p, d| {
             let c0 = p * NR;
             let width = NR.min(n - c0);
             for (q, dq) in d.chunks_exact_mut(2 * NR).enumerate() {
@@ -151,29 +149,77 @@ impl PackedB {
                 };
                 interleave(r0, r1, dq);
             }
-        });
+        })
+    }
+
+    /// Packs `[k, n]` from runs: `row(kk, c0, dst)` writes row `kk`'s
+    /// columns `c0..c0 + dst.len()` (at most one panel's `NR`) into `dst`.
+    /// A convolution's im2col goes straight into the panels this way, with
+    /// no `[k, n]` matrix in between.
+    pub fn from_row_runs(
+        k: usize,
+        n: usize,
+        row: impl Fn(usize, usize, &mut [i16]) + Sync,
+    ) -> Self {
+        Self::packed(k, n, |p, d| {
+            let c0 = p * NR;
+            let width = NR.min(n - c0);
+            let (mut r0, mut r1) = ([0i16; NR], [0i16; NR]);
+            for (q, dq) in d.chunks_exact_mut(2 * NR).enumerate() {
+                row(2 * q, c0, &mut r0[..width]);
+                if 2 * q + 1 < k {
+                    row(2 * q + 1, c0, &mut r1[..width]);
+                } else {
+                    r1[..width].fill(0);
+                }
+                interleave(&r0[..width], &r1[..width], dq);
+            }
+        })
+    }
+
+    /// The panels of a `[k, n]` B, each written whole by `panel(p, d)`
+    /// (`d`: panel `p`'s `NR · kp` values, pair rows of `2 · NR`, each
+    /// written by [`interleave`]), in parallel. The buffer is not zeroed
+    /// first: at 640×640 inputs zeroing it cost more than the GEMM.
+    fn packed(k: usize, n: usize, panel: impl Fn(usize, &mut [MaybeUninit<i16>]) + Sync) -> Self {
+        let kp = k.div_ceil(2) * 2;
+        let len = n.div_ceil(NR) * NR * kp;
+        let mut data: Vec<i16> = Vec::with_capacity(len);
+        if len > 0 {
+            data.spare_capacity_mut()[..len]
+                .par_chunks_mut(NR * kp)
+                .enumerate()
+                .for_each(|(p, d)| panel(p, d));
+        }
+        // SAFETY: `len` is within the capacity, and every element below it
+        // was written: each panel's `kp / 2` pair rows of `2 · NR` values
+        // (`chunks_exact_mut` over `NR · kp` covers them all) went through
+        // `interleave`, which writes all `2 · NR` of its row.
+        unsafe { data.set_len(len) };
         PackedB { k, n, kp, data }
     }
 }
 
 const ZEROS: [i16; NR] = [0; NR];
 
-/// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]`; fixed width for full panels
-/// so the compiler vectorizes it.
+/// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]` for `j < r0.len()`, zeros for
+/// the rest of the `2 · NR` values (a narrower last panel); fixed width
+/// for full panels so the compiler vectorizes it. Writes all of `out`.
 #[inline(always)]
-fn interleave(r0: &[i16], r1: &[i16], out: &mut [i16]) {
+fn interleave(r0: &[i16], r1: &[i16], out: &mut [MaybeUninit<i16>]) {
+    let Ok(o) = <&mut [MaybeUninit<i16>; 2 * NR]>::try_from(out) else {
+        return;
+    };
     if let (Ok(a), Ok(b)) = (<&[i16; NR]>::try_from(r0), <&[i16; NR]>::try_from(r1)) {
-        if let Ok(o) = <&mut [i16; 2 * NR]>::try_from(&mut out[..2 * NR]) {
-            for j in 0..NR {
-                o[2 * j] = a[j];
-                o[2 * j + 1] = b[j];
-            }
-            return;
+        for j in 0..NR {
+            o[2 * j].write(a[j]);
+            o[2 * j + 1].write(b[j]);
         }
+        return;
     }
-    for (j, (&x, &y)) in r0.iter().zip(r1).enumerate() {
-        out[2 * j] = x;
-        out[2 * j + 1] = y;
+    for j in 0..NR {
+        o[2 * j].write(r0.get(j).copied().unwrap_or(0));
+        o[2 * j + 1].write(r1.get(j).copied().unwrap_or(0));
     }
 }
 
@@ -238,81 +284,107 @@ pub fn gemm_map<T: Copy + Default + Send>(
     b: &PackedB,
     f: impl Fn(usize, usize, Sums, &mut [T]) + Sync,
 ) -> Vec<T> {
+    let mut out = vec![T::default(); a.m * b.n];
+    gemm_map_into(a, b, &mut out, f);
+    out
+}
+
+/// The row-major `[m, n]` slice tasks write their tiles into, each task
+/// its own rows × columns.
+struct Tiles<T>(*mut T, usize);
+
+// SAFETY: tasks write through the pointer to disjoint parts only
+// (see `gemm_map_into`).
+unsafe impl<T: Send> Sync for Tiles<T> {}
+
+impl<T> Tiles<T> {
+    /// Row `r`, columns `c0..c0 + cols`.
+    ///
+    /// # Safety
+    /// In bounds (`r < m`, `c0 + cols <= n`), and no other live slice
+    /// overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize, c0: usize, cols: usize) -> &mut [T] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(r * self.1 + c0), cols) }
+    }
+}
+
+/// [`gemm_map`] into `out` (`[m, n]` row-major; nothing is written when it
+/// has another length): each task's epilogue writes its rows straight
+/// into their place.
+pub fn gemm_map_into<T: Copy + Default + Send>(
+    a: &PackedA,
+    b: &PackedB,
+    out: &mut [T],
+    f: impl Fn(usize, usize, Sums, &mut [T]) + Sync,
+) {
     let (m, n) = (a.m, b.n);
-    let mut out = vec![T::default(); m * n];
-    if m == 0 || n == 0 || a.k != b.k || a.kp != b.kp {
-        return out;
+    if m == 0 || n == 0 || a.k != b.k || a.kp != b.kp || out.len() != m * n {
+        return;
     }
     let kp = a.kp;
     let row_chunks = m.div_ceil(MC);
     let col_chunks = n.div_ceil(NC);
-    let tiles: Vec<(usize, usize, Vec<T>)> = (0..row_chunks * col_chunks)
-        .into_par_iter()
-        .map(|t| {
-            let (rc, cc) = (t / col_chunks, t % col_chunks);
-            let (r0, r1) = (rc * MC, ((rc + 1) * MC).min(m));
-            let (c0, c1) = (cc * NC, ((cc + 1) * NC).min(n));
-            let (rows, cols) = (r1 - r0, c1 - c0);
-            let mut local = vec![T::default(); rows * cols];
-            // The task's accumulators (MC × NC, cache-resident), handed to
-            // the epilogue a whole task row at a time: i32 when one block
-            // covers the reduction, i64 sums of i32 blocks beyond.
-            let narrow = kp <= KC;
-            let mut sums32 = vec![0i32; if narrow { rows * cols } else { 0 }];
-            let mut sums64 = vec![0i64; if narrow { 0 } else { rows * cols }];
-            let mut acc = [0i32; MR * NR];
-            for p in c0 / NR..c1.div_ceil(NR) {
-                let panel = &b.data[p * NR * kp..(p + 1) * NR * kp];
-                let width = NR.min(c1 - p * NR);
-                for blk in r0 / MR..r1.div_ceil(MR) {
-                    let ablk = &a.data[blk * MR * kp..(blk + 1) * MR * kp];
-                    let height = MR.min(r1 - blk * MR);
-                    let at = |r: usize| (blk * MR + r - r0) * cols + p * NR - c0;
-                    if narrow {
-                        tile(ablk, panel, height, &mut acc);
+    let tiles = Tiles(out.as_mut_ptr(), n);
+    (0..row_chunks * col_chunks).into_par_iter().for_each(|t| {
+        let (rc, cc) = (t / col_chunks, t % col_chunks);
+        let (r0, r1) = (rc * MC, ((rc + 1) * MC).min(m));
+        let (c0, c1) = (cc * NC, ((cc + 1) * NC).min(n));
+        let (rows, cols) = (r1 - r0, c1 - c0);
+        // The task's accumulators (MC × NC, cache-resident), handed to
+        // the epilogue a whole task row at a time: i32 when one block
+        // covers the reduction, i64 sums of i32 blocks beyond.
+        let narrow = kp <= KC;
+        let mut sums32 = vec![0i32; if narrow { rows * cols } else { 0 }];
+        let mut sums64 = vec![0i64; if narrow { 0 } else { rows * cols }];
+        let mut acc = [0i32; MR * NR];
+        for p in c0 / NR..c1.div_ceil(NR) {
+            let panel = &b.data[p * NR * kp..(p + 1) * NR * kp];
+            let width = NR.min(c1 - p * NR);
+            for blk in r0 / MR..r1.div_ceil(MR) {
+                let ablk = &a.data[blk * MR * kp..(blk + 1) * MR * kp];
+                let height = MR.min(r1 - blk * MR);
+                let at = |r: usize| (blk * MR + r - r0) * cols + p * NR - c0;
+                if narrow {
+                    tile(ablk, panel, height, &mut acc);
+                    for r in 0..height {
+                        sums32[at(r)..at(r) + width].copy_from_slice(&acc[r * NR..r * NR + width]);
+                    }
+                } else {
+                    // Longer reductions: i32 blocks of at most KC
+                    // terms, summed in i64.
+                    for q0 in (0..kp / 2).step_by(KC / 2) {
+                        let q1 = (q0 + KC / 2).min(kp / 2);
+                        tile(
+                            &ablk[q0 * 2 * MR..q1 * 2 * MR],
+                            &panel[q0 * 2 * NR..q1 * 2 * NR],
+                            height,
+                            &mut acc,
+                        );
                         for r in 0..height {
-                            sums32[at(r)..at(r) + width]
-                                .copy_from_slice(&acc[r * NR..r * NR + width]);
-                        }
-                    } else {
-                        // Longer reductions: i32 blocks of at most KC
-                        // terms, summed in i64.
-                        for q0 in (0..kp / 2).step_by(KC / 2) {
-                            let q1 = (q0 + KC / 2).min(kp / 2);
-                            tile(
-                                &ablk[q0 * 2 * MR..q1 * 2 * MR],
-                                &panel[q0 * 2 * NR..q1 * 2 * NR],
-                                height,
-                                &mut acc,
-                            );
-                            for r in 0..height {
-                                let dst = &mut sums64[at(r)..at(r) + width];
-                                for (w, &v) in dst.iter_mut().zip(&acc[r * NR..]) {
-                                    *w += v as i64;
-                                }
+                            let dst = &mut sums64[at(r)..at(r) + width];
+                            for (w, &v) in dst.iter_mut().zip(&acc[r * NR..]) {
+                                *w += v as i64;
                             }
                         }
                     }
                 }
             }
-            for (i, dst) in local.chunks_mut(cols).enumerate() {
-                let run = if narrow {
-                    Sums::I32(&sums32[i * cols..(i + 1) * cols])
-                } else {
-                    Sums::I64(&sums64[i * cols..(i + 1) * cols])
-                };
-                f(r0 + i, c0, run, dst);
-            }
-            (r0, c0, local)
-        })
-        .collect();
-    for (r0, c0, local) in tiles {
-        let cols = (n - c0).min(NC);
-        for (i, row) in local.chunks(cols).enumerate() {
-            out[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(row);
         }
-    }
-    out
+        for i in 0..rows {
+            let run = if narrow {
+                Sums::I32(&sums32[i * cols..(i + 1) * cols])
+            } else {
+                Sums::I64(&sums64[i * cols..(i + 1) * cols])
+            };
+            // SAFETY: r0 + i < m and c1 <= n, so the row is inside `out`
+            // (m · n long, checked above); this task alone covers rows
+            // r0..r1 × columns c0..c1, and the slice lives only for `f`.
+            let dst = unsafe { tiles.row(r0 + i, c0, cols) };
+            f(r0 + i, c0, run, dst);
+        }
+    });
 }
 
 /// The first `height` rows (at most `MR`) of one `MR × NR` tile over

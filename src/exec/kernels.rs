@@ -14,7 +14,7 @@
 //! `i16` (|a − a_zp|, |w − w_zp| ≤ 255, so a product is ≤ 65025 and a sum
 //! of up to 33025 terms cannot overflow); longer reductions use `i64`.
 
-use super::gemm::{gemm_map, PackedA, PackedB, Sums, MR};
+use super::gemm::{gemm_map, gemm_map_into, PackedA, PackedB, Sums, MR};
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Tensor};
 use rayon::prelude::*;
@@ -1063,14 +1063,23 @@ pub fn conv_map<T: Copy + Default + Send>(
         if !w.packed.is_empty() {
             // Groups with at least MR output channels: one GEMM each,
             // weights `[mg, kk]` × columns `[kk, osz]` (see `gemm`), the
-            // epilogue adds the bias and applies `f`.
+            // epilogue adds the bias, applies `f` and writes in place.
+            // 2-D columns are gathered straight into the GEMM's panels.
             for (gi, pw) in w.packed.iter().enumerate() {
-                let cols = PackedB::from_i16_rows(kk, osz, &im2col(n, gi));
+                let cols = if spatial.len() == 2 && !pointwise {
+                    let x0 = (n * c + gi * cg) * isz;
+                    let taps = Taps2d::new(&xc[x0..x0 + cg * isz], spatial, g);
+                    PackedB::from_row_runs(kk, osz, |k, c0, dst| taps.run(k, c0, dst))
+                } else {
+                    PackedB::from_i16_rows(kk, osz, &im2col(n, gi))
+                };
                 let c0 = gi * mg;
-                let og = gemm_map(pw, &cols, |r, _, acc, out| {
-                    f(c0 + r, bias_of(c0 + r), acc, out)
-                });
-                on[c0 * osz..(c0 + mg) * osz].copy_from_slice(&og);
+                gemm_map_into(
+                    pw,
+                    &cols,
+                    &mut on[c0 * osz..(c0 + mg) * osz],
+                    |r, _, acc, out| f(c0 + r, bias_of(c0 + r), acc, out),
+                );
             }
         } else if depthwise {
             // One input plane per group (depthwise, any channel
@@ -1120,6 +1129,72 @@ fn tap_columns(kx: usize, g: &ConvGeom, w: usize) -> (isize, usize, usize) {
         ((w as isize - off - 1) as usize / sw + 1).min(ow)
     };
     (off, lo, hi)
+}
+
+/// The im2col matrix of one image's group of a 2-D convolution, read a
+/// run at a time (`[`PackedB::from_row_runs`]`) instead of built: row
+/// `k = ci · ksz + tap`, column `o = y · ow + x`; padding is the centred
+/// value 0.
+struct Taps2d<'a> {
+    /// `cg` centred input planes.
+    xg: &'a [i16],
+    h: usize,
+    w: usize,
+    g: &'a ConvGeom,
+    /// Per tap: kernel row, and the kernel column's [`tap_columns`].
+    taps: Vec<(usize, (isize, usize, usize))>,
+}
+
+impl<'a> Taps2d<'a> {
+    fn new(xg: &'a [i16], spatial: &[usize], g: &'a ConvGeom) -> Self {
+        let (h, w) = (spatial[0], spatial[1]);
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let taps = (0..kh * kw)
+            .map(|t| (t / kw, tap_columns(t % kw, g, w)))
+            .collect();
+        Taps2d { xg, h, w, g, taps }
+    }
+
+    /// Row `k`, columns `c0..c0 + dst.len()`, into `dst` (all of it).
+    fn run(&self, k: usize, c0: usize, dst: &mut [i16]) {
+        let (h, w, g) = (self.h, self.w, self.g);
+        let (ow, sh, sw) = (g.out[1], g.strides[0], g.strides[1]);
+        let (ci, t) = (k / self.taps.len(), k % self.taps.len());
+        let (ky, (off, lo, hi)) = self.taps[t];
+        let plane = &self.xg[ci * h * w..(ci + 1) * h * w];
+        let mut o = c0;
+        let mut rest = dst;
+        while !rest.is_empty() {
+            let (y, x0) = (o / ow, o % ow);
+            let len = (ow - x0).min(rest.len());
+            let (seg, tail) = rest.split_at_mut(len);
+            let iy = (y * sh + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+            if iy < 0 || iy >= h as isize {
+                seg.fill(0);
+            } else {
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                // Output columns x0..x0 + len; those in lo..hi read the row.
+                let a = lo.clamp(x0, x0 + len);
+                let b = hi.clamp(a, x0 + len);
+                seg[..a - x0].fill(0);
+                seg[b - x0..].fill(0);
+                let inside = &mut seg[a - x0..b - x0];
+                let first = (a * sw) as isize + off;
+                if b > a {
+                    let first = first as usize;
+                    if sw == 1 {
+                        inside.copy_from_slice(&src[first..first + (b - a)]);
+                    } else {
+                        for (d, s) in inside.iter_mut().zip(src[first..].iter().step_by(sw)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+            o += len;
+            rest = tail;
+        }
+    }
 }
 
 /// im2col of one image's group (`xg`: `cg` centred input planes),

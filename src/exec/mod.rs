@@ -14,6 +14,7 @@
 pub mod contrib;
 pub mod gemm;
 pub mod kernels;
+mod table;
 
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
@@ -37,6 +38,8 @@ pub const INTEGER_OPS: &[&str] = &[
 enum Step {
     Int(NodeId),
     Float(usize),
+    /// A float region mapped through byte tables ([`table`]).
+    Table(usize),
 }
 
 /// A run of float nodes executed as one tract model.
@@ -69,6 +72,7 @@ pub struct Executor {
     model: Model,
     steps: Vec<Step>,
     regions: Vec<Region>,
+    tables: Vec<table::Table>,
     /// Per step, the values it reads last (graph outputs excepted): freed
     /// once it ran, so a run holds only the live values.
     last_reads: Vec<Vec<ValueId>>,
@@ -127,25 +131,53 @@ impl Executor {
         let order = g.topo_order()?;
         let mut steps = Vec::new();
         let mut regions: Vec<Region> = Vec::new();
+        let mut tables: Vec<table::Table> = Vec::new();
         let mut run: Vec<NodeId> = Vec::new();
-        let flush = |run: &mut Vec<NodeId>, steps: &mut Vec<Step>, regions: &mut Vec<Region>| {
+        let position: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let mut flush = |run: &mut Vec<NodeId>, steps: &mut Vec<Step>| {
             if run.is_empty() {
                 return;
             }
-            let nodes = std::mem::take(run);
-            regions.push(region(g, nodes, &wanted));
-            steps.push(Step::Float(regions.len() - 1));
+            // The run's independent parts that a table computes become
+            // steps of their own; the rest stays one region.
+            let mut rest = Vec::new();
+            for part in components(g, std::mem::take(run)) {
+                let reg = region(g, part, &wanted);
+                match table::plan(g, regions.len(), &reg, &wanted) {
+                    Some(t) => {
+                        regions.push(reg);
+                        tables.push(t);
+                        steps.push(Step::Table(tables.len() - 1));
+                    }
+                    None => rest.extend(reg.nodes),
+                }
+            }
+            if !rest.is_empty() {
+                rest.sort_by_key(|id| position[id]);
+                regions.push(region(g, rest, &wanted));
+                steps.push(Step::Float(regions.len() - 1));
+            }
         };
-        for id in order {
+        for &id in &order {
             let Some(n) = g.node(id) else { continue };
             if is_integer(n) {
-                flush(&mut run, &mut steps, &mut regions);
+                flush(&mut run, &mut steps);
                 steps.push(Step::Int(id));
             } else {
                 run.push(id);
             }
         }
-        flush(&mut run, &mut steps, &mut regions);
+        flush(&mut run, &mut steps);
+        // The DequantizeLinear and QuantizeLinear steps tables replace.
+        let replaced: HashSet<NodeId> = tables
+            .iter()
+            .flat_map(|t| {
+                let dq = (!t.keeps_dq).then_some(t.dq);
+                dq.into_iter().chain(t.outputs.iter().filter_map(|o| o.1))
+            })
+            .collect();
+        steps.retain(|s| !matches!(s, Step::Int(id) if replaced.contains(id)));
         let mut last: HashMap<ValueId, usize> = HashMap::new();
         for (k, step) in steps.iter().enumerate() {
             let reads: Vec<ValueId> = match step {
@@ -154,6 +186,14 @@ impl Executor {
                     .map(|n| n.inputs.iter().flatten().copied().collect())
                     .unwrap_or_default(),
                 Step::Float(r) => regions[*r].inputs.clone(),
+                Step::Table(t) => {
+                    let t = &tables[*t];
+                    let mut reads = vec![t.source];
+                    if t.keeps_dq {
+                        reads.push(t.dequantized);
+                    }
+                    reads
+                }
             };
             for v in reads {
                 last.insert(v, k);
@@ -169,6 +209,7 @@ impl Executor {
             model: model.clone(),
             steps,
             regions,
+            tables,
             last_reads,
             kept,
             outputs,
@@ -177,6 +218,15 @@ impl Executor {
             float_ops: contrib::FloatOps::default(),
             prepared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How many regions run as byte tables.
+    #[cfg(test)]
+    pub(crate) fn table_steps(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Table(_)))
+            .count()
     }
 
     /// Runs on named inputs; returns the graph outputs and kept values by
@@ -213,18 +263,9 @@ impl Executor {
         let mut stats = AccStats::default();
         for (step, frees) in self.steps.iter().zip(&self.last_reads) {
             match step {
-                Step::Int(id) => {
-                    let Some(n) = g.node(*id) else { continue };
-                    let outs = self
-                        .integer(g, *id, n, &env, &mut stats)
-                        .map_err(|e| at_node(n, e))?;
-                    for (v, t) in n.outputs.iter().zip(outs) {
-                        if let Some(v) = v {
-                            env.insert(*v, t);
-                        }
-                    }
-                }
+                Step::Int(id) => self.int_step(*id, &mut env, &mut stats)?,
                 Step::Float(r) => self.float_region(*r, &mut env)?,
+                Step::Table(t) => self.table_step(*t, &mut env, &mut stats)?,
             }
             for v in frees {
                 if !(keep && self.kept.contains(v)) {
@@ -245,6 +286,65 @@ impl Executor {
                 accumulators_beyond_2_24: stats.beyond_f32,
             },
         ))
+    }
+
+    fn int_step(
+        &self,
+        id: NodeId,
+        env: &mut HashMap<ValueId, Tensor>,
+        stats: &mut AccStats,
+    ) -> Result<()> {
+        let g = &self.model.graph;
+        let Some(n) = g.node(id) else { return Ok(()) };
+        let outs = self
+            .integer(g, id, n, env, stats)
+            .map_err(|e| at_node(n, e))?;
+        for (v, t) in n.outputs.iter().zip(outs) {
+            if let Some(v) = v {
+                env.insert(*v, t);
+            }
+        }
+        Ok(())
+    }
+
+    /// A region mapped through its tables; where they cannot take the
+    /// input, the DequantizeLinear, the region and the QuantizeLinear
+    /// steps it replaced.
+    fn table_step(
+        &self,
+        t: usize,
+        env: &mut HashMap<ValueId, Tensor>,
+        stats: &mut AccStats,
+    ) -> Result<()> {
+        let g = &self.model.graph;
+        let tab = &self.tables[t];
+        let reg = &self.regions[tab.region];
+        let src = env
+            .get(&tab.source)
+            .ok_or_else(|| Error::tensor(g.value_name(tab.source), "value not computed"))?;
+        if let Some(maps) = tab.maps(&self.model, reg, src.dtype(), src.dims().len()) {
+            let mut made = Vec::with_capacity(maps.len());
+            for (&(v, q), map) in tab.outputs.iter().zip(maps.iter()) {
+                let out = q.and_then(|q| g.node(q)).and_then(|n| n.output(0));
+                made.push((out.unwrap_or(v), table::apply(map, src)?));
+            }
+            env.extend(made);
+            return Ok(());
+        }
+        if !tab.keeps_dq {
+            self.int_step(tab.dq, env, stats)?;
+        }
+        self.float_region(tab.region, env)?;
+        if !tab.keeps_dq {
+            env.remove(&tab.dequantized);
+        }
+        for &(v, q) in &tab.outputs {
+            if let Some(q) = q {
+                self.int_step(q, env, stats)?;
+                env.remove(&v);
+            }
+        }
+        Ok(())
     }
 
     fn float_region(&self, r: usize, env: &mut HashMap<ValueId, Tensor>) -> Result<()> {
@@ -609,6 +709,41 @@ fn at_node(n: &Node, e: Error) -> Error {
             reason: other.to_string(),
         },
     }
+}
+
+/// A run of float nodes cut into its independent parts, each in run
+/// order. No path joins two parts: not within the run, and not through
+/// nodes outside it, since the run is contiguous in topological order.
+fn components(g: &Graph, nodes: Vec<NodeId>) -> Vec<Vec<NodeId>> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let index: HashMap<NodeId, usize> = nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut parent: Vec<usize> = (0..nodes.len()).collect();
+    for (i, &id) in nodes.iter().enumerate() {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if let Some(&j) = g.value(v).producer().and_then(|(p, _)| index.get(&p)) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a] = b;
+            }
+        }
+    }
+    let mut parts: Vec<Vec<NodeId>> = Vec::new();
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    for (i, &id) in nodes.iter().enumerate() {
+        let r = root(&mut parent, i);
+        let k = *slot.entry(r).or_insert_with(|| {
+            parts.push(Vec::new());
+            parts.len() - 1
+        });
+        parts[k].push(id);
+    }
+    parts
 }
 
 /// The inputs and outputs of a run of nodes.

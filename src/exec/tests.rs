@@ -389,3 +389,83 @@ fn sixteen_bit_qdq_runs_here_and_its_emulation_in_tract_agrees() {
         assert_eq!(got[0].to_f32_vec().unwrap(), y);
     }
 }
+
+/// Elementwise regions fed by a per-tensor DequantizeLinear run as byte
+/// tables (HardSwish into a QuantizeLinear, SiLU into a float output),
+/// bit for bit what the same regions give in tract on the whole tensor:
+/// the second model adds a graph input (a zero) to each region, which
+/// makes it a region of two inputs, run as it is.
+#[test]
+fn elementwise_regions_run_as_tables_bit_for_bit() {
+    fn hardswish_and_silu(through_zero: bool) -> Model {
+        let (d, d2) = if through_zero {
+            ("dz", "d2z")
+        } else {
+            ("d", "d2")
+        };
+        let mut nodes = vec![
+            node("QuantizeLinear", "q", &["x", "s", "z"], &["xq"], vec![]),
+            node("DequantizeLinear", "dq", &["xq", "s", "z"], &["d"], vec![]),
+            node(
+                "DequantizeLinear",
+                "dq2",
+                &["xq", "s", "z"],
+                &["d2"],
+                vec![],
+            ),
+        ];
+        if through_zero {
+            nodes.push(node("Add", "z1", &["d", "zero"], &["dz"], vec![]));
+            nodes.push(node("Add", "z2", &["d2", "zero"], &["d2z"], vec![]));
+        }
+        nodes.extend([
+            node("Add", "a", &[d, "three"], &["a"], vec![]),
+            node("Clip", "c", &["a", "lo", "hi"], &["c"], vec![]),
+            node("Div", "v", &["c", "six"], &["v"], vec![]),
+            node("Mul", "m", &[d, "v"], &["h"], vec![]),
+            node("QuantizeLinear", "q2", &["h", "s2", "z2"], &["y"], vec![]),
+            node("Sigmoid", "sg", &[d2], &["sg"], vec![]),
+            node("Mul", "m2", &[d2, "sg"], &["y2"], vec![]),
+        ]);
+        let mut inputs: Vec<(&str, &[i64])> = vec![("x", &[1, 4, 9, 11])];
+        if through_zero {
+            inputs.push(("zero", &[1]));
+        }
+        let scalar = |v: f32| Tensor::from_f32(vec![], &[v]);
+        model(
+            13,
+            &inputs,
+            &["y", "y2"],
+            nodes,
+            vec![
+                ("s", scalar(0.05)),
+                ("z", Tensor::from_u8(vec![], &[131])),
+                ("s2", scalar(0.03)),
+                ("z2", Tensor::from_i8(vec![], &[-7])),
+                ("three", scalar(3.0)),
+                ("six", scalar(6.0)),
+                ("lo", scalar(0.0)),
+                ("hi", scalar(6.0)),
+            ],
+        )
+    }
+    let (tabled, plain) = (hardswish_and_silu(false), hardswish_and_silu(true));
+    let a = Executor::new(&tabled, Arith::Ort, &[]).unwrap();
+    let b = Executor::new(&plain, Arith::Ort, &[]).unwrap();
+    assert_eq!((a.table_steps(), b.table_steps()), (2, 0));
+    let mut rng = Rng(7);
+    // Every level, and more.
+    let xs: Vec<f32> = (0..4 * 9 * 11).map(|_| rng.f(-7.0, 7.0)).collect();
+    let x = Tensor::from_f32(vec![1, 4, 9, 11], &xs);
+    let (ga, _) = a.run(&[("x".into(), x.clone())]).unwrap();
+    let zero = Tensor::from_f32(vec![1], &[0.0]);
+    let (gb, _) = b.run(&[("x".into(), x), ("zero".into(), zero)]).unwrap();
+    for out in ["y", "y2"] {
+        assert_eq!(ga[out].dtype(), gb[out].dtype(), "{out}");
+        assert_eq!(ga[out].dims(), gb[out].dims(), "{out}");
+        assert_eq!(ga[out].raw(), gb[out].raw(), "{out}");
+    }
+    assert_eq!(ga["y"].dtype(), DataType::Int8);
+    let levels: std::collections::BTreeSet<u8> = ga["y"].raw().unwrap().iter().copied().collect();
+    assert!(levels.len() > 50, "{}", levels.len());
+}

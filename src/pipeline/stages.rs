@@ -504,8 +504,10 @@ impl Run<'_> {
             base,
             corrected,
             mut built,
-            mut verdict,
+            verdict,
         } = done;
+        // The automatic mode starts from the failing verdict's layers.
+        let mut verdict = gate.with_layers(&built.model, verdict)?;
         let bound = Bound {
             effort: s.effort,
             first_work: work.get(),
@@ -535,8 +537,8 @@ impl Run<'_> {
                 },
             )?;
             if let Some((b, v)) = last {
+                verdict = gate.with_layers(&b.model, v)?;
                 built = b;
-                verdict = v;
             }
             mixed = Some(rec);
         }
@@ -576,6 +578,7 @@ impl Run<'_> {
             .time(Stage::Build, || quantize_dynamic(&mut model, &self.cfg))
             .map_err(|e| in_model(self.what, e))?;
         let verdict = self.gate.judge(&model)?;
+        let verdict = self.gate.with_layers(&model, verdict)?;
         Ok(Outcome {
             built: Built {
                 model,

@@ -73,16 +73,9 @@ fn a_good_quantization_passes_and_records_its_parity() {
     let out0 = &p["outputs"][0];
     assert!(out0["sqnr_db"].as_f64().unwrap() > 30.0, "{out0}");
     assert!(out0["top1_agreement"].as_f64().unwrap() > 0.97, "{out0}");
-    // Per-layer numbers for every quantized tensor (the input and both
-    // convolutions' outputs; the Gemm's output is the model output, left in
-    // float and compared above), worst first.
-    let layers = p["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 3, "{layers:?}");
-    let s: Vec<f64> = layers
-        .iter()
-        .map(|l| l["sqnr_db"].as_f64().unwrap())
-        .collect();
-    assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
+    // A passing gate compares the outputs only.
+    assert_eq!(p["layer_samples"], 0);
+    assert!(p["layers"].as_array().unwrap().is_empty());
     let m = onnxq::onnx::load_model(&out).unwrap();
     assert!(m
         .proto
@@ -90,6 +83,7 @@ fn a_good_quantization_passes_and_records_its_parity() {
         .iter()
         .any(|p| p.key() == "onnxq.parity" && p.value().contains("sqnr_db")));
     // A stricter threshold fails the same model.
+    let strict = dir.path().join("strict.json");
     let o = quantize(
         &testdata("digits/cnn.onnx"),
         &dir.path().join("strict.onnx"),
@@ -98,12 +92,27 @@ fn a_good_quantization_passes_and_records_its_parity() {
             testdata("digits/cnn_calib").to_str().unwrap(),
             "--min-sqnr",
             "80",
+            "--no-auto",
+            "--report",
+            strict.to_str().unwrap(),
             "--format",
             "qoperator",
         ],
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(!dir.path().join("strict.onnx").exists());
+    // A failing one also compares every quantized tensor on the first 8
+    // samples (the input and both convolutions' outputs; the Gemm's output
+    // is the model output, left in float), worst first.
+    let p = &json(&strict)["parity"];
+    assert_eq!(p["layer_samples"], 8);
+    let layers = p["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    let s: Vec<f64> = layers
+        .iter()
+        .map(|l| l["sqnr_db"].as_f64().unwrap())
+        .collect();
+    assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
 }
 
 #[test]
