@@ -14,7 +14,8 @@
 //! gate), the rest to the ranking: the candidates the first gate's
 //! per-layer errors point at (the error a layer adds to what its inputs
 //! carried) are scored first, on at most [`RANKING_SAMPLES`] samples, as
-//! many as the work allows. Counting runs instead of seconds keeps the
+//! many as the work allows; a score counts its runs and its tract plans
+//! ([`PLAN_RUNS`] runs each, one per input shape). Counting runs instead of seconds keeps the
 //! output deterministic: the same inputs make the same model on any
 //! machine, however loaded.
 
@@ -33,6 +34,13 @@ use std::time::Instant;
 /// gates use all of them).
 pub const RANKING_SAMPLES: usize = 8;
 
+/// What building one tract plan of a scored variant counts for, in model
+/// runs over one sample: ResNet-50's plan took 0.77 s to build, a run
+/// 0.13 s (session 25). A variant builds one plan per input shape among
+/// the ranking samples (a text model's sentence lengths: 6 of 8 in the
+/// suite's MiniLM), which the work bound did not see before.
+pub const PLAN_RUNS: usize = 6;
+
 /// What bounds the search: the first build and gate's work (model runs
 /// over one sample) and seconds, and the multiple of it allowed.
 #[derive(Clone, Copy, Debug)]
@@ -44,12 +52,13 @@ pub(super) struct Bound {
 
 /// The work split: steps (each a gate over `n_val` samples) get half the
 /// limit, at least one; the ranking the rest, at least one candidate,
-/// after its two fixed passes over `rank_n` samples (the FP32 reference
-/// and the all-quantized score). Returns (limit, steps, candidates to rank).
-fn split(limit: usize, n_val: usize, rank_n: usize, candidates: usize) -> (usize, usize, usize) {
+/// after its two fixed scores (the FP32 reference and the all-quantized
+/// model), each score costing `per_score` (its runs and plan builds).
+/// Returns (limit, steps, candidates to rank).
+fn split(limit: usize, n_val: usize, per_score: usize, candidates: usize) -> (usize, usize, usize) {
     let steps = (limit / 2 / n_val.max(1)).max(1);
     let rest = limit.saturating_sub(steps * n_val);
-    let ranked = (rest / rank_n.max(1))
+    let ranked = (rest / per_score.max(1))
         .saturating_sub(2)
         .clamp(1, candidates.max(1))
         .min(candidates);
@@ -82,7 +91,18 @@ pub(super) fn auto_mixed_precision<T>(
     let n_val = gate.source.len();
     let rank_n = n_val.min(RANKING_SAMPLES);
     let limit = (bound.effort.max(0.0) * bound.first_work as f64).floor() as usize;
-    let (limit, steps, ranked) = split(limit, n_val, rank_n, cands.len());
+    let few = Prefix {
+        inner: gate.source.as_ref(),
+        n: rank_n,
+    };
+    let eval = gate
+        .clock
+        .time(Stage::MixedPrecision, || {
+            Evaluator::with_references(fp32, &few, gate.thresholds.clone(), Some(&gate.references))
+        })
+        .map_err(context)?;
+    let per_score = rank_n + PLAN_RUNS * eval.signatures();
+    let (limit, steps, ranked) = split(limit, n_val, per_score, cands.len());
     let among: Vec<NodeId> = by_added_error(fp32, &cands, first)
         .into_iter()
         .take(ranked)
@@ -90,16 +110,6 @@ pub(super) fn auto_mixed_precision<T>(
     let sens = gate
         .clock
         .time(Stage::MixedPrecision, || -> Result<_> {
-            let few = Prefix {
-                inner: gate.source.as_ref(),
-                n: rank_n,
-            };
-            let eval = Evaluator::with_references(
-                fp32,
-                &few,
-                gate.thresholds.clone(),
-                Some(&gate.references),
-            )?;
             tune::sensitivity(
                 fp32,
                 cfg,
@@ -159,7 +169,7 @@ pub(super) fn auto_mixed_precision<T>(
     rec.ranked = ranking.len();
     rec.ranking_samples = rank_n;
     rec.work_limit = limit;
-    rec.work_used = (ranking.len() + 2) * rank_n + rec.steps.len() * n_val;
+    rec.work_used = (ranking.len() + 2) * per_score + rec.steps.len() * n_val;
     rec.secs = start.elapsed().as_secs_f64();
     rec.first_secs = bound.first_secs;
     Ok((rec, last))
@@ -246,6 +256,8 @@ mod tests {
         // PaddleOCR recognizer, 32 samples, GPTQ and bias correction on:
         // 32 (Gram) + 2 × (32 bias + 32 gate) = 160 runs.
         assert_eq!(split(160, 32, 8, 51), (160, 2, 10));
+        // With one plan build a score (8 runs + PLAN_RUNS), fewer.
+        assert_eq!(split(160, 32, 8 + PLAN_RUNS, 51), (160, 2, 4));
         // A tiny budget still allows one candidate and one step.
         assert_eq!(split(8, 8, 8, 51), (8, 1, 1));
         // Never more candidates than there are.

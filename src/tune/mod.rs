@@ -173,6 +173,14 @@ impl Evaluator {
         self.samples.len()
     }
 
+    /// How many input types and shapes the samples have: the tract plans
+    /// [`Evaluator::score`] builds for every model it scores.
+    pub fn signatures(&self) -> usize {
+        let sigs: std::collections::HashSet<Signature> =
+            self.samples.iter().map(signature).collect();
+        sigs.len()
+    }
+
     pub fn thresholds(&self) -> &Thresholds {
         &self.thresholds
     }
