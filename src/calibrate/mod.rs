@@ -152,6 +152,8 @@ pub struct Calibrator {
     kept: Vec<usize>,
     extra: Vec<String>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Runner>>>,
+    /// Builds them (a model read once when there are several shapes).
+    planner: crate::tract::Planner,
 }
 
 impl Calibrator {
@@ -221,6 +223,7 @@ impl Calibrator {
             kept: Vec::new(),
             extra: Vec::new(),
             plans: Mutex::new(HashMap::new()),
+            planner: crate::tract::Planner::new(),
         })
     }
 
@@ -332,7 +335,8 @@ impl Calibrator {
         // (tract needs one); their statistics are ignored.
         let run: Vec<String> = self.targets.iter().chain(&self.extra).cloned().collect();
         let outputs = (!run.is_empty()).then_some(run.as_slice());
-        let runner = Arc::new(Runner::new(&self.proto, &specs, outputs)?);
+        let proto = || Ok(std::borrow::Cow::Borrowed(&self.proto));
+        let runner = Arc::new(self.planner.plan(proto, &specs, outputs)?);
         plans.insert(shapes, runner.clone());
         Ok(runner)
     }

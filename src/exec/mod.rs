@@ -21,6 +21,7 @@ use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
 use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
 use crate::tract::Runner;
 use kernels::{AccStats, Arith, Ints, Params};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +57,9 @@ struct Region {
 /// model: tract needs e.g. a Reshape's target shape when it plans.
 type Signature = Vec<(DataType, Vec<usize>, Option<Vec<i64>>)>;
 
+/// A signature's baked values alone (which decide the region model).
+type Baked = Vec<Option<Vec<i64>>>;
+
 /// Integer inputs of at most this many elements are baked into the region.
 const BAKED_INT_ELEMENTS: usize = 64;
 
@@ -81,6 +85,9 @@ pub struct Executor {
     outputs: HashSet<ValueId>,
     arith: Arith,
     cache: Mutex<HashMap<(usize, Signature), Arc<Runner>>>,
+    /// Per region and baked values, what builds its plans (the region
+    /// model read once when it is planned for several shapes).
+    planners: Mutex<HashMap<(usize, Baked), Arc<crate::tract::Planner>>>,
     float_ops: contrib::FloatOps,
     /// Constant weights of integer nodes, centred and packed on first use.
     prepared: Mutex<HashMap<NodeId, Arc<Prepared>>>,
@@ -215,6 +222,7 @@ impl Executor {
             outputs,
             arith,
             cache: Mutex::new(HashMap::new()),
+            planners: Mutex::new(HashMap::new()),
             float_ops: contrib::FloatOps::default(),
             prepared: Mutex::new(HashMap::new()),
         })
@@ -370,7 +378,15 @@ impl Executor {
             match cached {
                 Some(runner) => runner,
                 None => {
-                    let proto = region_model(&self.model, reg, &sig)?;
+                    let baked: Baked = sig.iter().map(|s| s.2.clone()).collect();
+                    let planner = self
+                        .planners
+                        .lock()
+                        .map_err(|_| Error::Invalid("an executor worker panicked".into()))?
+                        .entry((r, baked))
+                        .or_default()
+                        .clone();
+                    let proto = || region_model(&self.model, reg, &sig).map(Cow::Owned);
                     let specs: Vec<_> = feeds
                         .iter()
                         .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
@@ -381,7 +397,7 @@ impl Executor {
                         .map(|&v| g.value_name(v).to_string())
                         .collect();
                     let runner =
-                        Arc::new(Runner::new(&proto, &specs, Some(&names)).map_err(|e| {
+                        Arc::new(planner.plan(proto, &specs, Some(&names)).map_err(|e| {
                             let first = reg.nodes.first().and_then(|&n| g.node(n));
                             match first {
                                 Some(n) => at_node(n, e),

@@ -23,8 +23,8 @@ use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
-    Tensor as TTensor, TypedRunnableModel,
+    tvec, DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable,
+    IntoTValue, TValue, Tensor as TTensor, TypedRunnableModel,
 };
 
 thread_local! {
@@ -302,6 +302,87 @@ impl Level {
 /// are typed only (10,000 MatMuls: 23.7 s for the whole quantize command).
 pub const OPTIMIZE_MAX_NODES: usize = 2000;
 
+/// A model as tract read it, before any input shape is set: what every
+/// plan of it starts from. Reading encodes our proto and has tract decode
+/// it and load its tensors, each a copy of the weights; a model planned
+/// for many input shapes (a text model's sentence lengths: 11 shapes in
+/// 32 sentences) is read once ([`Runner::from_parsed`]).
+pub struct Parsed(InferenceModel);
+
+impl Parsed {
+    /// Reads `model` (a panic in tract becomes an error).
+    pub fn new(model: &ModelProto) -> Result<Self> {
+        guarded("loading the model", || Self::read(model))
+    }
+
+    fn read(model: &ModelProto) -> Result<Self> {
+        let bytes = model.encode_to_vec();
+        let m = framework()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| Error::tract("loading the model", e))?;
+        Ok(Parsed(m))
+    }
+}
+
+/// Input types and shapes, in order.
+type Shapes = Vec<(DataType, Vec<usize>)>;
+
+/// Plans of one model for several input shapes. Plans for the first input
+/// shapes it sees are built as [`Runner::new`] builds them (nothing more is
+/// kept: a model of one input shape pays nothing, in time or memory);
+/// from the second shapes on, plans start from the model read once and
+/// kept ([`Parsed`]).
+#[derive(Default)]
+pub struct Planner {
+    parsed: std::sync::Mutex<Option<Arc<(Parsed, Level)>>>,
+    first: std::sync::Mutex<Option<Shapes>>,
+}
+
+impl Planner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A plan of the model `proto` gives (asked for only when needed)
+    /// with inputs of these types and shapes, exposing `outputs`. A panic
+    /// in tract on a kept model builds again from the proto, which names
+    /// the node at fault.
+    pub fn plan<'a>(
+        &self,
+        proto: impl Fn() -> Result<std::borrow::Cow<'a, ModelProto>>,
+        inputs: &[(String, DataType, Vec<usize>)],
+        outputs: Option<&[String]>,
+    ) -> Result<Runner> {
+        let shapes: Shapes = inputs.iter().map(|(_, t, d)| (*t, d.clone())).collect();
+        let first = match self.first.lock() {
+            Ok(mut f) => f.get_or_insert_with(|| shapes.clone()) == &shapes,
+            Err(_) => true,
+        };
+        if first {
+            return Runner::new(&*proto()?, inputs, outputs);
+        }
+        let kept = self.parsed.lock().ok().and_then(|p| p.clone());
+        let parsed = match kept {
+            Some(p) => p,
+            None => {
+                let model = proto()?;
+                let p = Arc::new((Parsed::new(&model)?, Level::for_model(&model)));
+                if let Ok(mut slot) = self.parsed.lock() {
+                    *slot = Some(p.clone());
+                }
+                p
+            }
+        };
+        let (model, level) = &*parsed;
+        match guarded("building a plan", || {
+            Runner::plan(model.0.clone(), inputs, outputs, *level)
+        }) {
+            Err(Error::TractPanic { .. }) => Runner::new(&*proto()?, inputs, outputs),
+            other => other,
+        }
+    }
+}
+
 /// A tract plan for fixed input types and shapes.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -347,10 +428,15 @@ impl Runner {
         outputs: Option<&[String]>,
         level: Level,
     ) -> Result<Self> {
-        let bytes = model.encode_to_vec();
-        let mut m = framework()
-            .model_for_read(&mut &bytes[..])
-            .map_err(|e| Error::tract("loading the model", e))?;
+        Self::plan(Parsed::read(model)?.0, inputs, outputs, level)
+    }
+
+    fn plan(
+        mut m: InferenceModel,
+        inputs: &[(String, DataType, Vec<usize>)],
+        outputs: Option<&[String]>,
+        level: Level,
+    ) -> Result<Self> {
         let mut names = Vec::new();
         for (ix, outlet) in m
             .input_outlets()

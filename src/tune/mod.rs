@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::ir::types::input_specs;
 use crate::ir::{DataType, Model, NodeId};
 use crate::quantize::{plan_model, quantize, ActSpec, Decision, InputRole, Plan, QuantizeConfig};
-use crate::tract::Runner;
+use crate::tract::{Planner, Runner};
 use crate::verify::kinds::{output_kinds, Kind};
 use crate::verify::output::OutputAccum;
 use crate::verify::{OutputMetrics, Thresholds};
@@ -82,7 +82,7 @@ fn signature(sample: &Sample) -> Signature {
 }
 
 fn runner_for(
-    cache: &mut HashMap<Signature, Runner>,
+    (cache, planner): (&mut HashMap<Signature, Runner>, &Planner),
     proto: &crate::onnx::proto::ModelProto,
     sample: &Sample,
     outputs: Option<&[String]>,
@@ -95,7 +95,7 @@ fn runner_for(
         .iter()
         .map(|(n, t)| (n.clone(), t.dtype(), t.dims().to_vec()))
         .collect();
-    let r = Runner::new(proto, &s, outputs)?;
+    let r = planner.plan(|| Ok(std::borrow::Cow::Borrowed(proto)), &s, outputs)?;
     cache.insert(sig, r.clone());
     Ok(r)
 }
@@ -131,6 +131,7 @@ impl Evaluator {
         // Encoded when a sample's outputs are not kept.
         let mut proto = None;
         let mut cache = HashMap::new();
+        let planner = Planner::new();
         let mut samples = Vec::with_capacity(source.len());
         let mut reference = Vec::with_capacity(source.len());
         for i in 0..source.len() {
@@ -149,7 +150,8 @@ impl Evaluator {
                     let proto = proto.as_ref().ok_or_else(|| {
                         Error::Invalid("the FP32 model could not be encoded".into())
                     })?;
-                    let runner = runner_for(&mut cache, proto, &sample, Some(&out_names))?;
+                    let runner =
+                        runner_for((&mut cache, &planner), proto, &sample, Some(&out_names))?;
                     runner.run(&sample)?
                 }
             };
@@ -194,6 +196,7 @@ impl Evaluator {
             model.to_proto()?
         };
         let mut cache = HashMap::new();
+        let planner = Planner::new();
         let mut acc: Vec<OutputAccum> = self
             .kinds
             .iter()
@@ -201,7 +204,12 @@ impl Evaluator {
             .map(|(&k, n)| OutputAccum::new(k, self.thresholds.outputs.get(n)))
             .collect();
         for (sample, reference) in self.samples.iter().zip(&self.reference) {
-            let runner = runner_for(&mut cache, &proto, sample, Some(&self.out_names))?;
+            let runner = runner_for(
+                (&mut cache, &planner),
+                &proto,
+                sample,
+                Some(&self.out_names),
+            )?;
             let got = runner.run(sample)?;
             for (k, (r, t)) in reference.iter().zip(&got).enumerate() {
                 let Some(r) = r else { continue };

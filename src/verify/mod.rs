@@ -319,7 +319,8 @@ pub fn compare(
                     let proto = fp_proto.as_ref().ok_or_else(|| {
                         Error::Invalid("the FP32 model could not be encoded".into())
                     })?;
-                    Runner::new(proto, &s, Some(names))
+                    let proto = || Ok(std::borrow::Cow::Borrowed(proto));
+                    references.planner.plan(proto, &s, Some(names))
                 })?;
                 runners.insert(sig.clone(), plan);
             }

@@ -24,6 +24,9 @@ pub struct References {
     inner: std::sync::Mutex<RefInner>,
     limit: usize,
     plans: std::sync::Mutex<Vec<Plan>>,
+    /// Builds the plans (the model read once when planned for several
+    /// input shapes).
+    pub(super) planner: crate::tract::Planner,
 }
 
 /// A tract plan of the FP32 model: its input signature and the tensors it
@@ -62,6 +65,7 @@ impl References {
             }),
             limit,
             plans: std::sync::Mutex::new(Vec::new()),
+            planner: crate::tract::Planner::new(),
         }
     }
 
