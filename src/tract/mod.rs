@@ -571,3 +571,44 @@ pub fn eval_node(
     let runner = Runner::new(&model, &[], None)?;
     runner.run(&[])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::testutil::{model, node, uniform};
+    use std::borrow::Cow;
+
+    /// A plan the planner builds for each shape of a variable-length input
+    /// (the model read once from the second shape on) gives what a plan
+    /// built from the proto gives, and the read model is kept only then.
+    #[test]
+    fn planned_shapes_run_as_plans_built_from_the_proto() {
+        let w: Vec<f32> = uniform(4 * 3, 5).iter().map(|&v| v as f32).collect();
+        let m = model(
+            13,
+            &[("x", &[1, 2, 4])],
+            &["y"],
+            vec![
+                node("MatMul", "mm", &["x", "w"], &["h"], vec![]),
+                node("Tanh", "t", &["h"], &["y"], vec![]),
+            ],
+            vec![("w", Tensor::from_f32(vec![4, 3], &w))],
+        );
+        let proto = m.to_proto().unwrap();
+        let planner = Planner::new();
+        for (k, n) in [2usize, 5, 2, 9].into_iter().enumerate() {
+            let inputs = [("x".to_string(), DataType::Float, vec![1, n, 4])];
+            let planned = planner
+                .plan(|| Ok(Cow::Borrowed(&proto)), &inputs, None)
+                .unwrap();
+            let fresh = Runner::new(&proto, &inputs, None).unwrap();
+            let xs: Vec<f32> = uniform(n * 4, k as u64).iter().map(|&v| v as f32).collect();
+            let x = [("x".to_string(), Tensor::from_f32(vec![1, n, 4], &xs))];
+            let (a, b) = (planned.run(&x).unwrap(), fresh.run(&x).unwrap());
+            assert_eq!(a[0].dims(), [1, n, 3]);
+            assert_eq!(a[0].raw(), b[0].raw(), "length {n}");
+            let kept = planner.parsed.lock().unwrap().is_some();
+            assert_eq!(kept, k > 0, "after length {n}");
+        }
+    }
+}
