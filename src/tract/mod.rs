@@ -366,7 +366,12 @@ impl Planner {
             Some(p) => p,
             None => {
                 let model = proto()?;
-                let p = Arc::new((Parsed::new(&model)?, Level::for_model(&model)));
+                // A model tract cannot read fails as Runner::new fails
+                // (naming the node at fault).
+                let Ok(read) = Parsed::new(&model) else {
+                    return Runner::new(&model, inputs, outputs);
+                };
+                let p = Arc::new((read, Level::for_model(&model)));
                 if let Ok(mut slot) = self.parsed.lock() {
                     *slot = Some(p.clone());
                 }
