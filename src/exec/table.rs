@@ -17,8 +17,7 @@
 //! 8-bit, a constant of higher rank than the input) runs the steps it
 //! replaced.
 
-use super::region_model;
-use super::{Region, Signature};
+use super::regions::{region_model, Region, Signature};
 use crate::error::{Error, Result};
 use crate::exec::kernels::{self, Ints, Params};
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};

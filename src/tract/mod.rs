@@ -306,7 +306,7 @@ pub const OPTIMIZE_MAX_NODES: usize = 2000;
 /// plan of it starts from. Reading encodes our proto and has tract decode
 /// it and load its tensors, each a copy of the weights; a model planned
 /// for many input shapes (a text model's sentence lengths: 11 shapes in
-/// 32 sentences) is read once ([`Runner::from_parsed`]).
+/// 32 sentences) is read once ([`Planner`]).
 pub struct Parsed(InferenceModel);
 
 impl Parsed {

@@ -1,0 +1,232 @@
+//! The executor's float regions: the graph's runs of non-integer nodes,
+//! cut into their independent parts, each run as a small ONNX model in
+//! tract, planned once per input signature and cached.
+
+use super::{at_node, Executor};
+use crate::error::{Error, Result};
+use crate::ir::{DataType, Graph, Model, NodeId, Tensor, ValueId};
+use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A run of float nodes executed as one tract model.
+pub(super) struct Region {
+    pub nodes: Vec<NodeId>,
+    /// Values read from outside the region (not initializers).
+    pub inputs: Vec<ValueId>,
+    /// Values the rest of the graph (or the caller) reads.
+    pub outputs: Vec<ValueId>,
+}
+
+/// A region's inputs: type and shape, and the values of small integer
+/// tensors (shapes, axes, indices), which become constants of the region
+/// model: tract needs e.g. a Reshape's target shape when it plans.
+pub(super) type Signature = Vec<(DataType, Vec<usize>, Option<Vec<i64>>)>;
+
+/// A signature's baked values alone (which decide the region model).
+pub(super) type Baked = Vec<Option<Vec<i64>>>;
+
+/// Integer inputs of at most this many elements are baked into the region.
+const BAKED_INT_ELEMENTS: usize = 64;
+
+impl Executor {
+    pub(super) fn float_region(&self, r: usize, env: &mut HashMap<ValueId, Tensor>) -> Result<()> {
+        let g = &self.model.graph;
+        let reg = &self.regions[r];
+        let mut feeds = Vec::with_capacity(reg.inputs.len());
+        let mut sig = Vec::with_capacity(reg.inputs.len());
+        for &v in &reg.inputs {
+            let t = env
+                .get(&v)
+                .ok_or_else(|| Error::tensor(g.value_name(v), "value not computed"))?;
+            let baked = matches!(t.dtype(), DataType::Int64 | DataType::Int32)
+                && t.len() <= BAKED_INT_ELEMENTS;
+            let values = if baked { Some(t.to_i64_vec()?) } else { None };
+            if values.is_none() {
+                feeds.push((g.value_name(v), t));
+            }
+            sig.push((t.dtype(), t.dims().to_vec(), values));
+        }
+        let runner = {
+            let key = (r, sig.clone());
+            let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+            match cached {
+                Some(runner) => runner,
+                None => {
+                    let baked: Baked = sig.iter().map(|s| s.2.clone()).collect();
+                    let planner = self
+                        .planners
+                        .lock()
+                        .map_err(|_| Error::Invalid("an executor worker panicked".into()))?
+                        .entry((r, baked))
+                        .or_default()
+                        .clone();
+                    let proto = || region_model(&self.model, reg, &sig).map(Cow::Owned);
+                    let specs: Vec<_> = feeds
+                        .iter()
+                        .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
+                        .collect();
+                    let names: Vec<String> = reg
+                        .outputs
+                        .iter()
+                        .map(|&v| g.value_name(v).to_string())
+                        .collect();
+                    let runner =
+                        Arc::new(planner.plan(proto, &specs, Some(&names)).map_err(|e| {
+                            let first = reg.nodes.first().and_then(|&n| g.node(n));
+                            match first {
+                                Some(n) => at_node(n, e),
+                                None => e,
+                            }
+                        })?);
+                    if let Ok(mut c) = self.cache.lock() {
+                        c.insert(key, runner.clone());
+                    }
+                    runner
+                }
+            }
+        };
+        // The feeds are read where they are (no copy of the tensors).
+        let outs =
+            runner.run_with(|name| feeds.iter().find(|(n, _)| *n == name).map(|(_, t)| *t))?;
+        for (&v, t) in reg.outputs.iter().zip(outs) {
+            env.insert(v, crate::tract::from_tract(&t)?);
+        }
+        Ok(())
+    }
+}
+
+/// A run of float nodes cut into its independent parts, each in run
+/// order. No path joins two parts: not within the run, and not through
+/// nodes outside it, since the run is contiguous in topological order.
+pub(super) fn components(g: &Graph, nodes: Vec<NodeId>) -> Vec<Vec<NodeId>> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let index: HashMap<NodeId, usize> = nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut parent: Vec<usize> = (0..nodes.len()).collect();
+    for (i, &id) in nodes.iter().enumerate() {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if let Some(&j) = g.value(v).producer().and_then(|(p, _)| index.get(&p)) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a] = b;
+            }
+        }
+    }
+    let mut parts: Vec<Vec<NodeId>> = Vec::new();
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    for (i, &id) in nodes.iter().enumerate() {
+        let r = root(&mut parent, i);
+        let k = *slot.entry(r).or_insert_with(|| {
+            parts.push(Vec::new());
+            parts.len() - 1
+        });
+        parts[k].push(id);
+    }
+    parts
+}
+
+/// The inputs and outputs of a run of nodes.
+pub(super) fn region(g: &Graph, nodes: Vec<NodeId>, wanted: &HashSet<ValueId>) -> Region {
+    let set: HashSet<NodeId> = nodes.iter().copied().collect();
+    let produced: HashSet<ValueId> = nodes
+        .iter()
+        .filter_map(|&id| g.node(id))
+        .flat_map(|n| n.outputs.iter().flatten().copied())
+        .collect();
+    let mut inputs = Vec::new();
+    let mut seen = HashSet::new();
+    for &id in &nodes {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if !produced.contains(&v) && g.initializer(v).is_none() && seen.insert(v) {
+                inputs.push(v);
+            }
+        }
+    }
+    let mut outputs = Vec::new();
+    for &id in &nodes {
+        let Some(n) = g.node(id) else { continue };
+        for &v in n.outputs.iter().flatten() {
+            let outside = g
+                .value(v)
+                .consumers()
+                .iter()
+                .any(|&(c, _)| !set.contains(&c));
+            if outside || wanted.contains(&v) {
+                outputs.push(v);
+            }
+        }
+    }
+    Region {
+        nodes,
+        inputs,
+        outputs,
+    }
+}
+
+/// A region as a standalone model (initializers it reads included).
+pub(super) fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelProto> {
+    let g = &model.graph;
+    let name_of = |v: &Option<ValueId>| v.map(|v| g.value_name(v).to_string()).unwrap_or_default();
+    let mut node = Vec::new();
+    let mut inits = Vec::new();
+    let mut seen = HashSet::new();
+    for &id in &reg.nodes {
+        let Some(n) = g.node(id) else { continue };
+        node.push(n.to_proto(
+            n.inputs.iter().map(name_of).collect(),
+            n.outputs.iter().map(name_of).collect(),
+        ));
+        for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
+            if let Some(t) = g.initializer(v) {
+                if seen.insert(v) {
+                    inits.push(crate::onnx::tensor::tensor_to_proto(g.value_name(v), t));
+                }
+            }
+        }
+    }
+    let mut input = Vec::new();
+    for (&v, (dt, dims, values)) in reg.inputs.iter().zip(sig) {
+        let name = g.value_name(v);
+        match values {
+            None => input.push(crate::onnx::value_info(name, *dt, dims)),
+            Some(vals) => {
+                let t = if *dt == DataType::Int64 {
+                    Tensor::from_i64(dims.clone(), vals)
+                } else {
+                    let v32: Vec<i32> = vals.iter().map(|&x| x as i32).collect();
+                    Tensor::from_i32(dims.clone(), &v32)
+                };
+                inits.push(crate::onnx::tensor::tensor_to_proto(name, &t));
+            }
+        }
+    }
+    let output = reg
+        .outputs
+        .iter()
+        .map(|&v| ValueInfoProto {
+            name: Some(g.value_name(v).to_string()),
+            ..Default::default()
+        })
+        .collect();
+    Ok(ModelProto {
+        ir_version: Some(model.ir_version()),
+        opset_import: model.opset_imports().to_vec(),
+        graph: Some(GraphProto {
+            name: Some("region".into()),
+            node,
+            initializer: inits,
+            input,
+            output,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
