@@ -223,15 +223,23 @@ def task(kind, model, fp32_out, feeds, chars):
     return a1 >= a0 - 0.05, f"accuracy {a1:.3f} (FP32 {a0:.3f})"
 
 
-def mid_tensor(report, kind):
+def mid_tensor(onnxq, model, reference, data, kind):
     """A mid-network activation to destroy: the middle one of the quantized
-    Conv outputs the default model's gate compared (names that exist after
-    preparation); for magika, of its MatMul outputs (its one Conv and its
+    Conv outputs of the default model (names that exist after preparation,
+    as `onnxq check` lists them: a gate that passes compares the outputs
+    only); for magika, of its MatMul outputs (its one Conv and its
     embedding MatMul feed LayerNorms, which undo a narrowed range: the
     embedding at +-0.002 still gave FP32's file type on 95.8% of the files)."""
+    report = model + ".check.json"
+    r = subprocess.run([onnxq, "check", model, "--reference", reference, "--data", data,
+                        "--report", report], capture_output=True, text=True)
+    if r.returncode not in (0, 3) or not os.path.exists(report):
+        raise RuntimeError(f"onnxq check exited {r.returncode}: {r.stderr.strip()[-300:]}")
+    with open(report) as f:
+        layers = json.load(f)["layers"]
     ops = ("QLinearMatMul",) if kind in ("magika", "minilm") else ("QLinearConv",)
-    layers = sorted(l["tensor"] for l in report["parity"]["layers"] if l["op"] in ops)
-    return layers[len(layers) // 2]
+    names = sorted(l["tensor"] for l in layers if l["op"] in ops)
+    return names[len(names) // 2]
 
 
 def main():
@@ -289,7 +297,13 @@ def main():
             out = os.path.join(args.work, f"{kind}.{name}.onnx")
             report = out + ".json"
             if name == "destroyed":
-                t = mid_tensor(default_report, kind)
+                default = os.path.join(args.work, f"{kind}.default.onnx")
+                try:
+                    t = mid_tensor(args.onnxq, default, path, calib, kind)
+                except (RuntimeError, IndexError) as e:
+                    print(f"FAIL {kind} destroyed: no layer to destroy: {e}")
+                    failed += 1
+                    continue
                 name = f"destroyed ({t} given a range of +-0.002)"
                 with open(recipe, "w") as f:
                     f.write(f"tensors:\n  {json.dumps(t)}: {{range: [-0.002, 0.002]}}\n")
@@ -301,8 +315,6 @@ def main():
                 continue
             with open(report) as f:
                 rep = json.load(f)
-            if name == "default":
-                default_report = rep
             verdict = rep["parity"]["passed"]
             gates = "; ".join(
                 f"{o['name']}: " + ", ".join(f"{c['metric']} {c['value']:.3f} (min {c['min']})" for c in o["gate"])
