@@ -7,7 +7,7 @@
 //! movement) runs through tract: the graph is cut, in topological order,
 //! into maximal runs of non-integer nodes ("float regions"); each region
 //! becomes a small ONNX model built and optimized once per input signature
-//! and cached (`regions`). An elementwise region fed by one 8-bit tensor
+//! and cached (`regions`; `plans` shares them between executors). An elementwise region fed by one 8-bit tensor
 //! runs as a byte table instead (`table`). `ops` reads each integer
 //! node's operands and runs its kernel.
 //!
@@ -19,6 +19,7 @@ mod depthwise;
 pub mod gemm;
 pub mod kernels;
 mod ops;
+mod plans;
 mod regions;
 mod table;
 
@@ -27,6 +28,7 @@ use crate::ir::{Model, Node, NodeId, Tensor, ValueId};
 use crate::tract::Runner;
 use kernels::{AccStats, Arith};
 use ops::Prepared;
+pub use plans::{RegionPlans, REGION_PLAN_BYTES};
 use regions::{components, region, Baked, Region, Signature};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -74,6 +76,8 @@ pub struct Executor {
     /// Per region and baked values, what builds its plans (the region
     /// model read once when it is planned for several shapes).
     planners: Mutex<HashMap<(usize, Baked), Arc<crate::tract::Planner>>>,
+    /// Region plans shared with other executors ([`Executor::sharing`]).
+    shared: Option<Arc<RegionPlans>>,
     float_ops: contrib::FloatOps,
     /// Constant weights of integer nodes, centred and packed on first use.
     prepared: Mutex<HashMap<NodeId, Arc<Prepared>>>,
@@ -203,9 +207,18 @@ impl Executor {
             arith,
             cache: Mutex::new(HashMap::new()),
             planners: Mutex::new(HashMap::new()),
+            shared: None,
             float_ops: contrib::FloatOps::default(),
             prepared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This executor, taking its float regions' plans from `plans` and
+    /// keeping there the ones it builds: executors of models that share
+    /// regions (a quantization run's gates) plan each only once.
+    pub fn sharing(mut self, plans: Arc<RegionPlans>) -> Self {
+        self.shared = Some(plans);
+        self
     }
 
     /// How many regions run as byte tables.
@@ -310,7 +323,12 @@ impl Executor {
         let src = env
             .get(&tab.source)
             .ok_or_else(|| Error::tensor(g.value_name(tab.source), "value not computed"))?;
-        if let Some(maps) = tab.maps(&self.model, reg, src.dtype(), src.dims().len()) {
+        if let Some(maps) = tab.maps(
+            &self.model,
+            reg,
+            (src.dtype(), src.dims().len()),
+            self.shared.as_deref(),
+        ) {
             let mut made = Vec::with_capacity(maps.len());
             for (&(v, q), map) in tab.outputs.iter().zip(maps.iter()) {
                 let out = q.and_then(|q| g.node(q)).and_then(|n| n.output(0));

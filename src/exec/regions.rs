@@ -2,10 +2,13 @@
 //! cut into their independent parts, each run as a small ONNX model in
 //! tract, planned once per input signature and cached.
 
+use super::plans::{RegionKey, RegionPlans};
 use super::{at_node, Executor};
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Graph, Model, NodeId, Tensor, ValueId};
 use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
+use crate::tract::Runner;
+use prost::Message;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,11 +20,16 @@ pub(super) struct Region {
     pub inputs: Vec<ValueId>,
     /// Values the rest of the graph (or the caller) reads.
     pub outputs: Vec<ValueId>,
+    /// The inputs whose values may decide a shape inside the region
+    /// ([`decides_shapes`]): only these are baked.
+    pub shaping: HashSet<ValueId>,
 }
 
 /// A region's inputs: type and shape, and the values of small integer
-/// tensors (shapes, axes, indices), which become constants of the region
-/// model: tract needs e.g. a Reshape's target shape when it plans.
+/// tensors that may decide a shape in it (a Reshape's target shape, axes,
+/// sizes), which become constants of the region model: tract needs them
+/// when it plans. Token ids and masks are not baked, so one plan serves
+/// every sentence of a length.
 pub(super) type Signature = Vec<(DataType, Vec<usize>, Option<Vec<i64>>)>;
 
 /// A signature's baked values alone (which decide the region model).
@@ -41,50 +49,24 @@ impl Executor {
                 .get(&v)
                 .ok_or_else(|| Error::tensor(g.value_name(v), "value not computed"))?;
             let baked = matches!(t.dtype(), DataType::Int64 | DataType::Int32)
-                && t.len() <= BAKED_INT_ELEMENTS;
+                && t.len() <= BAKED_INT_ELEMENTS
+                && reg.shaping.contains(&v);
             let values = if baked { Some(t.to_i64_vec()?) } else { None };
             if values.is_none() {
                 feeds.push((g.value_name(v), t));
             }
             sig.push((t.dtype(), t.dims().to_vec(), values));
         }
-        let runner = {
-            let key = (r, sig.clone());
-            let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
-            match cached {
-                Some(runner) => runner,
-                None => {
-                    let baked: Baked = sig.iter().map(|s| s.2.clone()).collect();
-                    let planner = self
-                        .planners
-                        .lock()
-                        .map_err(|_| Error::Invalid("an executor worker panicked".into()))?
-                        .entry((r, baked))
-                        .or_default()
-                        .clone();
-                    let proto = || region_model(&self.model, reg, &sig).map(Cow::Owned);
-                    let specs: Vec<_> = feeds
-                        .iter()
-                        .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
-                        .collect();
-                    let names: Vec<String> = reg
-                        .outputs
-                        .iter()
-                        .map(|&v| g.value_name(v).to_string())
-                        .collect();
-                    let runner =
-                        Arc::new(planner.plan(proto, &specs, Some(&names)).map_err(|e| {
-                            let first = reg.nodes.first().and_then(|&n| g.node(n));
-                            match first {
-                                Some(n) => at_node(n, e),
-                                None => e,
-                            }
-                        })?);
-                    if let Ok(mut c) = self.cache.lock() {
-                        c.insert(key, runner.clone());
-                    }
-                    runner
+        let key = (r, sig.clone());
+        let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        let runner = match cached {
+            Some(runner) => runner,
+            None => {
+                let runner = self.plan_region(r, &sig, &feeds)?;
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(key, runner.clone());
                 }
+                runner
             }
         };
         // The feeds are read where they are (no copy of the tensors).
@@ -95,6 +77,73 @@ impl Executor {
         }
         Ok(())
     }
+
+    /// Region `r`'s plan for `sig` (`feeds`: its inputs not baked),
+    /// through its planner (the region model read once for several
+    /// shapes) unless a shared one is kept.
+    fn plan_region(
+        &self,
+        r: usize,
+        sig: &Signature,
+        feeds: &[(&str, &Tensor)],
+    ) -> Result<Arc<Runner>> {
+        let g = &self.model.graph;
+        let reg = &self.regions[r];
+        let baked: Baked = sig.iter().map(|s| s.2.clone()).collect();
+        let planner = self
+            .planners
+            .lock()
+            .map_err(|_| Error::Invalid("an executor worker panicked".into()))?
+            .entry((r, baked))
+            .or_default()
+            .clone();
+        let specs: Vec<_> = feeds
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
+            .collect();
+        let names: Vec<String> = reg
+            .outputs
+            .iter()
+            .map(|&v| g.value_name(v).to_string())
+            .collect();
+        planned(self.shared.as_deref(), &self.model, reg, sig, |proto| {
+            planner
+                .plan(|| Ok(Cow::Borrowed(proto)), &specs, Some(&names))
+                .map_err(|e| {
+                    let first = reg.nodes.first().and_then(|&n| g.node(n));
+                    match first {
+                        Some(n) => at_node(n, e),
+                        None => e,
+                    }
+                })
+        })
+    }
+}
+
+/// The plan of region `reg` of `model` for inputs of `sig`: the one kept
+/// in `shared` for the same region model, else made by `build` from the
+/// region model (and kept there).
+pub(super) fn planned(
+    shared: Option<&RegionPlans>,
+    model: &Model,
+    reg: &Region,
+    sig: &Signature,
+    build: impl FnOnce(&ModelProto) -> Result<Runner>,
+) -> Result<Arc<Runner>> {
+    let (skeleton, weights) = region_parts(model, reg, sig)?;
+    let Some(shared) = shared else {
+        return Ok(Arc::new(build(&with_weights(skeleton, &weights))?));
+    };
+    let key = RegionKey {
+        skeleton: skeleton.encode_to_vec(),
+        weights,
+    };
+    if let Some(runner) = shared.get(&key) {
+        return Ok(runner);
+    }
+    let runner = Arc::new(build(&with_weights(skeleton, &key.weights))?);
+    shared.put(key, runner.clone());
+    Ok(runner)
 }
 
 /// A run of float nodes cut into its independent parts, each in run
@@ -164,19 +213,97 @@ pub(super) fn region(g: &Graph, nodes: Vec<NodeId>, wanted: &HashSet<ValueId>) -
             }
         }
     }
+    let shaping = decides_shapes(g, &set, &inputs);
     Region {
         nodes,
         inputs,
         outputs,
+        shaping,
     }
 }
 
-/// A region as a standalone model (initializers it reads included).
-pub(super) fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Result<ModelProto> {
+/// Whether reading a value at input `slot` of `op` leaves every output
+/// shape independent of the value's elements (elementwise arithmetic,
+/// casts, gathers, the data input of a reshaping op).
+fn reads_data(op: &str, slot: usize) -> bool {
+    match op {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" | "Min" | "Max" | "Equal" | "Less"
+        | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Not" | "Neg"
+        | "Abs" | "Sign" | "Floor" | "Ceil" | "Round" | "Reciprocal" | "Sqrt" | "Exp" | "Log"
+        | "Erf" | "Tanh" | "Sigmoid" | "Relu" | "IsNaN" | "IsInf" | "BitwiseAnd" | "BitwiseOr"
+        | "BitwiseXor" | "BitwiseNot" | "Cast" | "CastLike" | "Identity" | "Where" | "Concat"
+        | "Gather" | "GatherElements" | "GatherND" | "MatMul" | "Gemm" | "LayerNormalization"
+        | "Softmax" | "LogSoftmax" => true,
+        "Reshape" | "Expand" | "Unsqueeze" | "Squeeze" | "Transpose" | "Flatten" | "Slice"
+        | "Tile" | "Pad" | "Split" | "CumSum" | "Clip" | "OneHot" | "ReduceSum" | "ReduceMean"
+        | "ReduceMax" | "ReduceMin" | "ReduceProd" => slot == 0,
+        _ => false,
+    }
+}
+
+/// The `inputs` of the region of `nodes` whose elements may decide a
+/// shape inside it: those that reach, through the region's nodes, an input
+/// not in [`reads_data`] (a target shape, axes, sizes, pads, a count; any
+/// slot of an op not listed), or a node with subgraphs. A path ends at
+/// Shape and Size (their outputs depend on the shape alone).
+fn decides_shapes(g: &Graph, nodes: &HashSet<NodeId>, inputs: &[ValueId]) -> HashSet<ValueId> {
+    let deep = nodes
+        .iter()
+        .filter_map(|&id| g.node(id))
+        .any(|n| n.has_subgraphs() || !n.implicit_inputs.is_empty());
+    inputs
+        .iter()
+        .copied()
+        .filter(|&v| {
+            if deep {
+                return true;
+            }
+            let mut todo = vec![v];
+            let mut seen = HashSet::from([v]);
+            while let Some(x) = todo.pop() {
+                for &(c, slot) in g.value(x).consumers() {
+                    let Some(n) = g.node(c).filter(|_| nodes.contains(&c)) else {
+                        continue;
+                    };
+                    if matches!(n.op_type.as_str(), "Shape" | "Size") {
+                        continue;
+                    }
+                    let known = n.domain.is_empty() || n.domain == "ai.onnx";
+                    if !known || !reads_data(&n.op_type, slot) {
+                        return true;
+                    }
+                    todo.extend(n.outputs.iter().flatten().filter(|&&o| seen.insert(o)));
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// `skeleton` with `weights` as initializers.
+fn with_weights(mut skeleton: ModelProto, weights: &[(String, Tensor)]) -> ModelProto {
+    if let Some(g) = skeleton.graph.as_mut() {
+        g.initializer.extend(
+            weights
+                .iter()
+                .map(|(n, t)| crate::onnx::tensor::tensor_to_proto(n, t)),
+        );
+    }
+    skeleton
+}
+
+/// A region's model without the initializers it reads (its baked integer
+/// inputs are in it), and those initializers by name (sharing the model's
+/// bytes).
+fn region_parts(
+    model: &Model,
+    reg: &Region,
+    sig: &Signature,
+) -> Result<(ModelProto, Vec<(String, Tensor)>)> {
     let g = &model.graph;
     let name_of = |v: &Option<ValueId>| v.map(|v| g.value_name(v).to_string()).unwrap_or_default();
     let mut node = Vec::new();
-    let mut inits = Vec::new();
+    let mut weights = Vec::new();
     let mut seen = HashSet::new();
     for &id in &reg.nodes {
         let Some(n) = g.node(id) else { continue };
@@ -187,11 +314,12 @@ pub(super) fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Resu
         for &v in n.inputs.iter().flatten().chain(n.implicit_inputs.iter()) {
             if let Some(t) = g.initializer(v) {
                 if seen.insert(v) {
-                    inits.push(crate::onnx::tensor::tensor_to_proto(g.value_name(v), t));
+                    weights.push((g.value_name(v).to_string(), t.clone()));
                 }
             }
         }
     }
+    let mut inits = Vec::new();
     let mut input = Vec::new();
     for (&v, (dt, dims, values)) in reg.inputs.iter().zip(sig) {
         let name = g.value_name(v);
@@ -216,7 +344,7 @@ pub(super) fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Resu
             ..Default::default()
         })
         .collect();
-    Ok(ModelProto {
+    let skeleton = ModelProto {
         ir_version: Some(model.ir_version()),
         opset_import: model.opset_imports().to_vec(),
         graph: Some(GraphProto {
@@ -228,5 +356,6 @@ pub(super) fn region_model(model: &Model, reg: &Region, sig: &Signature) -> Resu
             ..Default::default()
         }),
         ..Default::default()
-    })
+    };
+    Ok((skeleton, weights))
 }

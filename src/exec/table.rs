@@ -17,7 +17,8 @@
 //! 8-bit, a constant of higher rank than the input) runs the steps it
 //! replaced.
 
-use super::regions::{region_model, Region, Signature};
+use super::plans::RegionPlans;
+use super::regions::{planned, Region, Signature};
 use crate::error::{Error, Result};
 use crate::exec::kernels::{self, Ints, Params};
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
@@ -228,8 +229,8 @@ impl Table {
         &self,
         model: &Model,
         reg: &Region,
-        dt: DataType,
-        rank: usize,
+        (dt, rank): (DataType, usize),
+        shared: Option<&RegionPlans>,
     ) -> Option<Maps> {
         if !matches!(dt, DataType::Uint8 | DataType::Int8) || rank == 0 || rank < self.const_rank {
             return None;
@@ -245,7 +246,7 @@ impl Table {
         // A region tract cannot plan on the levels runs as it is (where a
         // failure names its node).
         let made = self
-            .compute(model, reg, dt, rank)
+            .compute(model, reg, (dt, rank), shared)
             .ok()
             .flatten()
             .map(Arc::new);
@@ -259,8 +260,8 @@ impl Table {
         &self,
         model: &Model,
         reg: &Region,
-        dt: DataType,
-        rank: usize,
+        (dt, rank): (DataType, usize),
+        shared: Option<&RegionPlans>,
     ) -> Result<Option<Vec<Map>>> {
         let g = &model.graph;
         let dq = g
@@ -275,18 +276,19 @@ impl Table {
         let mut dims = vec![1; rank - 1];
         dims.push(256);
         let sig: Signature = vec![(DataType::Float, dims.clone(), None)];
-        let proto = region_model(model, reg, &sig)?;
         let name = g.value_name(self.dequantized).to_string();
         let names: Vec<String> = reg
             .outputs
             .iter()
             .map(|&v| g.value_name(v).to_string())
             .collect();
-        let runner = Runner::new(
-            &proto,
-            &[(name, DataType::Float, dims.clone())],
-            Some(&names),
-        )?;
+        let runner = planned(shared, model, reg, &sig, |proto| {
+            Runner::new(
+                proto,
+                &[(name, DataType::Float, dims.clone())],
+                Some(&names),
+            )
+        })?;
         let input = Tensor::from_f32(dims, &x);
         let outs = runner.run_with(|_| Some(&input))?;
         let mut maps = Vec::with_capacity(outs.len());

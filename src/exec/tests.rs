@@ -469,3 +469,101 @@ fn elementwise_regions_run_as_tables_bit_for_bit() {
     let levels: std::collections::BTreeSet<u8> = ga["y"].raw().unwrap().iter().copied().collect();
     assert!(levels.len() > 50, "{}", levels.len());
 }
+
+/// `ids` → Gather of a float table (region 1) → Q/DQ (ours) → Relu
+/// (region 2): token ids are data, not a shape, so they are not baked and
+/// one plan serves every input of a shape.
+fn embedding(table: f32) -> Model {
+    let inits = vec![
+        (
+            "table",
+            Tensor::from_f32(vec![4, 2], &[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, table]),
+        ),
+        ("s", Tensor::from_f32(vec![], &[0.01])),
+        ("z", Tensor::from_u8(vec![], &[128])),
+    ];
+    let nodes = vec![
+        node("Gather", "g", &["table", "ids"], &["e"], vec![]),
+        node("QuantizeLinear", "q", &["e", "s", "z"], &["eq"], vec![]),
+        node("DequantizeLinear", "dq", &["eq", "s", "z"], &["ed"], vec![]),
+        node("Relu", "relu", &["ed"], &["y"], vec![]),
+    ];
+    model(13, &[("ids", &[1, 3])], &["y"], nodes, inits)
+}
+
+/// Executors sharing [`super::RegionPlans`] plan a region once for all
+/// of them; a region whose weight differs gets a plan of its own, and
+/// the outputs are those of an executor planning alone.
+#[test]
+fn executors_share_the_plans_of_identical_regions() {
+    let plans = std::sync::Arc::new(super::RegionPlans::new());
+    let run = |m: &Model, ids: &[i64]| {
+        let exec = Executor::new(m, Arith::Ort, &[])
+            .unwrap()
+            .sharing(plans.clone());
+        let alone = Executor::new(m, Arith::Ort, &[]).unwrap();
+        let feed = [("ids".to_string(), Tensor::from_i64(vec![1, 3], ids))];
+        let (got, _) = exec.run(&feed).unwrap();
+        let (want, _) = alone.run(&feed).unwrap();
+        assert_eq!(got["y"], want["y"]);
+        // Levels of 0.01 (the DequantizeLinear's float product).
+        let levels: Vec<i64> = got["y"]
+            .to_f32_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| (v / 0.01).round() as i64)
+            .collect();
+        assert_eq!(
+            got["y"].to_f32_vec().unwrap(),
+            levels.iter().map(|&l| l as f32 * 0.01).collect::<Vec<_>>()
+        );
+        levels
+    };
+    let (a, b) = (embedding(0.7), embedding(0.9));
+    assert_eq!(run(&a, &[1, 2, 3]), [20, 30, 40, 50, 60, 70]);
+    // The Gather region and the Relu region.
+    assert_eq!(plans.len(), 2);
+    // Other ids of the same shape, another executor of the same model.
+    assert_eq!(run(&a, &[0, 0, 3]), [0, 10, 0, 10, 60, 70]);
+    assert_eq!(plans.len(), 2);
+    // Another table: its Gather region is planned anew, Relu's is shared.
+    assert_eq!(run(&b, &[3, 3, 3]), [60, 90, 60, 90, 60, 90]);
+    assert_eq!(plans.len(), 3);
+}
+
+/// Only the inputs whose values can reach a shape are baked: a target
+/// shape through a Concat is, token ids and a tensor read only by Shape
+/// are not.
+#[test]
+fn only_inputs_that_reach_a_shape_are_baked() {
+    let inits = vec![
+        ("table", Tensor::from_f32(vec![4, 2], &[0.0; 8])),
+        ("two", Tensor::from_i64(vec![1], &[2])),
+    ];
+    let nodes = vec![
+        node("Gather", "g", &["table", "ids"], &["e"], vec![]),
+        node(
+            "Concat",
+            "c",
+            &["head", "two"],
+            &["shape"],
+            vec![attr::int("axis", 0)],
+        ),
+        node("Reshape", "r", &["e", "shape"], &["y"], vec![]),
+        node("Shape", "s", &["other"], &["os"], vec![]),
+        node("Cast", "k", &["os"], &["y2"], vec![attr::int("to", 1)]),
+    ];
+    let m = model(
+        13,
+        &[("ids", &[1, 3]), ("head", &[1]), ("other", &[2])],
+        &["y", "y2"],
+        nodes,
+        inits,
+    );
+    let g = &m.graph;
+    let order = g.topo_order().unwrap();
+    let reg = super::regions::region(g, order, &g.outputs().collect());
+    let named: std::collections::BTreeSet<&str> =
+        reg.shaping.iter().map(|&v| g.value_name(v)).collect();
+    assert_eq!(named, ["head"].into());
+}

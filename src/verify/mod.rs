@@ -248,7 +248,7 @@ pub fn compare(
         layer_samples.min(samples.len())
     };
     let keep: Vec<String> = pairs.iter().map(|p| p.int8.clone()).collect();
-    let exec = Executor::new(int8, arith, &keep)?;
+    let exec = Executor::new(int8, arith, &keep)?.sharing(references.regions.clone());
     let out_names: Vec<String> = fp32
         .graph
         .outputs()

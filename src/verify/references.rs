@@ -1,5 +1,6 @@
 //! What a comparison keeps for the next on the same samples: the FP32
-//! model's outputs per sample, and its tract plans.
+//! model's outputs per sample, its tract plans, and the INT8 executors'
+//! float-region plans.
 
 use super::Signature;
 use crate::error::Result;
@@ -27,6 +28,9 @@ pub struct References {
     /// Builds the plans (the model read once when planned for several
     /// input shapes).
     pub(super) planner: crate::tract::Planner,
+    /// The INT8 executors' float-region plans, shared by the comparisons
+    /// (the gates of one run share most of their regions).
+    pub(super) regions: Arc<crate::exec::RegionPlans>,
 }
 
 /// A tract plan of the FP32 model: its input signature and the tensors it
@@ -66,6 +70,7 @@ impl References {
             limit,
             plans: std::sync::Mutex::new(Vec::new()),
             planner: crate::tract::Planner::new(),
+            regions: Arc::new(crate::exec::RegionPlans::new()),
         }
     }
 

@@ -1,0 +1,111 @@
+//! Float-region plans shared between executors: the gates of one
+//! quantization run each build an executor for another int8 model (GPTQ's,
+//! nearest rounding's, the automatic mode's variants), yet most of their
+//! float regions are the same small model: the same nodes, the same
+//! float weights, the same input signature. Planning one in tract (parse,
+//! type, optimize) can cost more than running it: MiniLM's embedding
+//! region, planned per sentence length, was 41% of its whole `quantize`
+//! (session 27).
+//!
+//! A region plan is found again by what decides it, compared exactly: the
+//! region model without its weights, encoded (nodes and attributes, input
+//! types and shapes, baked integer inputs, output names, opsets), and its
+//! weights (names, types, shapes and bytes; bytes the models share are the
+//! same buffer, so comparing them is cheap). Nothing is found by a hash
+//! alone, so a plan is reused only for the very same region model.
+
+use crate::ir::Tensor;
+use crate::tract::Runner;
+use std::sync::{Arc, Mutex};
+
+/// What decides a region's plan.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RegionKey {
+    /// The region model without its weights, encoded.
+    pub skeleton: Vec<u8>,
+    /// Its weights by name.
+    pub weights: Vec<(String, Tensor)>,
+}
+
+impl RegionKey {
+    /// What its plan is counted for: its weights and [`PLAN_OVERHEAD`].
+    fn bytes(&self) -> usize {
+        PLAN_OVERHEAD
+            + self
+                .weights
+                .iter()
+                .map(|(_, t)| t.byte_len())
+                .sum::<usize>()
+    }
+}
+
+/// What a plan is counted for besides its weights (tract's graph and
+/// scratch of a small region).
+const PLAN_OVERHEAD: usize = 64 << 10;
+
+/// Most bytes the kept plans are counted for together: MiniLM's
+/// embedding region (47 MiB of word vectors) keeps its plans for 5
+/// sentence lengths; a gate of it plans ~20 regions per length.
+pub const REGION_PLAN_BYTES: usize = 256 << 20;
+
+/// Region plans kept for every executor given them
+/// ([`super::Executor::sharing`]); past [`REGION_PLAN_BYTES`], the least
+/// recently used go first (not the oldest: a gate reads its regions in
+/// the order the last one did, so dropping the oldest would drop each
+/// just before its next use).
+#[derive(Default)]
+pub struct RegionPlans {
+    kept: Mutex<Vec<(RegionKey, usize, Arc<Runner>)>>,
+}
+
+impl RegionPlans {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The plan kept for `key`, if any.
+    pub(super) fn get(&self, key: &RegionKey) -> Option<Arc<Runner>> {
+        let mut kept = self.kept.lock().ok()?;
+        let i = kept
+            .iter()
+            .position(|(k, ..)| k.skeleton == key.skeleton && k.weights == key.weights)?;
+        let entry = kept.remove(i);
+        let runner = entry.2.clone();
+        kept.push(entry);
+        Some(runner)
+    }
+
+    /// Keeps `runner` as the plan of `key` (not when it alone passes the
+    /// limit).
+    pub(super) fn put(&self, key: RegionKey, runner: Arc<Runner>) {
+        let bytes = key.bytes();
+        if bytes > REGION_PLAN_BYTES {
+            return;
+        }
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        if kept.iter().any(|(k, ..)| *k == key) {
+            return;
+        }
+        let mut total: usize = kept.iter().map(|(_, b, _)| b).sum();
+        while !kept.is_empty() && total + bytes > REGION_PLAN_BYTES {
+            // The least recently used of those at least as large, so that
+            // one large region's plans (one per sentence length) do not
+            // push out the many small ones.
+            let i = kept.iter().position(|e| e.1 >= bytes).unwrap_or(0);
+            total -= kept.remove(i).1;
+        }
+        kept.push((key, bytes, runner));
+    }
+
+    /// Plans kept.
+    pub fn len(&self) -> usize {
+        self.kept.lock().map(|k| k.len()).unwrap_or(0)
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
