@@ -15,7 +15,7 @@
 //! alone, so a plan is reused only for the very same region model.
 
 use crate::ir::Tensor;
-use crate::tract::Runner;
+use crate::tract::{Planner, Runner};
 use std::sync::{Arc, Mutex};
 
 /// What decides a region's plan.
@@ -48,36 +48,35 @@ const PLAN_OVERHEAD: usize = 64 << 10;
 /// sentence lengths; a gate of it plans ~20 regions per length.
 pub const REGION_PLAN_BYTES: usize = 256 << 20;
 
-/// Region plans kept for every executor given them
-/// ([`super::Executor::sharing`]); past [`REGION_PLAN_BYTES`], the least
-/// recently used go first (not the oldest: a gate reads its regions in
-/// the order the last one did, so dropping the oldest would drop each
-/// just before its next use).
-#[derive(Default)]
-pub struct RegionPlans {
-    kept: Mutex<Vec<(RegionKey, usize, Arc<Runner>)>>,
+/// Entries kept up to a number of bytes, the least recently used going
+/// first (not the oldest: a gate reads its regions in the order the last
+/// one did, so dropping the oldest would drop each just before its next
+/// use), and of those the least recently used at least as large as the
+/// newcomer, so that one large region (one plan per sentence length) does
+/// not push out the many small ones.
+struct Lru<T> {
+    kept: Mutex<Vec<(RegionKey, usize, T)>>,
 }
 
-impl RegionPlans {
-    pub fn new() -> Self {
-        Self::default()
+impl<T: Clone> Lru<T> {
+    fn new() -> Self {
+        Lru {
+            kept: Mutex::new(Vec::new()),
+        }
     }
 
-    /// The plan kept for `key`, if any.
-    pub(super) fn get(&self, key: &RegionKey) -> Option<Arc<Runner>> {
+    fn get(&self, key: &RegionKey) -> Option<T> {
         let mut kept = self.kept.lock().ok()?;
         let i = kept
             .iter()
             .position(|(k, ..)| k.skeleton == key.skeleton && k.weights == key.weights)?;
         let entry = kept.remove(i);
-        let runner = entry.2.clone();
+        let value = entry.2.clone();
         kept.push(entry);
-        Some(runner)
+        Some(value)
     }
 
-    /// Keeps `runner` as the plan of `key` (not when it alone passes the
-    /// limit).
-    pub(super) fn put(&self, key: RegionKey, runner: Arc<Runner>) {
+    fn put(&self, key: RegionKey, value: T) {
         let bytes = key.bytes();
         if bytes > REGION_PLAN_BYTES {
             return;
@@ -90,18 +89,67 @@ impl RegionPlans {
         }
         let mut total: usize = kept.iter().map(|(_, b, _)| b).sum();
         while !kept.is_empty() && total + bytes > REGION_PLAN_BYTES {
-            // The least recently used of those at least as large, so that
-            // one large region's plans (one per sentence length) do not
-            // push out the many small ones.
             let i = kept.iter().position(|e| e.1 >= bytes).unwrap_or(0);
             total -= kept.remove(i).1;
         }
-        kept.push((key, bytes, runner));
+        kept.push((key, bytes, value));
+    }
+
+    fn len(&self) -> usize {
+        self.kept.lock().map(|k| k.len()).unwrap_or(0)
+    }
+}
+
+/// Region plans kept for every executor given them
+/// ([`super::Executor::sharing`]), up to [`REGION_PLAN_BYTES`]: the plans
+/// by region model and input shapes, and the planners by region model
+/// whatever the shapes of its unbaked inputs (a plan for a new sentence
+/// length starts from the region model tract read once, for every
+/// executor).
+pub struct RegionPlans {
+    plans: Lru<Arc<Runner>>,
+    planners: Lru<Arc<Planner>>,
+}
+
+impl Default for RegionPlans {
+    fn default() -> Self {
+        RegionPlans {
+            plans: Lru::new(),
+            planners: Lru::new(),
+        }
+    }
+}
+
+impl RegionPlans {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The plan kept for `key`, if any.
+    pub(super) fn get(&self, key: &RegionKey) -> Option<Arc<Runner>> {
+        self.plans.get(key)
+    }
+
+    /// Keeps `runner` as the plan of `key` (not when it alone passes the
+    /// limit).
+    pub(super) fn put(&self, key: RegionKey, runner: Arc<Runner>) {
+        self.plans.put(key, runner);
+    }
+
+    /// The planner of the region model `key` (its unbaked inputs'
+    /// shapes left out), made when none is kept.
+    pub(super) fn planner(&self, key: RegionKey) -> Arc<Planner> {
+        if let Some(p) = self.planners.get(&key) {
+            return p;
+        }
+        let p = Arc::new(Planner::new());
+        self.planners.put(key, p.clone());
+        p
     }
 
     /// Plans kept.
     pub fn len(&self) -> usize {
-        self.kept.lock().map(|k| k.len()).unwrap_or(0)
+        self.plans.len()
     }
 
     /// Whether none is kept.

@@ -7,7 +7,7 @@ use super::{at_node, Executor};
 use crate::error::{Error, Result};
 use crate::ir::{DataType, Graph, Model, NodeId, Tensor, ValueId};
 use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
-use crate::tract::Runner;
+use crate::tract::{Planner, Runner};
 use prost::Message;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -106,33 +106,37 @@ impl Executor {
             .iter()
             .map(|&v| g.value_name(v).to_string())
             .collect();
-        planned(self.shared.as_deref(), &self.model, reg, sig, |proto| {
-            planner
-                .plan(|| Ok(Cow::Borrowed(proto)), &specs, Some(&names))
-                .map_err(|e| {
-                    let first = reg.nodes.first().and_then(|&n| g.node(n));
-                    match first {
-                        Some(n) => at_node(n, e),
-                        None => e,
-                    }
-                })
+        planned(
+            (self.shared.as_deref(), &planner),
+            (&self.model, reg, sig),
+            &specs,
+            &names,
+        )
+        .map_err(|e| {
+            let first = reg.nodes.first().and_then(|&n| g.node(n));
+            match first {
+                Some(n) => at_node(n, e),
+                None => e,
+            }
         })
     }
 }
 
-/// The plan of region `reg` of `model` for inputs of `sig`: the one kept
-/// in `shared` for the same region model, else made by `build` from the
-/// region model (and kept there).
+/// The plan of region `reg` of `model` for inputs of `sig` (`inputs`: the
+/// unbaked ones' names, types and shapes), exposing `outputs`: the one kept
+/// in `shared` for the same region model and shapes, else built by the
+/// planner `shared` keeps for the region model (or by `local` when nothing
+/// is shared), and kept there.
 pub(super) fn planned(
-    shared: Option<&RegionPlans>,
-    model: &Model,
-    reg: &Region,
-    sig: &Signature,
-    build: impl FnOnce(&ModelProto) -> Result<Runner>,
+    (shared, local): (Option<&RegionPlans>, &Planner),
+    (model, reg, sig): (&Model, &Region, &Signature),
+    inputs: &[(String, DataType, Vec<usize>)],
+    outputs: &[String],
 ) -> Result<Arc<Runner>> {
     let (skeleton, weights) = region_parts(model, reg, sig)?;
     let Some(shared) = shared else {
-        return Ok(Arc::new(build(&with_weights(skeleton, &weights))?));
+        let proto = || Ok(Cow::Owned(with_weights(skeleton.clone(), &weights)));
+        return Ok(Arc::new(local.plan(proto, inputs, Some(outputs))?));
     };
     let key = RegionKey {
         skeleton: skeleton.encode_to_vec(),
@@ -141,7 +145,18 @@ pub(super) fn planned(
     if let Some(runner) = shared.get(&key) {
         return Ok(runner);
     }
-    let runner = Arc::new(build(&with_weights(skeleton, &key.weights))?);
+    // The region model whatever its unbaked inputs' shapes.
+    let any_shape: Signature = sig
+        .iter()
+        .map(|(dt, dims, v)| (*dt, if v.is_some() { dims.clone() } else { Vec::new() }, v.clone()))
+        .collect();
+    let (free, _) = region_parts(model, reg, &any_shape)?;
+    let planner = shared.planner(RegionKey {
+        skeleton: free.encode_to_vec(),
+        weights: key.weights.clone(),
+    });
+    let proto = || Ok(Cow::Owned(with_weights(skeleton.clone(), &key.weights)));
+    let runner = Arc::new(planner.plan(proto, inputs, Some(outputs))?);
     shared.put(key, runner.clone());
     Ok(runner)
 }

@@ -22,7 +22,6 @@ use super::regions::{planned, Region, Signature};
 use crate::error::{Error, Result};
 use crate::exec::kernels::{self, Ints, Params};
 use crate::ir::{DataType, Graph, Model, Node, NodeId, Tensor, ValueId};
-use crate::tract::Runner;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -282,13 +281,12 @@ impl Table {
             .iter()
             .map(|&v| g.value_name(v).to_string())
             .collect();
-        let runner = planned(shared, model, reg, &sig, |proto| {
-            Runner::new(
-                proto,
-                &[(name, DataType::Float, dims.clone())],
-                Some(&names),
-            )
-        })?;
+        let runner = planned(
+            (shared, &crate::tract::Planner::new()),
+            (model, reg, &sig),
+            &[(name, DataType::Float, dims.clone())],
+            &names,
+        )?;
         let input = Tensor::from_f32(dims, &x);
         let outs = runner.run_with(|_| Some(&input))?;
         let mut maps = Vec::with_capacity(outs.len());
