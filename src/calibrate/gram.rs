@@ -151,14 +151,21 @@ impl GramProbe {
                 for gi in 0..*groups {
                     for cl in 0..cg {
                         let ch = gi * cg + cl;
-                        for (p, offsets) in fields.offsets.iter().enumerate() {
+                        for (p, (offsets, runs)) in
+                            fields.offsets.iter().zip(&fields.runs).enumerate()
+                        {
                             let col = r.col_as_slice_mut(cl * fields.offsets.len() + p);
                             for (n, dst) in col.chunks_exact_mut(offsets.len()).enumerate() {
                                 let base = (n * window.channels + ch) * plane;
                                 let src = &x[base..base + plane];
-                                // PAD is past every plane: read as zero.
-                                for (d, &o) in dst.iter_mut().zip(offsets) {
-                                    *d = src.get(o).copied().unwrap_or(0.0);
+                                // Runs of consecutive reads are copied,
+                                // PAD runs zeroed.
+                                for &(at, from, len) in runs {
+                                    let d = &mut dst[at..at + len];
+                                    match src.get(from..from.saturating_add(len)) {
+                                        Some(s) if from != PAD => d.copy_from_slice(s),
+                                        _ => d.fill(0.0),
+                                    }
                                 }
                                 if relu {
                                     dst.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -214,6 +221,9 @@ const PAD: usize = usize::MAX;
 /// padding), positions row-major.
 struct Fields {
     offsets: Vec<Vec<usize>>,
+    /// Per kernel offset, its reads as runs `(position, first offset,
+    /// length)` of consecutive offsets (or of [`PAD`]s).
+    runs: Vec<Vec<(usize, usize, usize)>>,
 }
 
 impl Fields {
@@ -282,13 +292,28 @@ impl Fields {
             }
             offsets = next;
         }
-        Ok(Fields { offsets })
+        let runs = offsets.iter().map(|o| runs_of(o)).collect();
+        Ok(Fields { offsets, runs })
     }
 
     /// Rows of `R` for a batch of `n` images.
     fn rows(&self, n: usize) -> usize {
         n * self.offsets.first().map_or(0, Vec::len)
     }
+}
+
+/// `offsets` as runs `(position, first offset, length)`: consecutive
+/// offsets, or consecutive [`PAD`]s (first offset `PAD`).
+fn runs_of(offsets: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, &o) in offsets.iter().enumerate() {
+        match runs.last_mut() {
+            Some((_, from, len)) if *from == PAD && o == PAD => *len += 1,
+            Some((_, from, len)) if *from != PAD && o != PAD && *from + *len == o => *len += 1,
+            _ => runs.push((i, o, 1)),
+        }
+    }
+    runs
 }
 
 /// Samples per block of a Gram matrix's sum: f32 within a block, f64

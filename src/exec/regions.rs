@@ -148,7 +148,17 @@ pub(super) fn planned(
     // The region model whatever its unbaked inputs' shapes.
     let any_shape: Signature = sig
         .iter()
-        .map(|(dt, dims, v)| (*dt, if v.is_some() { dims.clone() } else { Vec::new() }, v.clone()))
+        .map(|(dt, dims, v)| {
+            (
+                *dt,
+                if v.is_some() {
+                    dims.clone()
+                } else {
+                    Vec::new()
+                },
+                v.clone(),
+            )
+        })
         .collect();
     let (free, _) = region_parts(model, reg, &any_shape)?;
     let planner = shared.planner(RegionKey {
