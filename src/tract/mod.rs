@@ -14,6 +14,8 @@
 //! panics inside tract comes back from [`guarded`] as an error naming the
 //! stage, with the panic's message and place, instead of ending the process.
 
+mod lrn;
+
 use crate::error::{Error, Result};
 use crate::ir::tensor::{DataType, Tensor};
 use crate::onnx::proto::ModelProto;
@@ -316,7 +318,9 @@ impl Parsed {
     }
 
     fn read(model: &ModelProto) -> Result<Self> {
-        let bytes = model.encode_to_vec();
+        // tract's LRN is slow: written out in elementwise ops (`lrn`).
+        let expanded = lrn::expand(model);
+        let bytes = expanded.as_ref().unwrap_or(model).encode_to_vec();
         let m = framework()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::tract("loading the model", e))?;
