@@ -17,10 +17,11 @@
 //! or infinity in a sample's first channel spreads to the padded windows.
 //!
 //! Applied to the models handed to tract only; the model onnxq writes
-//! keeps its LRN. Not where the declared shapes give no more channels than
-//! `⌊(size−1)/2⌋` (a window of padding alone, which tract's Concat fails
-//! to run; no real LRN is that wide). Needs opset 10 (Slice with inputs); the constants are
-//! float32, cast like `X` from opset 15 (LRN is float32 in practice).
+//! keeps its LRN. Needs opset 10 (Slice with inputs); the constants are
+//! float32, cast like `X` from opset 15. Not where the declared shapes give
+//! no more channels than `⌊(size−1)/2⌋` (a window of padding alone, which
+//! tract's Concat fails to run; no real LRN is that wide), nor, below
+//! opset 15, where the declared type is not float32.
 
 use crate::ir::node::attr;
 use crate::ir::Tensor;
@@ -55,7 +56,7 @@ pub(super) fn expand(model: &ModelProto) -> Option<ModelProto> {
             nodes.push(n);
             continue;
         }
-        match written_out(&n, k, opset).filter(|_| !too_wide(graph, &n)) {
+        match written_out(&n, k, opset).filter(|_| !left_as_is(graph, &n, opset)) {
             Some((more, inits)) => {
                 nodes.extend(more);
                 graph.initializer.extend(inits);
@@ -67,30 +68,40 @@ pub(super) fn expand(model: &ModelProto) -> Option<ModelProto> {
     Some(out)
 }
 
-/// Whether the graph's declared shapes give LRN node `n` no more
-/// channels than its window reaches before the first (`⌊(size−1)/2⌋`):
-/// a window of padding alone, which tract's Concat fails to run.
-fn too_wide(g: &crate::onnx::proto::GraphProto, n: &NodeProto) -> bool {
+/// Whether LRN node `n` is left to tract's own: when the graph's
+/// declared shapes give it no more channels than its window reaches
+/// before the first (`⌊(size−1)/2⌋`: a window of padding alone, which
+/// tract's Concat fails to run), or, below opset 15 (no CastLike for the
+/// float32 constants), a declared type other than float32.
+fn left_as_is(g: &crate::onnx::proto::GraphProto, n: &NodeProto, opset: i64) -> bool {
+    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx::proto::type_proto::Value;
     let (Some(x), Some(size)) = (n.input.first(), get(n, "size").and_then(|a| a.i)) else {
         return true;
     };
-    let channels = g
+    let declared = g
         .input
         .iter()
         .chain(&g.value_info)
         .chain(&g.output)
         .find(|v| v.name.as_deref() == Some(x.as_str()))
         .and_then(|v| match v.r#type.as_ref()?.value.as_ref()? {
-            crate::onnx::proto::type_proto::Value::TensorType(t) => {
-                t.shape.as_ref()?.dim.get(1)?.value.clone()
-            }
-            _ => None,
-        })
-        .and_then(|d| match d {
-            crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(c) => Some(c),
+            Value::TensorType(t) => Some(t),
             _ => None,
         });
-    channels.is_some_and(|c| c <= (size - 1) / 2)
+    let Some(t) = declared else {
+        return false;
+    };
+    let channels = t
+        .shape
+        .as_ref()
+        .and_then(|s| s.dim.get(1)?.value.clone())
+        .and_then(|d| match d {
+            Dim::DimValue(c) => Some(c),
+            _ => None,
+        });
+    let not_float = t.elem_type.is_some_and(|e| e != 1);
+    channels.is_some_and(|c| c <= (size - 1) / 2) || (not_float && opset < 15)
 }
 
 fn is_lrn(n: &NodeProto) -> bool {
