@@ -67,9 +67,7 @@ impl<T: Clone> Lru<T> {
 
     fn get(&self, key: &RegionKey) -> Option<T> {
         let mut kept = self.kept.lock().ok()?;
-        let i = kept
-            .iter()
-            .position(|(k, ..)| k.skeleton == key.skeleton && k.weights == key.weights)?;
+        let i = kept.iter().position(|(k, ..)| k == key)?;
         let entry = kept.remove(i);
         let value = entry.2.clone();
         kept.push(entry);

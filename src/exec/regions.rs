@@ -145,22 +145,12 @@ pub(super) fn planned(
     if let Some(runner) = shared.get(&key) {
         return Ok(runner);
     }
-    // The region model whatever its unbaked inputs' shapes.
-    let any_shape: Signature = sig
-        .iter()
-        .map(|(dt, dims, v)| {
-            (
-                *dt,
-                if v.is_some() {
-                    dims.clone()
-                } else {
-                    Vec::new()
-                },
-                v.clone(),
-            )
-        })
-        .collect();
-    let (free, _) = region_parts(model, reg, &any_shape)?;
+    // The region model whatever its unbaked inputs' shapes (the graph
+    // inputs; baked ones are initializers).
+    let mut free = skeleton.clone();
+    if let Some(g) = free.graph.as_mut() {
+        g.input.iter_mut().for_each(|i| i.r#type = None);
+    }
     let planner = shared.planner(RegionKey {
         skeleton: free.encode_to_vec(),
         weights: key.weights.clone(),

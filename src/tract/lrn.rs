@@ -52,11 +52,11 @@ pub(super) fn expand(model: &ModelProto) -> Option<ModelProto> {
     let graph = out.graph.as_mut()?;
     let mut nodes = Vec::with_capacity(graph.node.len());
     for (k, n) in std::mem::take(&mut graph.node).into_iter().enumerate() {
-        if !is_lrn(&n) {
+        if !is_lrn(&n) || left_as_is(graph, &n, opset) {
             nodes.push(n);
             continue;
         }
-        match written_out(&n, k, opset).filter(|_| !left_as_is(graph, &n, opset)) {
+        match written_out(&n, k, opset) {
             Some((more, inits)) => {
                 nodes.extend(more);
                 graph.initializer.extend(inits);
