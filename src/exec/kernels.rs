@@ -869,6 +869,14 @@ pub fn centred(x: &Ints, zp: i32) -> Vec<i16> {
     x.data.par_iter().map(|&v| (v - zp) as i16).collect()
 }
 
+/// [`quantize_run`] for the quantizer's constants (weights): the levels of
+/// `x / s + z` within `bounds`, rounded half to even, bit for bit what
+/// `round_ties_even` and a clamp give (the bounds of every
+/// [`crate::quantize::QType`] are within the exact range).
+pub(crate) fn quantize_levels(x: &[f32], s: f32, z: i32, bounds: (i32, i32), out: &mut Vec<i32>) {
+    quantize_run(x, s, z, bounds, out);
+}
+
 /// QuantizeLinear of one channel's run into `out`, branch-free so it
 /// vectorizes: `x / s` is clamped to `[lo − z, hi − z]` first (integer
 /// bounds, so clamping then rounding equals rounding then saturating), a

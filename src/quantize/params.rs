@@ -18,6 +18,7 @@
 //! re-quantizes the float weight gets the same integers.
 
 use crate::error::{Error, Result};
+use crate::exec::kernels::quantize_levels;
 use crate::ir::{DataType, Tensor};
 
 /// A quantized integer type: 8-bit for weights and activations; 16-bit
@@ -296,15 +297,12 @@ pub fn quantize_weight(
         zero_point.push(z);
     }
     let (qmin, qmax) = levels(spec.qtype, spec.symmetric, spec.reduce_range);
+    // One run of `inner` values per (outer, channel) index; the whole
+    // tensor is one run per tensor.
     let mut q = Vec::with_capacity(values.len());
-    for (i, &v) in values.iter().enumerate() {
-        let c = if spec.axis.is_some() {
-            (i / inner) % channels
-        } else {
-            0
-        };
-        let r = (v / scale[c]).round_ties_even() as i64 + zero_point[c] as i64;
-        q.push(r.clamp(qmin as i64, qmax as i64) as i32);
+    for (k, run) in values.chunks(inner.max(1)).enumerate() {
+        let c = k % channels;
+        quantize_levels(run, scale[c], zero_point[c], (qmin, qmax), &mut q);
     }
     let tensor = spec.qtype.tensor(dims, &q);
     let params = QParams {
@@ -459,6 +457,73 @@ mod tests {
             v[1],
             (1e-6f32 as f64 / scales[1] as f64).round_ties_even() as i32
         );
+    }
+
+    /// The levels are `round_ties_even(w / s) + z`, saturated, for every
+    /// type, per channel and per tensor, ties and values past the grid
+    /// (a raised scale floor, a pinned grid) included.
+    #[test]
+    fn weight_levels_round_half_to_even_and_saturate() {
+        let mut w = vec![0.0f32; 4 * 3 * 5];
+        let mut x = 0x2545_f491u32;
+        for (i, v) in w.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = (x % 2001) as f32 / 1000.0 - 1.0 + (i % 3) as f32 * 0.25;
+        }
+        w[0] = 0.0;
+        w[7] = -3.0;
+        w[11] = 2.5;
+        let t = Tensor::from_f32(vec![4, 3, 5], &w);
+        for qtype in [QType::Int8, QType::Uint8, QType::Int16, QType::Uint16] {
+            for symmetric in [true, false] {
+                for axis in [None, Some(0), Some(1), Some(2)] {
+                    for grid in [None, Some(vec![0.125f32])] {
+                        let spec = WeightSpec {
+                            qtype,
+                            symmetric,
+                            axis,
+                            reduce_range: false,
+                        };
+                        // A floor four times the grid's own scale sends
+                        // the extremes past the last level.
+                        let (_, p0, _) = quantize_weight("w", &t, spec, None, None).unwrap();
+                        let floor: Vec<f32> = p0.scale.iter().map(|s| s * 4.0).collect();
+                        let floor = grid.is_none().then_some(floor);
+                        let (q, p, _) =
+                            quantize_weight("w", &t, spec, floor.as_deref(), grid.as_deref())
+                                .unwrap();
+                        let (lo, hi) = levels(qtype, symmetric, false);
+                        let dims = [4usize, 3, 5];
+                        let inner: usize = axis.map_or(60, |a| dims[a + 1..].iter().product());
+                        let want: Vec<i32> = w
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| {
+                                let c = axis.map_or(0, |a| (i / inner) % dims[a]);
+                                let r = (v / p.scale[c]).round_ties_even() as i64
+                                    + i64::from(p.zero_point[c]);
+                                r.clamp(i64::from(lo), i64::from(hi)) as i32
+                            })
+                            .collect();
+                        assert_eq!(q, qtype.tensor(vec![4, 3, 5], &want), "{spec:?} {grid:?}");
+                    }
+                }
+            }
+        }
+        // Exact ties: 0.5, 1.5, 2.5 and −0.5 levels at scale 1/127.
+        let spec = WeightSpec {
+            qtype: QType::Int8,
+            symmetric: true,
+            axis: None,
+            reduce_range: false,
+        };
+        let t = Tensor::from_f32(vec![5], &[127.0, 0.5, 1.5, 2.5, -0.5]);
+        let (q, p, _) = quantize_weight("w", &t, spec, None, None).unwrap();
+        assert_eq!(p.scale, vec![1.0]);
+        let v: Vec<i8> = q.raw().unwrap().iter().map(|&b| b as i8).collect();
+        assert_eq!(v, vec![127, 0, 2, 2, 0]);
     }
 
     #[test]
