@@ -14,6 +14,7 @@
 //! panics inside tract comes back from [`guarded`] as an error naming the
 //! stage, with the panic's message and place, instead of ending the process.
 
+mod fold;
 mod lrn;
 
 use crate::error::{Error, Result};
@@ -318,9 +319,12 @@ impl Parsed {
     }
 
     fn read(model: &ModelProto) -> Result<Self> {
-        // tract's LRN is slow: written out in elementwise ops (`lrn`).
+        // tract's LRN is slow: written out in elementwise ops (`lrn`);
+        // constant weights' DequantizeLinear evaluated here (`fold`).
         let expanded = lrn::expand(model);
-        let bytes = expanded.as_ref().unwrap_or(model).encode_to_vec();
+        let model = expanded.as_ref().unwrap_or(model);
+        let folded = fold::dequantized_weights(model);
+        let bytes = folded.as_ref().unwrap_or(model).encode_to_vec();
         let m = framework()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::tract("loading the model", e))?;
