@@ -137,7 +137,11 @@ impl Pass for DedupInitializers {
 
     fn run(&self, model: &mut Model, _opts: &PassOptions) -> Result<usize> {
         let g = &mut model.graph;
-        let mut first: HashMap<(DataType, Vec<usize>, Bytes), ValueId> = HashMap::new();
+        // Found by type, shape and a sample of the bytes, then compared
+        // whole: hashing every byte of every weight (SipHash) was half of
+        // ResNet-50's preparation.
+        type Key = (DataType, Vec<usize>, u64);
+        let mut first: HashMap<Key, Vec<(ValueId, Bytes)>> = HashMap::new();
         let mut merges = Vec::new();
         for (v, init) in g.initializers() {
             let Some(raw) = init.tensor.raw() else {
@@ -146,10 +150,11 @@ impl Pass for DedupInitializers {
             let key = (
                 init.tensor.dtype(),
                 init.tensor.dims().to_vec(),
-                raw.clone(),
+                sampled_hash(raw),
             );
-            match first.get(&key) {
-                Some(&keep) => {
+            let seen = first.entry(key).or_default();
+            match seen.iter().find(|(_, b)| b == raw) {
+                Some(&(keep, _)) => {
                     let movable =
                         !g.is_graph_input(v) && !g.is_graph_output(v) && !g.has_implicit_uses(v);
                     if movable {
@@ -158,7 +163,7 @@ impl Pass for DedupInitializers {
                 }
                 None => {
                     if !g.is_graph_input(v) {
-                        first.insert(key, v);
+                        seen.push((v, raw.clone()));
                     }
                 }
             }
@@ -170,6 +175,25 @@ impl Pass for DedupInitializers {
         }
         Ok(n)
     }
+}
+
+/// A hash of `raw`'s length and of up to 64 windows of 16 bytes spread
+/// over it (every byte of a tensor up to 1 KiB).
+fn sampled_hash(raw: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    const WINDOWS: usize = 64;
+    const WIDTH: usize = 16;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    raw.len().hash(&mut h);
+    if raw.len() <= WINDOWS * WIDTH {
+        raw.hash(&mut h);
+    } else {
+        let step = (raw.len() - WIDTH) / (WINDOWS - 1);
+        for k in 0..WINDOWS {
+            raw[k * step..k * step + WIDTH].hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -288,6 +312,44 @@ mod tests {
         );
         assert_eq!(m.graph.initializers().count(), 1);
         assert_eq!(ops(&m), ["Add", "Add"]);
+        let xs = inputs(&m0, 1);
+        assert_close(&run(&m0, &xs), &run(&m, &xs), 0.0);
+    }
+
+    /// Large tensors are merged only when every byte matches, also when
+    /// they differ only between the sampled windows.
+    #[test]
+    fn large_duplicates_are_compared_whole() {
+        let a: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5).collect();
+        let mut b = a.clone();
+        // Bytes 4092..4096 are not in the windows the hash reads (16
+        // bytes every 190).
+        b[1023] = -1.0;
+        assert_eq!(sampled_hash(bytemuck::cast_slice(&a)), {
+            let mut c = a.clone();
+            c[1023] = -1.0;
+            sampled_hash(bytemuck::cast_slice(&c))
+        });
+        let t = |v: &[f32]| Tensor::from_f32(vec![3000], v);
+        let mut m = model(
+            13,
+            &[("x", &[3000])],
+            &["y"],
+            vec![
+                node("Add", "a1", &["x", "w1"], &["a"], vec![]),
+                node("Add", "a2", &["a", "w2"], &["b"], vec![]),
+                node("Add", "a3", &["b", "w3"], &["y"], vec![]),
+            ],
+            vec![("w1", t(&a)), ("w2", t(&b)), ("w3", t(&a))],
+        );
+        let m0 = m.clone();
+        assert_eq!(
+            DedupInitializers
+                .run(&mut m, &PassOptions::default())
+                .unwrap(),
+            1
+        );
+        assert_eq!(m.graph.initializers().count(), 2);
         let xs = inputs(&m0, 1);
         assert_close(&run(&m0, &xs), &run(&m, &xs), 0.0);
     }

@@ -88,6 +88,18 @@ fn transpose(w: &[f32], r: usize, c: usize) -> Vec<f32> {
     t
 }
 
+/// The bits of `|x|`, 0 for NaN: as unsigned integers they order as the
+/// magnitudes do (integer maxima vectorize where `f32::max`, which must
+/// skip NaN, does not).
+fn abs_bits(x: f32) -> u32 {
+    let a = x.to_bits() & 0x7fff_ffff;
+    if a > 0x7f80_0000 {
+        0
+    } else {
+        a
+    }
+}
+
 impl Layer {
     fn read(g: &Graph, id: NodeId) -> Result<Option<Layer>> {
         let Some(node) = g.node(id) else {
@@ -185,28 +197,39 @@ impl Layer {
             .collect()
     }
 
-    /// The input channel of each run of kernel elements: W is
-    /// `[C_out, C_in/group, k…]`, output `o` in group `o / (C_out/group)`
-    /// reads input channels `group·(C_in/group) + j`.
-    fn for_each_input_run(&self, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
+    /// `(C_in/group, k, C_out/group)`, `None` for an empty layer. W is
+    /// `[C_out, C_in/group, k…]`: output `o`'s row of `C_in/group` runs of
+    /// `k` elements reads input channels from `(o / (C_out/group))·
+    /// (C_in/group)` on. The loops over it go a row at a time: a call per
+    /// run was a call per element for 1×1 kernels and MatMuls, and kept
+    /// them from vectorizing.
+    fn input_rows(&self) -> Option<(usize, usize, usize)> {
         let (cout, cin_g) = (self.dims[0], self.dims[1]);
-        let kernel: usize = self.dims[2..].iter().product();
+        let kernel: usize = self.dims[2..].iter().product::<usize>().max(1);
         let cout_g = cout / self.group;
-        for o in 0..cout {
-            let grp = o / cout_g;
-            for j in 0..cin_g {
-                let start = (o * cin_g + j) * kernel;
-                f(grp * cin_g + j, start..start + kernel);
-            }
-        }
+        (cin_g > 0 && cout_g > 0).then_some((cin_g, kernel, cout_g))
     }
 
     /// Largest |w| multiplying each input channel.
     fn in_ranges(&self) -> Vec<f32> {
         let mut r = vec![0f32; self.in_channels()];
-        self.for_each_input_run(|c, run| {
-            r[c] = self.w[run].iter().fold(r[c], |m, x| m.max(x.abs()));
-        });
+        let Some((cin_g, kernel, cout_g)) = self.input_rows() else {
+            return r;
+        };
+        for (o, row) in self.w.chunks_exact(cin_g * kernel).enumerate() {
+            let first = (o / cout_g) * cin_g;
+            let dst = &mut r[first..first + cin_g];
+            if kernel == 1 {
+                dst.iter_mut()
+                    .zip(row)
+                    .for_each(|(m, x)| *m = f32::from_bits(m.to_bits().max(abs_bits(*x))));
+            } else {
+                for (m, run) in dst.iter_mut().zip(row.chunks_exact(kernel)) {
+                    let b = run.iter().map(|&x| abs_bits(x)).max().unwrap_or(0);
+                    *m = f32::from_bits(m.to_bits().max(b));
+                }
+            }
+        }
         r
     }
 
@@ -227,9 +250,14 @@ impl Layer {
     }
 
     fn multiply_inputs(&mut self, s: &[f32]) {
-        let mut w = std::mem::take(&mut self.w);
-        self.for_each_input_run(|c, run| w[run].iter_mut().for_each(|x| *x *= s[c]));
-        self.w = w;
+        if let Some((cin_g, kernel, cout_g)) = self.input_rows() {
+            for (o, row) in self.w.chunks_exact_mut(cin_g * kernel).enumerate() {
+                let first = (o / cout_g) * cin_g;
+                for (run, &sc) in row.chunks_exact_mut(kernel).zip(&s[first..first + cin_g]) {
+                    run.iter_mut().for_each(|x| *x *= sc);
+                }
+            }
+        }
         self.changed = true;
     }
 }
