@@ -164,8 +164,8 @@ impl Executor {
         let replaced: HashSet<NodeId> = tables
             .iter()
             .flat_map(|t| {
-                let dq = (!t.keeps_dq).then_some(t.dq);
-                dq.into_iter().chain(t.outputs.iter().filter_map(|o| o.1))
+                let dqs = t.sources.iter().filter(|s| !s.keeps_dq).map(|s| s.dq);
+                dqs.chain(t.outputs.iter().filter_map(|o| o.1))
             })
             .collect();
         steps.retain(|s| !matches!(s, Step::Int(id) if replaced.contains(id)));
@@ -177,14 +177,14 @@ impl Executor {
                     .map(|n| n.inputs.iter().flatten().copied().collect())
                     .unwrap_or_default(),
                 Step::Float(r) => regions[*r].inputs.clone(),
-                Step::Table(t) => {
-                    let t = &tables[*t];
-                    let mut reads = vec![t.source];
-                    if t.keeps_dq {
-                        reads.push(t.dequantized);
-                    }
-                    reads
-                }
+                Step::Table(t) => tables[*t]
+                    .sources
+                    .iter()
+                    .flat_map(|s| {
+                        let kept = s.keeps_dq.then_some(s.dequantized);
+                        std::iter::once(s.source).chain(kept)
+                    })
+                    .collect(),
             };
             for v in reads {
                 last.insert(v, k);
@@ -320,29 +320,29 @@ impl Executor {
         let g = &self.model.graph;
         let tab = &self.tables[t];
         let reg = &self.regions[tab.region];
-        let src = env
-            .get(&tab.source)
-            .ok_or_else(|| Error::tensor(g.value_name(tab.source), "value not computed"))?;
-        if let Some(maps) = tab.maps(
-            &self.model,
-            reg,
-            (src.dtype(), src.dims().len()),
-            self.shared.as_deref(),
-        ) {
+        let srcs = tab
+            .sources
+            .iter()
+            .map(|s| {
+                env.get(&s.source)
+                    .ok_or_else(|| Error::tensor(g.value_name(s.source), "value not computed"))
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
+        if let Some(maps) = tab.maps(&self.model, reg, &srcs, self.shared.as_deref()) {
             let mut made = Vec::with_capacity(maps.len());
             for (&(v, q), map) in tab.outputs.iter().zip(maps.iter()) {
                 let out = q.and_then(|q| g.node(q)).and_then(|n| n.output(0));
-                made.push((out.unwrap_or(v), table::apply(map, src)?));
+                made.push((out.unwrap_or(v), table::apply(map, &srcs)?));
             }
             env.extend(made);
             return Ok(());
         }
-        if !tab.keeps_dq {
-            self.int_step(tab.dq, env, stats)?;
+        for s in tab.sources.iter().filter(|s| !s.keeps_dq) {
+            self.int_step(s.dq, env, stats)?;
         }
         self.float_region(tab.region, env)?;
-        if !tab.keeps_dq {
-            env.remove(&tab.dequantized);
+        for s in tab.sources.iter().filter(|s| !s.keeps_dq) {
+            env.remove(&s.dequantized);
         }
         for &(v, q) in &tab.outputs {
             if let Some(q) = q {

@@ -7,15 +7,18 @@
 //! tract region model as a full run (the same ops and kernels, element by
 //! element), and each run maps bytes through the table instead of
 //! dequantizing, copying into tract, running four passes and quantizing.
+//! A region fed by two such tensors of the same shape (a residual
+//! `Add`/`Sum` and its `Relu`) is evaluated once on the 65,536 pairs of
+//! levels, and each run maps pairs of bytes.
 //! An output whose only reader is a per-tensor 8-bit QuantizeLinear is
 //! mapped straight to that node's bytes (the table's floats quantized by
 //! the QuantizeLinear kernel), so neither float tensor exists.
 //!
 //! Nothing here is approximate: a table entry is what the region computes
-//! for that level, and the bytes are what the QuantizeLinear kernel makes
+//! for those levels, and the bytes are what the QuantizeLinear kernel makes
 //! of it. What the table cannot take at run time (an input that is not
-//! 8-bit, a constant of higher rank than the input) runs the steps it
-//! replaced.
+//! 8-bit, a constant of higher rank than the input, two inputs of
+//! different shapes, which broadcast) runs the steps it replaced.
 
 use super::plans::RegionPlans;
 use super::regions::{planned, Region, Signature};
@@ -62,39 +65,51 @@ const ELEMENTWISE: &[&str] = &[
     "Softsign",
     "Sqrt",
     "Sub",
+    "Sum",
     "Tanh",
     "ThresholdedRelu",
 ];
 
-/// A region the executor maps through a table, and the steps it replaces.
-pub(super) struct Table {
-    /// The DequantizeLinear feeding the region.
+/// One input of a tabled region: a per-tensor DequantizeLinear of an 8-bit
+/// value.
+pub(super) struct Source {
+    /// The DequantizeLinear.
     pub dq: NodeId,
     /// Its 8-bit input: what the table is indexed by.
     pub source: ValueId,
-    /// Its output (the region's only input).
+    /// Its output (an input of the region).
     pub dequantized: ValueId,
-    pub region: usize,
     /// The DequantizeLinear's output is read outside the region (or
     /// wanted), so its step still runs.
     pub keeps_dq: bool,
+}
+
+/// A region the executor maps through a table, and the steps it replaces.
+pub(super) struct Table {
+    /// The region's inputs, one or two: the table's index is the first's
+    /// byte, times 256 plus the second's.
+    pub sources: Vec<Source>,
+    pub region: usize,
     /// Per region output: the QuantizeLinear it is mapped through, when it
     /// is the output's only reader (that node's step is replaced too).
     pub outputs: Vec<(ValueId, Option<NodeId>)>,
     /// The largest rank of a constant the region reads.
     const_rank: usize,
-    /// Per input type and rank, the tables (`None`: the region's plan did
-    /// not give 256 floats; the replaced steps run).
-    maps: Mutex<HashMap<(DataType, usize), Option<Maps>>>,
+    /// Per input types and rank, the tables (`None`: the region's plan did
+    /// not give one float per entry; the replaced steps run).
+    maps: Mutex<HashMap<MapsKey, Option<Maps>>>,
 }
+
+/// The input types, in order, and their rank.
+type MapsKey = (Vec<DataType>, usize);
 
 /// One table per region output, in order.
 pub(super) type Maps = Arc<Vec<Map>>;
 
-/// One output's table.
+/// One output's table: 256 entries per input byte, 65,536 for two.
 pub(super) enum Map {
-    F32(Box<[f32; 256]>),
-    Bytes(DataType, Box<[u8; 256]>),
+    F32(Box<[f32]>),
+    Bytes(DataType, Box<[u8]>),
 }
 
 /// Whether `n` reads only elementwise-constant operands and writes one value.
@@ -120,13 +135,14 @@ fn scalar_params(g: &Graph, n: &Node) -> Option<(f32, Option<ValueId>)> {
     Some((scale.to_f32_vec().ok()?[0], zp))
 }
 
-/// The table for region `r`, when it is one: a single input, the output of
-/// a per-tensor DequantizeLinear; elementwise nodes whose other operands
-/// are single-value initializers.
-pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>) -> Option<Table> {
-    let [dequantized] = reg.inputs[..] else {
-        return None;
-    };
+/// The input `dequantized` of a region of `inside` nodes, when a
+/// per-tensor DequantizeLinear of a value computed at run time makes it.
+fn source(
+    g: &Graph,
+    dequantized: ValueId,
+    inside: &HashSet<NodeId>,
+    wanted: &HashSet<ValueId>,
+) -> Option<Source> {
     let (dq, dq_node) = g.producer_node(dequantized)?;
     if dq_node.op_type != "DequantizeLinear"
         || !(dq_node.domain.is_empty() || dq_node.domain == "ai.onnx")
@@ -138,7 +154,32 @@ pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>)
     if g.initializer(source).is_some() {
         return None;
     }
+    let keeps_dq = wanted.contains(&dequantized)
+        || g.value(dequantized)
+            .consumers()
+            .iter()
+            .any(|&(c, _)| !inside.contains(&c));
+    Some(Source {
+        dq,
+        source,
+        dequantized,
+        keeps_dq,
+    })
+}
+
+/// The table for region `r`, when it is one: one or two inputs, each the
+/// output of a per-tensor DequantizeLinear; elementwise nodes whose other
+/// operands are single-value initializers.
+pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>) -> Option<Table> {
+    if !(1..=2).contains(&reg.inputs.len()) {
+        return None;
+    }
     let inside: HashSet<NodeId> = reg.nodes.iter().copied().collect();
+    let sources = reg
+        .inputs
+        .iter()
+        .map(|&v| source(g, v, &inside, wanted))
+        .collect::<Option<Vec<Source>>>()?;
     let produced: HashSet<ValueId> = reg
         .nodes
         .iter()
@@ -152,7 +193,7 @@ pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>)
             return None;
         }
         for &v in n.inputs.iter().flatten() {
-            if v == dequantized || produced.contains(&v) {
+            if reg.inputs.contains(&v) || produced.contains(&v) {
                 continue;
             }
             let c = g.initializer(v)?;
@@ -162,11 +203,6 @@ pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>)
             const_rank = const_rank.max(c.dims().len());
         }
     }
-    let keeps_dq = wanted.contains(&dequantized)
-        || g.value(dequantized)
-            .consumers()
-            .iter()
-            .any(|&(c, _)| !inside.contains(&c));
     let outputs = reg
         .outputs
         .iter()
@@ -189,11 +225,8 @@ pub(super) fn plan(g: &Graph, r: usize, reg: &Region, wanted: &HashSet<ValueId>)
         })
         .collect();
     Some(Table {
-        dq,
-        source,
-        dequantized,
+        sources,
         region: r,
-        keeps_dq,
         outputs,
         const_rank,
         maps: Mutex::new(HashMap::new()),
@@ -221,61 +254,77 @@ fn params(g: &Graph, n: &Node, default: DataType) -> Result<(Params, DataType)> 
 }
 
 impl Table {
-    /// The tables for an input of type `dt` and rank `rank`, computed on
-    /// first use; `None` when this input cannot take them (the replaced
-    /// steps run).
+    /// The tables for inputs `sources` (the run's values of
+    /// [`Table::sources`], in order), computed on first use; `None` when
+    /// these inputs cannot take them (the replaced steps run).
     pub(super) fn maps(
         &self,
         model: &Model,
         reg: &Region,
-        (dt, rank): (DataType, usize),
+        sources: &[&Tensor],
         shared: Option<&RegionPlans>,
     ) -> Option<Maps> {
-        if !matches!(dt, DataType::Uint8 | DataType::Int8) || rank == 0 || rank < self.const_rank {
+        let first = sources.first()?;
+        let rank = first.dims().len();
+        let fits = sources.iter().all(|t| {
+            matches!(t.dtype(), DataType::Uint8 | DataType::Int8) && t.dims() == first.dims()
+        });
+        if !fits || rank == 0 || rank < self.const_rank {
             return None;
         }
-        if let Some(m) = self
-            .maps
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(dt, rank)).cloned())
-        {
+        let key = (sources.iter().map(|t| t.dtype()).collect::<Vec<_>>(), rank);
+        if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return m;
         }
         // A region tract cannot plan on the levels runs as it is (where a
         // failure names its node).
         let made = self
-            .compute(model, reg, (dt, rank), shared)
+            .compute(model, reg, &key, shared)
             .ok()
             .flatten()
             .map(Arc::new);
         if let Ok(mut m) = self.maps.lock() {
-            m.insert((dt, rank), made.clone());
+            m.insert(key, made.clone());
         }
         made
     }
 
+    /// The region's outputs on every combination of levels, as tables:
+    /// input `k` of `n` takes level `(i / 256^(n−1−k)) mod 256` at entry
+    /// `i`.
     fn compute(
         &self,
         model: &Model,
         reg: &Region,
-        (dt, rank): (DataType, usize),
+        (dts, rank): &MapsKey,
         shared: Option<&RegionPlans>,
     ) -> Result<Option<Vec<Map>>> {
         let g = &model.graph;
-        let dq = g
-            .node(self.dq)
-            .ok_or_else(|| Error::Invalid("a table's DequantizeLinear is gone".into()))?;
-        // The 256 levels, dequantized by the DequantizeLinear kernel.
-        let levels = Tensor::from_bytes(dt, vec![256], (0..=255u8).collect());
-        let (p, _) = params(g, dq, dt)?;
-        let Some(x) = kernels::dequantize_bytes(&levels, &p, 0)? else {
-            return Ok(None);
-        };
+        let n = self.sources.len();
+        let entries = 256usize.pow(n as u32);
         let mut dims = vec![1; rank - 1];
-        dims.push(256);
-        let sig: Signature = vec![(DataType::Float, dims.clone(), None)];
-        let name = g.value_name(self.dequantized).to_string();
+        dims.push(entries);
+        let mut inputs = Vec::with_capacity(n);
+        for (k, (s, &dt)) in self.sources.iter().zip(dts).enumerate() {
+            let dq = g
+                .node(s.dq)
+                .ok_or_else(|| Error::Invalid("a table's DequantizeLinear is gone".into()))?;
+            // The levels, dequantized by the DequantizeLinear kernel.
+            let every = 256usize.pow((n - 1 - k) as u32);
+            let levels: Vec<u8> = (0..entries).map(|i| (i / every) as u8).collect();
+            let levels = Tensor::from_bytes(dt, vec![entries], levels);
+            let (p, _) = params(g, dq, dt)?;
+            let Some(x) = kernels::dequantize_bytes(&levels, &p, 0)? else {
+                return Ok(None);
+            };
+            let name = g.value_name(s.dequantized).to_string();
+            inputs.push((name, Tensor::from_f32(dims.clone(), &x)));
+        }
+        let sig: Signature = vec![(DataType::Float, dims.clone(), None); n];
+        let shapes: Vec<(String, DataType, Vec<usize>)> = inputs
+            .iter()
+            .map(|(name, _)| (name.clone(), DataType::Float, dims.clone()))
+            .collect();
         let names: Vec<String> = reg
             .outputs
             .iter()
@@ -284,53 +333,66 @@ impl Table {
         let runner = planned(
             (shared, &crate::tract::Planner::new()),
             (model, reg, &sig),
-            &[(name, DataType::Float, dims.clone())],
+            &shapes,
             &names,
         )?;
-        let input = Tensor::from_f32(dims, &x);
-        let outs = runner.run_with(|_| Some(&input))?;
+        let outs =
+            runner.run_with(|name| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t))?;
         let mut maps = Vec::with_capacity(outs.len());
         for ((_, q), t) in self.outputs.iter().zip(&outs) {
-            let Some(y) = crate::tract::f32_view(t) else {
-                return Ok(None);
-            };
-            let Ok(floats) = <[f32; 256]>::try_from(y) else {
+            let Some(y) = crate::tract::f32_view(t).filter(|y| y.len() == entries) else {
                 return Ok(None);
             };
             maps.push(match q.and_then(|q| g.node(q)) {
                 Some(qn) => {
                     let (qp, qdt) = params(g, qn, DataType::Uint8)?;
-                    let bytes = kernels::quantize_to_bytes(y, &[256], &qp, 0, qdt)?
-                        .and_then(|t| t.raw().and_then(|r| <[u8; 256]>::try_from(&r[..]).ok()));
+                    let bytes = kernels::quantize_to_bytes(y, &[entries], &qp, 0, qdt)?
+                        .and_then(|t| t.raw().map(|r| r.to_vec().into_boxed_slice()));
                     match bytes {
-                        Some(bytes) => Map::Bytes(qdt, Box::new(bytes)),
-                        None => return Ok(None),
+                        Some(bytes) if bytes.len() == entries => Map::Bytes(qdt, bytes),
+                        _ => return Ok(None),
                     }
                 }
-                None => Map::F32(Box::new(floats)),
+                None => Map::F32(y.to_vec().into_boxed_slice()),
             });
         }
         Ok(Some(maps))
     }
 }
 
-/// `source`'s bytes mapped through `map`, shaped like it.
-pub(super) fn apply(map: &Map, source: &Tensor) -> Result<Tensor> {
-    let bytes = source
-        .raw()
-        .filter(|r| r.len() == source.len())
-        .ok_or_else(|| Error::Invalid("a table's input is not 8-bit".into()))?;
-    let dims = source.dims().to_vec();
+/// The bytes of `sources` (one or two tensors of one shape) mapped through
+/// `map`, shaped like them.
+pub(super) fn apply(map: &Map, sources: &[&Tensor]) -> Result<Tensor> {
+    fn bytes(t: &Tensor) -> Result<&[u8]> {
+        t.raw()
+            .map(|r| &r[..])
+            .filter(|r| r.len() == t.len())
+            .ok_or_else(|| Error::Invalid("a table's input is not 8-bit".into()))
+    }
+    let (first, second) = match sources {
+        [a] => (bytes(a)?, None),
+        [a, b] if a.dims() == b.dims() => (bytes(a)?, Some(bytes(b)?)),
+        _ => {
+            return Err(Error::Invalid(
+                "a table takes one input, or two of one shape".into(),
+            ))
+        }
+    };
+    let dims = sources[0].dims().to_vec();
+    // The index of element `i`: its byte, or its bytes as one 16-bit number.
+    let index = |i: usize| match second {
+        None => first[i] as usize,
+        Some(s) => (first[i] as usize) << 8 | s[i] as usize,
+    };
+    let n = first.len();
     Ok(match map {
-        Map::Bytes(dt, table) => Tensor::from_bytes(
-            *dt,
-            dims,
-            bytes.iter().map(|&b| table[b as usize]).collect(),
-        ),
+        Map::Bytes(dt, table) => {
+            Tensor::from_bytes(*dt, dims, (0..n).map(|i| table[index(i)]).collect())
+        }
         Map::F32(table) => {
-            let mut y = Vec::with_capacity(bytes.len() * 4);
-            for &b in bytes.iter() {
-                y.extend_from_slice(&table[b as usize].to_le_bytes());
+            let mut y = Vec::with_capacity(n * 4);
+            for i in 0..n {
+                y.extend_from_slice(&table[index(i)].to_le_bytes());
             }
             Tensor::from_bytes(DataType::Float, dims, y)
         }

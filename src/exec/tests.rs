@@ -470,6 +470,108 @@ fn elementwise_regions_run_as_tables_bit_for_bit() {
     assert!(levels.len() > 50, "{}", levels.len());
 }
 
+/// Regions of two 8-bit inputs (a residual Sum and its Relu into a
+/// QuantizeLinear; an Add into a float output) run as 65,536-entry tables,
+/// bit for bit what the same regions give in tract; with inputs of two
+/// shapes (which broadcast) the tables step aside and the regions run.
+#[test]
+fn two_input_regions_run_as_tables_bit_for_bit() {
+    fn residual(through_zero: bool, x2: &[i64]) -> Model {
+        let mut nodes = vec![
+            node("QuantizeLinear", "q1", &["x1", "s1", "z1"], &["q1"], vec![]),
+            node("QuantizeLinear", "q2", &["x2", "s2", "z2"], &["q2"], vec![]),
+            node(
+                "DequantizeLinear",
+                "dq1",
+                &["q1", "s1", "z1"],
+                &["d1"],
+                vec![],
+            ),
+            node(
+                "DequantizeLinear",
+                "dq2",
+                &["q2", "s2", "z2"],
+                &["d2"],
+                vec![],
+            ),
+            node(
+                "DequantizeLinear",
+                "dq1b",
+                &["q1", "s1", "z1"],
+                &["e1"],
+                vec![],
+            ),
+            node(
+                "DequantizeLinear",
+                "dq2b",
+                &["q2", "s2", "z2"],
+                &["e2"],
+                vec![],
+            ),
+        ];
+        let d1 = if through_zero {
+            nodes.push(node("Add", "z", &["d1", "zero"], &["d1z"], vec![]));
+            nodes.push(node("Add", "zb", &["e1", "zero"], &["e1z"], vec![]));
+            ("d1z", "e1z")
+        } else {
+            ("d1", "e1")
+        };
+        nodes.extend([
+            node("Sum", "sum", &[d1.0, "d2"], &["r"], vec![]),
+            node("Relu", "relu", &["r"], &["rr"], vec![]),
+            node("QuantizeLinear", "q3", &["rr", "s3", "z3"], &["y"], vec![]),
+            node("Sub", "sub", &[d1.1, "e2"], &["y2"], vec![]),
+        ]);
+        let mut inputs: Vec<(&str, &[i64])> = vec![("x1", &[1, 4, 9, 11]), ("x2", x2)];
+        if through_zero {
+            inputs.push(("zero", &[1]));
+        }
+        let scalar = |v: f32| Tensor::from_f32(vec![], &[v]);
+        model(
+            13,
+            &inputs,
+            &["y", "y2"],
+            nodes,
+            vec![
+                ("s1", scalar(0.05)),
+                ("z1", Tensor::from_u8(vec![], &[131])),
+                ("s2", scalar(0.07)),
+                ("z2", Tensor::from_i8(vec![], &[3])),
+                ("s3", scalar(0.06)),
+                ("z3", Tensor::from_i8(vec![], &[-100])),
+            ],
+        )
+    }
+    let mut rng = Rng(11);
+    for x2 in [&[1i64, 4, 9, 11][..], &[1, 4, 1, 1]] {
+        let (tabled, plain) = (residual(false, x2), residual(true, x2));
+        let a = Executor::new(&tabled, Arith::Ort, &[]).unwrap();
+        let b = Executor::new(&plain, Arith::Ort, &[]).unwrap();
+        assert_eq!((a.table_steps(), b.table_steps()), (2, 0));
+        let dims2: Vec<usize> = x2.iter().map(|&d| d as usize).collect();
+        let n2: usize = dims2.iter().product();
+        let x1: Vec<f32> = (0..4 * 9 * 11).map(|_| rng.f(-8.0, 8.0)).collect();
+        let xs2: Vec<f32> = (0..n2).map(|_| rng.f(-9.0, 9.0)).collect();
+        let feed = vec![
+            ("x1".to_string(), Tensor::from_f32(vec![1, 4, 9, 11], &x1)),
+            ("x2".to_string(), Tensor::from_f32(dims2, &xs2)),
+        ];
+        let (ga, _) = a.run(&feed).unwrap();
+        let mut feed_b = feed.clone();
+        feed_b.push(("zero".into(), Tensor::from_f32(vec![1], &[0.0])));
+        let (gb, _) = b.run(&feed_b).unwrap();
+        for out in ["y", "y2"] {
+            assert_eq!(ga[out].dtype(), gb[out].dtype(), "{out}");
+            assert_eq!(ga[out].dims(), gb[out].dims(), "{out}");
+            assert_eq!(ga[out].raw(), gb[out].raw(), "{out} {x2:?}");
+        }
+        assert_eq!(ga["y"].dtype(), DataType::Int8);
+        let levels: std::collections::BTreeSet<u8> =
+            ga["y"].raw().unwrap().iter().copied().collect();
+        assert!(levels.len() > 50, "{}", levels.len());
+    }
+}
+
 /// `ids` → Gather of a float table (region 1) → Q/DQ (ours) → Relu
 /// (region 2): token ids are data, not a shape, so they are not baked and
 /// one plan serves every input of a shape.
