@@ -36,10 +36,13 @@ pub(super) fn dequantized_weights(model: &ModelProto) -> Option<ModelProto> {
         .filter_map(|t| Some((t.name.as_deref()?, t)))
         .filter(|(name, _)| !fed.contains(name))
         .collect();
+    // A graph output stays the output of a node.
+    let outputs: HashSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
     let folded: Vec<(usize, TensorProto)> = g
         .node
         .iter()
         .enumerate()
+        .filter(|(_, n)| !n.output.iter().any(|o| outputs.contains(o.as_str())))
         .filter_map(|(k, n)| Some((k, fold(n, &inits)?)))
         .collect();
     if folded.is_empty() {
@@ -150,9 +153,9 @@ mod tests {
 
     /// Weight and bias DequantizeLinear nodes become the float32
     /// initializers `(q − zp) · scale` (their integer inputs dropped), the
-    /// activation's, an int32 one with a zero point and one reading a graph
-    /// input's default stay; tract runs the folded model to the same
-    /// outputs.
+    /// activation's, an int32 one with a zero point, one reading a graph
+    /// input's default and one making a graph output stay; tract runs the
+    /// folded model to the same outputs.
     #[test]
     fn constant_dequantize_nodes_become_float_initializers() {
         let w: Vec<i32> = vec![-128, -3, 0, 5, 127, 64, -64, 1, 2, 3, 4, -5];
@@ -162,7 +165,7 @@ mod tests {
         let m = model(
             13,
             &[("x", &[2, 4]), ("d", &[3])],
-            &["y", "e", "f"],
+            &["y", "e", "f", "g"],
             vec![
                 node("QuantizeLinear", "q", &["x", "xs", "xz"], &["xq"], vec![]),
                 node(
@@ -201,6 +204,7 @@ mod tests {
                     vec![],
                 ),
                 node("DequantizeLinear", "dqd", &["d", "ds"], &["f"], vec![]),
+                node("DequantizeLinear", "dqo", &["o8", "ds"], &["g"], vec![]),
             ],
             vec![
                 ("xs", Tensor::from_f32(vec![], &[x_scale])),
@@ -227,13 +231,17 @@ mod tests {
                     Tensor::from_ints(DataType::Int8, vec![3], &[1, 2, 3]).unwrap(),
                 ),
                 ("ds", Tensor::from_f32(vec![], &[0.5])),
+                (
+                    "o8",
+                    Tensor::from_ints(DataType::Int8, vec![2], &[-4, 6]).unwrap(),
+                ),
             ],
         );
         let proto = m.to_proto().unwrap();
         let folded = dequantized_weights(&proto).unwrap();
         let g = folded.graph.as_ref().unwrap();
         let ops: Vec<&str> = g.node.iter().map(|n| n.name()).collect();
-        assert_eq!(ops, ["q", "dqx", "gemm", "dqe", "dqd"]);
+        assert_eq!(ops, ["q", "dqx", "gemm", "dqe", "dqd", "dqo"]);
         let init = |name: &str| {
             g.initializer
                 .iter()
@@ -288,5 +296,6 @@ mod tests {
             }
         }
         assert_eq!(got[1].to_f32_vec().unwrap(), [2.0, -3.0]);
+        assert_eq!(got[3].to_f32_vec().unwrap(), [-2.0, 3.0]);
     }
 }
