@@ -364,7 +364,6 @@ pub fn sensitivity(
     let plan = plan_model(fp32, cfg)?;
     let cands = candidates(fp32, &plan);
     let (pool, _) = crate::calibrate::worker_pool(opts.jobs)?;
-    let all = eval.score(&variant(fp32, cfg, ranges)?)?;
     let g = &fp32.graph;
     let scored: Vec<NodeId> = match &opts.among {
         Some(among) => cands
@@ -374,42 +373,51 @@ pub fn sensitivity(
             .collect(),
         None => cands.clone(),
     };
-    let results: Vec<Result<NodeSensitivity>> = pool.install(|| {
-        scored
-            .par_iter()
-            .map(|&x| {
-                let node = g
-                    .node(x)
-                    .ok_or_else(|| Error::Invalid("candidate node vanished".into()))?;
-                let named = |e: Error| Error::BadNode {
-                    node: node.name.clone(),
-                    op: node.op_type.clone(),
-                    reason: format!("sensitivity variant: {e}"),
-                };
-                let only = if opts.only {
-                    let others: Vec<NodeId> = cands.iter().copied().filter(|&c| c != x).collect();
-                    let m = variant(fp32, &with_float(cfg, &others, "sensitivity"), ranges)
-                        .map_err(named)?;
-                    Some(eval.score(&m).map_err(named)?)
-                } else {
-                    None
-                };
-                let all_but = if opts.all_but {
-                    let m = variant(fp32, &with_float(cfg, &[x], "sensitivity"), ranges)
-                        .map_err(named)?;
-                    Some(eval.score(&m).map_err(named)?)
-                } else {
-                    None
-                };
-                Ok(NodeSensitivity {
-                    node: node.name.clone(),
-                    op: node.op_type.clone(),
-                    only,
-                    all_but,
-                })
-            })
-            .collect()
+    // The whole quantized model is scored alongside the candidates (each
+    // plan is built on one thread: in turn, the first held the others).
+    let (all, results): (Result<Score>, Vec<Result<NodeSensitivity>>) = pool.install(|| {
+        rayon::join(
+            || eval.score(&variant(fp32, cfg, ranges)?),
+            || {
+                scored
+                    .par_iter()
+                    .map(|&x| {
+                        let node = g
+                            .node(x)
+                            .ok_or_else(|| Error::Invalid("candidate node vanished".into()))?;
+                        let named = |e: Error| Error::BadNode {
+                            node: node.name.clone(),
+                            op: node.op_type.clone(),
+                            reason: format!("sensitivity variant: {e}"),
+                        };
+                        let only = if opts.only {
+                            let others: Vec<NodeId> =
+                                cands.iter().copied().filter(|&c| c != x).collect();
+                            let m = variant(fp32, &with_float(cfg, &others, "sensitivity"), ranges)
+                                .map_err(named)?;
+                            Some(eval.score(&m).map_err(named)?)
+                        } else {
+                            None
+                        };
+                        let all_but = if opts.all_but {
+                            let m = variant(fp32, &with_float(cfg, &[x], "sensitivity"), ranges)
+                                .map_err(named)?;
+                            Some(eval.score(&m).map_err(named)?)
+                        } else {
+                            None
+                        };
+                        Ok(NodeSensitivity {
+                            node: node.name.clone(),
+                            op: node.op_type.clone(),
+                            only,
+                            all_but,
+                        })
+                    })
+                    .collect()
+            },
+        )
     });
+    let all = all?;
     let mut rows: Vec<(NodeId, NodeSensitivity)> = scored
         .iter()
         .copied()
