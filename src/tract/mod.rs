@@ -16,6 +16,10 @@
 
 mod fold;
 mod lrn;
+mod planner;
+
+use planner::Extent;
+pub use planner::Planner;
 
 use crate::error::{Error, Result};
 use crate::ir::tensor::{DataType, Tensor};
@@ -27,7 +31,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 use tract_onnx::prelude::{
     tvec, DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable,
-    IntoTValue, TValue, Tensor as TTensor, TypedRunnableModel,
+    IntoTValue, Symbol, SymbolValues, TDim, TValue, Tensor as TTensor, TypedRunnableModel,
 };
 
 thread_local! {
@@ -230,6 +234,28 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
     r.map_err(|e| Error::tract("building an input tensor", e))
 }
 
+/// A plan output of sizes (a Shape's) with the run's symbols put in: a
+/// symbolic plan folds such a value to expressions of its symbols.
+fn concrete(t: TValue, values: &SymbolValues) -> Result<TValue> {
+    if t.datum_type() != DatumType::TDim {
+        return Ok(t);
+    }
+    let plain = t
+        .try_as_plain_ram()
+        .map_err(|e| Error::tract("reading a shape tensor", e))?;
+    let dims = plain
+        .as_slice::<TDim>()
+        .map_err(|e| Error::tract("reading a shape tensor", e))?;
+    let v: Vec<i64> = dims
+        .iter()
+        .map(|d| d.eval(values).to_i64())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::tract("a shape tensor with a symbol left", e))?;
+    TTensor::from_shape(t.shape(), &v)
+        .map(IntoTValue::into_tvalue)
+        .map_err(|e| Error::tract("building a shape tensor", e))
+}
+
 /// A tract tensor as ours (copies the payload).
 pub fn from_tract(t: &TTensor) -> Result<Tensor> {
     if t.datum_type() == DatumType::TDim {
@@ -332,76 +358,15 @@ impl Parsed {
     }
 }
 
-/// Input types and shapes, in order.
-type Shapes = Vec<(DataType, Vec<usize>)>;
-
-/// Plans of one model for several input shapes. Plans for the first input
-/// shapes it sees are built as [`Runner::new`] builds them (nothing more is
-/// kept: a model of one input shape pays nothing, in time or memory);
-/// from the second shapes on, plans start from the model read once and
-/// kept ([`Parsed`]).
-#[derive(Default)]
-pub struct Planner {
-    parsed: std::sync::Mutex<Option<Arc<(Parsed, Level)>>>,
-    first: std::sync::Mutex<Option<Shapes>>,
-}
-
-impl Planner {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A plan of the model `proto` gives (asked for only when needed)
-    /// with inputs of these types and shapes, exposing `outputs`. A panic
-    /// in tract on a kept model builds again from the proto, which names
-    /// the node at fault.
-    pub fn plan<'a>(
-        &self,
-        proto: impl Fn() -> Result<std::borrow::Cow<'a, ModelProto>>,
-        inputs: &[(String, DataType, Vec<usize>)],
-        outputs: Option<&[String]>,
-    ) -> Result<Runner> {
-        let shapes: Shapes = inputs.iter().map(|(_, t, d)| (*t, d.clone())).collect();
-        let first = match self.first.lock() {
-            Ok(mut f) => f.get_or_insert_with(|| shapes.clone()) == &shapes,
-            Err(_) => true,
-        };
-        if first {
-            return Runner::new(&*proto()?, inputs, outputs);
-        }
-        let kept = self.parsed.lock().ok().and_then(|p| p.clone());
-        let parsed = match kept {
-            Some(p) => p,
-            None => {
-                let model = proto()?;
-                // A model tract cannot read fails as Runner::new fails
-                // (naming the node at fault).
-                let Ok(read) = Parsed::new(&model) else {
-                    return Runner::new(&model, inputs, outputs);
-                };
-                let p = Arc::new((read, Level::for_model(&model)));
-                if let Ok(mut slot) = self.parsed.lock() {
-                    *slot = Some(p.clone());
-                }
-                p
-            }
-        };
-        let (model, level) = &*parsed;
-        match guarded("building a plan", || {
-            Runner::plan(model.0.clone(), inputs, outputs, *level)
-        }) {
-            Err(Error::TractPanic { .. }) => Runner::new(&*proto()?, inputs, outputs),
-            other => other,
-        }
-    }
-}
-
 /// A tract plan for fixed input types and shapes.
 #[derive(Debug, Clone)]
 pub struct Runner {
     plan: Arc<TypedRunnableModel>,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// A symbolic plan's symbols, each with the input and axis whose size
+    /// it takes (empty for plans of fixed shapes).
+    symbols: Arc<Vec<(Symbol, usize, usize)>>,
 }
 
 impl Runner {
@@ -445,12 +410,28 @@ impl Runner {
     }
 
     fn plan(
-        mut m: InferenceModel,
+        m: InferenceModel,
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
         level: Level,
     ) -> Result<Self> {
+        let fixed: Vec<(String, DataType, Vec<Extent>)> = inputs
+            .iter()
+            .map(|(n, t, d)| (n.clone(), *t, d.iter().map(|&v| Extent::Fixed(v)).collect()))
+            .collect();
+        Self::plan_extents(m, &fixed, outputs, level)
+    }
+
+    /// [`Runner::plan`] with input extents that may be symbols (one plan
+    /// for every size they take: [`Planner`]).
+    fn plan_extents(
+        mut m: InferenceModel,
+        inputs: &[(String, DataType, Vec<Extent>)],
+        outputs: Option<&[String]>,
+        level: Level,
+    ) -> Result<Self> {
         let mut names = Vec::new();
+        let mut symbols: Vec<(Symbol, usize, usize)> = Vec::new();
         for (ix, outlet) in m
             .input_outlets()
             .map_err(|e| Error::tract("inputs", e))?
@@ -467,7 +448,20 @@ impl Runner {
                 code: dt.code(),
                 reason: "tract cannot take this input type",
             })?;
-            m.set_input_fact(ix, InferenceFact::dt_shape(datum, shape.clone()))
+            let mut dims: Vec<TDim> = Vec::with_capacity(shape.len());
+            for (axis, e) in shape.iter().enumerate() {
+                dims.push(match *e {
+                    Extent::Fixed(v) => TDim::from(v),
+                    Extent::Sym(k) => {
+                        let sym = m.symbols.sym(&format!("onnxq_extent_{k}"));
+                        if !symbols.iter().any(|(s, _, _)| *s == sym) {
+                            symbols.push((sym.clone(), names.len(), axis));
+                        }
+                        TDim::from(sym)
+                    }
+                });
+            }
+            m.set_input_fact(ix, InferenceFact::dt_shape(datum, dims))
                 .map_err(|e| Error::tract(format!("input '{name}'"), e))?;
             names.push(name);
         }
@@ -503,6 +497,7 @@ impl Runner {
             plan,
             inputs: names,
             outputs: out_names,
+            symbols: Arc::new(symbols),
         })
     }
 
@@ -541,10 +536,28 @@ impl Runner {
                 .into_tvalue();
             tv.push(tt);
         }
+        let sizes = self.symbol_values(&tv);
         let out = guarded("running the plan", || {
             self.plan.run(tv).map_err(|e| Error::tract("running", e))
         })?;
-        Ok(out.into_iter().collect())
+        match sizes {
+            None => Ok(out.into_iter().collect()),
+            Some(values) => out.into_iter().map(|t| concrete(t, &values)).collect(),
+        }
+    }
+
+    /// What a symbolic plan's symbols are on these inputs.
+    fn symbol_values(&self, inputs: &[TValue]) -> Option<SymbolValues> {
+        if self.symbols.is_empty() {
+            return None;
+        }
+        let mut values = SymbolValues::default();
+        for (sym, input, axis) in self.symbols.iter() {
+            if let Some(&d) = inputs.get(*input).and_then(|t| t.shape().get(*axis)) {
+                values.set(sym, d as i64);
+            }
+        }
+        Some(values)
     }
 }
 
@@ -583,45 +596,4 @@ pub fn eval_node(
     };
     let runner = Runner::new(&model, &[], None)?;
     runner.run(&[])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::passes::testutil::{model, node, uniform};
-    use std::borrow::Cow;
-
-    /// A plan the planner builds for each shape of a variable-length input
-    /// (the model read once from the second shape on) gives what a plan
-    /// built from the proto gives, and the read model is kept only then.
-    #[test]
-    fn planned_shapes_run_as_plans_built_from_the_proto() {
-        let w: Vec<f32> = uniform(4 * 3, 5).iter().map(|&v| v as f32).collect();
-        let m = model(
-            13,
-            &[("x", &[1, 2, 4])],
-            &["y"],
-            vec![
-                node("MatMul", "mm", &["x", "w"], &["h"], vec![]),
-                node("Tanh", "t", &["h"], &["y"], vec![]),
-            ],
-            vec![("w", Tensor::from_f32(vec![4, 3], &w))],
-        );
-        let proto = m.to_proto().unwrap();
-        let planner = Planner::new();
-        for (k, n) in [2usize, 5, 2, 9].into_iter().enumerate() {
-            let inputs = [("x".to_string(), DataType::Float, vec![1, n, 4])];
-            let planned = planner
-                .plan(|| Ok(Cow::Borrowed(&proto)), &inputs, None)
-                .unwrap();
-            let fresh = Runner::new(&proto, &inputs, None).unwrap();
-            let xs: Vec<f32> = uniform(n * 4, k as u64).iter().map(|&v| v as f32).collect();
-            let x = [("x".to_string(), Tensor::from_f32(vec![1, n, 4], &xs))];
-            let (a, b) = (planned.run(&x).unwrap(), fresh.run(&x).unwrap());
-            assert_eq!(a[0].dims(), [1, n, 3]);
-            assert_eq!(a[0].raw(), b[0].raw(), "length {n}");
-            let kept = planner.parsed.lock().unwrap().is_some();
-            assert_eq!(kept, k > 0, "after length {n}");
-        }
-    }
 }
