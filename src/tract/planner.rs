@@ -252,6 +252,44 @@ mod tests {
         }
     }
 
+    /// A symbolic plan serves every length after the first, and a Shape
+    /// it folds to an expression of its symbol comes out as the run's
+    /// sizes; a shape of another rank gets a concrete plan.
+    #[test]
+    fn one_symbolic_plan_serves_every_length() {
+        let m = model(
+            13,
+            &[("x", &[1, 2, 4])],
+            &["s", "y"],
+            vec![
+                node("Shape", "sh", &["x"], &["s"], vec![]),
+                node("Relu", "r", &["x"], &["y"], vec![]),
+            ],
+            vec![],
+        );
+        let proto = m.to_proto().unwrap();
+        let planner = Planner::new();
+        for n in [2usize, 5, 9, 5] {
+            let inputs = [("x".to_string(), DataType::Float, vec![1, n, 4])];
+            let runner = planner
+                .plan(|| Ok(Cow::Borrowed(&proto)), &inputs, None)
+                .unwrap();
+            let xs: Vec<f32> = (0..n * 4).map(|i| i as f32 - 3.0).collect();
+            let x = [("x".to_string(), Tensor::from_f32(vec![1, n, 4], &xs))];
+            let out = runner.run(&x).unwrap();
+            assert_eq!(out[0].to_i64_vec().unwrap(), [1, n as i64, 4], "length {n}");
+            let relu: Vec<f32> = xs.iter().map(|v| v.max(0.0)).collect();
+            assert_eq!(out[1].to_f32_vec().unwrap(), relu);
+        }
+        let kept = planner.symbolic.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].runner.is_some());
+        assert_eq!(
+            kept[0].pattern[0].1,
+            [Extent::Fixed(1), Extent::Sym(0), Extent::Fixed(4)]
+        );
+    }
+
     /// Extents that change together are one symbol; a shape fits when its
     /// fixed sizes match and each symbol takes one size.
     #[test]
