@@ -358,7 +358,8 @@ impl Parsed {
     }
 }
 
-/// A tract plan for fixed input types and shapes.
+/// A tract plan for input types and shapes, fixed or with symbolic sizes
+/// ([`Planner`]).
 #[derive(Debug, Clone)]
 pub struct Runner {
     plan: Arc<TypedRunnableModel>,

@@ -364,7 +364,6 @@ pub fn sensitivity(
     let plan = plan_model(fp32, cfg)?;
     let cands = candidates(fp32, &plan);
     let (pool, _) = crate::calibrate::worker_pool(opts.jobs)?;
-    let g = &fp32.graph;
     let scored: Vec<NodeId> = match &opts.among {
         Some(among) => cands
             .iter()
@@ -381,38 +380,7 @@ pub fn sensitivity(
             || {
                 scored
                     .par_iter()
-                    .map(|&x| {
-                        let node = g
-                            .node(x)
-                            .ok_or_else(|| Error::Invalid("candidate node vanished".into()))?;
-                        let named = |e: Error| Error::BadNode {
-                            node: node.name.clone(),
-                            op: node.op_type.clone(),
-                            reason: format!("sensitivity variant: {e}"),
-                        };
-                        let only = if opts.only {
-                            let others: Vec<NodeId> =
-                                cands.iter().copied().filter(|&c| c != x).collect();
-                            let m = variant(fp32, &with_float(cfg, &others, "sensitivity"), ranges)
-                                .map_err(named)?;
-                            Some(eval.score(&m).map_err(named)?)
-                        } else {
-                            None
-                        };
-                        let all_but = if opts.all_but {
-                            let m = variant(fp32, &with_float(cfg, &[x], "sensitivity"), ranges)
-                                .map_err(named)?;
-                            Some(eval.score(&m).map_err(named)?)
-                        } else {
-                            None
-                        };
-                        Ok(NodeSensitivity {
-                            node: node.name.clone(),
-                            op: node.op_type.clone(),
-                            only,
-                            all_but,
-                        })
-                    })
+                    .map(|&x| node_sensitivity(fp32, (cfg, ranges), eval, &opts, (&cands, x)))
                     .collect()
             },
         )
@@ -434,6 +402,45 @@ pub fn sensitivity(
         all,
         ids: rows.iter().map(|r| r.0).collect(),
         nodes: rows.into_iter().map(|r| r.1).collect(),
+    })
+}
+
+/// Candidate `x`'s sensitivity: the outputs' error with it alone
+/// quantized among `cands`, and with it alone float, as `opts` asks.
+fn node_sensitivity(
+    fp32: &Model,
+    (cfg, ranges): (&QuantizeConfig, &BTreeMap<String, (f32, f32)>),
+    eval: &Evaluator,
+    opts: &SensitivityOptions,
+    (cands, x): (&[NodeId], NodeId),
+) -> Result<NodeSensitivity> {
+    let node = fp32
+        .graph
+        .node(x)
+        .ok_or_else(|| Error::Invalid("candidate node vanished".into()))?;
+    let named = |e: Error| Error::BadNode {
+        node: node.name.clone(),
+        op: node.op_type.clone(),
+        reason: format!("sensitivity variant: {e}"),
+    };
+    let only = if opts.only {
+        let others: Vec<NodeId> = cands.iter().copied().filter(|&c| c != x).collect();
+        let m = variant(fp32, &with_float(cfg, &others, "sensitivity"), ranges).map_err(named)?;
+        Some(eval.score(&m).map_err(named)?)
+    } else {
+        None
+    };
+    let all_but = if opts.all_but {
+        let m = variant(fp32, &with_float(cfg, &[x], "sensitivity"), ranges).map_err(named)?;
+        Some(eval.score(&m).map_err(named)?)
+    } else {
+        None
+    };
+    Ok(NodeSensitivity {
+        node: node.name.clone(),
+        op: node.op_type.clone(),
+        only,
+        all_but,
     })
 }
 
