@@ -234,28 +234,6 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor> {
     r.map_err(|e| Error::tract("building an input tensor", e))
 }
 
-/// A plan output of sizes (a Shape's) with the run's symbols put in: a
-/// symbolic plan folds such a value to expressions of its symbols.
-fn concrete(t: TValue, values: &SymbolValues) -> Result<TValue> {
-    if t.datum_type() != DatumType::TDim {
-        return Ok(t);
-    }
-    let plain = t
-        .try_as_plain_ram()
-        .map_err(|e| Error::tract("reading a shape tensor", e))?;
-    let dims = plain
-        .as_slice::<TDim>()
-        .map_err(|e| Error::tract("reading a shape tensor", e))?;
-    let v: Vec<i64> = dims
-        .iter()
-        .map(|d| d.eval(values).to_i64())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::tract("a shape tensor with a symbol left", e))?;
-    TTensor::from_shape(t.shape(), &v)
-        .map(IntoTValue::into_tvalue)
-        .map_err(|e| Error::tract("building a shape tensor", e))
-}
-
 /// A tract tensor as ours (copies the payload).
 pub fn from_tract(t: &TTensor) -> Result<Tensor> {
     if t.datum_type() == DatumType::TDim {
@@ -368,6 +346,9 @@ pub struct Runner {
     /// A symbolic plan's symbols, each with the input and axis whose size
     /// it takes (empty for plans of fixed shapes).
     symbols: Arc<Vec<(Symbol, usize, usize)>>,
+    /// A symbolic plan's way back: where a run fails, a plan of that run's
+    /// own shapes ([`planner::Concrete`]).
+    concrete: Option<Arc<planner::Concrete>>,
 }
 
 impl Runner {
@@ -499,6 +480,7 @@ impl Runner {
             inputs: names,
             outputs: out_names,
             symbols: Arc::new(symbols),
+            concrete: None,
         })
     }
 
@@ -537,14 +519,41 @@ impl Runner {
                 .into_tvalue();
             tv.push(tt);
         }
-        let sizes = self.symbol_values(&tv);
-        let out = guarded("running the plan", || {
+        let Some(values) = self.symbol_values(&tv) else {
+            let out = guarded("running the plan", || {
+                self.plan.run(tv).map_err(|e| Error::tract("running", e))
+            })?;
+            return Ok(out.into_iter().collect());
+        };
+        let shapes: Vec<(String, DataType, Vec<usize>)> = self
+            .inputs
+            .iter()
+            .zip(&tv)
+            .filter_map(|(n, t)| Some((n.clone(), data_type(t.datum_type())?, t.shape().to_vec())))
+            .collect();
+        let ran = guarded("running the plan", || {
             self.plan.run(tv).map_err(|e| Error::tract("running", e))
-        })?;
-        match sizes {
-            None => Ok(out.into_iter().collect()),
-            Some(values) => out.into_iter().map(|t| concrete(t, &values)).collect(),
+        })
+        .and_then(|out| {
+            out.into_iter()
+                .map(|t| planner::concrete(t, &values))
+                .collect()
+        });
+        match (ran, &self.concrete) {
+            (Ok(out), _) => Ok(out),
+            // tract planned the symbols but cannot run these sizes: a plan
+            // of this run's shapes, as before symbolic plans.
+            (Err(_), Some(c)) if shapes.len() == self.inputs.len() => {
+                c.plan(&shapes)?.run_with(find)
+            }
+            (Err(e), _) => Err(e),
         }
+    }
+
+    /// This symbolic plan with its way back to concrete plans.
+    fn with_concrete(mut self, concrete: Arc<planner::Concrete>) -> Self {
+        self.concrete = Some(concrete);
+        self
     }
 
     /// What a symbolic plan's symbols are on these inputs.

@@ -11,13 +11,15 @@
 //! (the ids' and the mask's length) are one symbol, so tract still knows
 //! they are equal. Shapes that do not fit the symbolic plan, and models
 //! tract cannot plan with symbols (an error or a panic there), get a plan
-//! of their concrete shapes, as before.
+//! of their concrete shapes, as before; so does a run the symbolic plan
+//! fails ([`Concrete`]).
 
 use super::{guarded, Level, Parsed, Runner};
 use crate::error::{Error, Result};
 use crate::ir::tensor::DataType;
 use crate::onnx::proto::ModelProto;
 use std::sync::{Arc, Mutex};
+use tract_onnx::prelude::{DatumType, IntoTValue, SymbolValues, TDim, TValue, Tensor as TTensor};
 
 /// Input types and shapes, in order.
 type Shapes = Vec<(DataType, Vec<usize>)>;
@@ -38,6 +40,68 @@ struct Symbolic {
     outputs: Option<Vec<String>>,
     pattern: Pattern,
     runner: Option<Runner>,
+}
+
+/// Concrete plans for the runs a symbolic plan fails (tract may plan a
+/// model with symbols and still find, running it, a size it cannot take):
+/// built from the model read once, one per shape, kept.
+pub(super) struct Concrete {
+    parsed: Arc<(Parsed, Level)>,
+    outputs: Option<Vec<String>>,
+    plans: Mutex<Vec<(Shapes, Runner)>>,
+}
+
+impl std::fmt::Debug for Concrete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Concrete({:?}, {} plans)",
+            self.outputs,
+            self.plans.lock().map_or(0, |p| p.len())
+        )
+    }
+}
+
+impl Concrete {
+    /// The plan for inputs of these types and shapes.
+    pub(super) fn plan(&self, inputs: &[(String, DataType, Vec<usize>)]) -> Result<Runner> {
+        let shapes: Shapes = inputs.iter().map(|(_, t, d)| (*t, d.clone())).collect();
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| Error::Invalid("the concrete plans' lock is poisoned".into()))?;
+        if let Some((_, r)) = plans.iter().find(|(s, _)| *s == shapes) {
+            return Ok(r.clone());
+        }
+        let (model, level) = &*self.parsed;
+        let r = guarded("building a plan", || {
+            Runner::plan(model.0.clone(), inputs, self.outputs.as_deref(), *level)
+        })?;
+        plans.push((shapes, r.clone()));
+        Ok(r)
+    }
+}
+
+/// A plan output of sizes (a Shape's) with the run's symbols put in: a
+/// symbolic plan folds such a value to expressions of its symbols.
+pub(super) fn concrete(t: TValue, values: &SymbolValues) -> Result<TValue> {
+    if t.datum_type() != DatumType::TDim {
+        return Ok(t);
+    }
+    let plain = t
+        .try_as_plain_ram()
+        .map_err(|e| Error::tract("reading a shape tensor", e))?;
+    let dims = plain
+        .as_slice::<TDim>()
+        .map_err(|e| Error::tract("reading a shape tensor", e))?;
+    let v: Vec<i64> = dims
+        .iter()
+        .map(|d| d.eval(values).to_i64())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::tract("a shape tensor with a symbol left", e))?;
+    TTensor::from_shape(t.shape(), &v)
+        .map(IntoTValue::into_tvalue)
+        .map_err(|e| Error::tract("building a shape tensor", e))
 }
 
 /// Plans of one model for several input shapes (see the module doc).
@@ -178,7 +242,7 @@ impl Planner {
     /// shapes when there is none yet for `outputs`), if tract made one.
     fn symbolic(
         &self,
-        parsed: &(Parsed, Level),
+        parsed: &Arc<(Parsed, Level)>,
         (first, shapes): (&Shapes, &Shapes),
         inputs: &[(String, DataType, Vec<usize>)],
         outputs: Option<&[String]>,
@@ -196,11 +260,17 @@ impl Planner {
             .zip(&pattern)
             .map(|((n, _, _), (t, e))| (n.clone(), *t, e.clone()))
             .collect();
-        let (model, level) = parsed;
+        let (model, level) = &**parsed;
+        let concrete = Arc::new(Concrete {
+            parsed: parsed.clone(),
+            outputs: wanted.clone(),
+            plans: Mutex::new(Vec::new()),
+        });
         let runner = guarded("building a plan with symbolic input sizes", || {
             Runner::plan_extents(model.0.clone(), &named, outputs, *level)
         })
-        .ok();
+        .ok()
+        .map(|r| r.with_concrete(concrete));
         kept.push(Symbolic {
             outputs: wanted,
             pattern,
@@ -288,6 +358,45 @@ mod tests {
             kept[0].pattern[0].1,
             [Extent::Fixed(1), Extent::Sym(0), Extent::Fixed(4)]
         );
+    }
+
+    /// A run a symbolic plan fails runs a plan of its own shapes instead
+    /// (here the symbolic plan is swapped for one that cannot take the
+    /// length), with the outputs a fresh plan gives.
+    #[test]
+    fn a_run_the_symbolic_plan_fails_gets_a_concrete_plan() {
+        let w: Vec<f32> = uniform(4 * 3, 5).iter().map(|&v| v as f32).collect();
+        let m = model(
+            13,
+            &[("x", &[1, 2, 4])],
+            &["y"],
+            vec![node("MatMul", "mm", &["x", "w"], &["y"], vec![])],
+            vec![("w", Tensor::from_f32(vec![4, 3], &w))],
+        );
+        let proto = m.to_proto().unwrap();
+        let planner = Planner::new();
+        let shape = |n: usize| [("x".to_string(), DataType::Float, vec![1, n, 4])];
+        let plan = |n: usize| {
+            planner
+                .plan(|| Ok(Cow::Borrowed(&proto)), &shape(n), None)
+                .unwrap()
+        };
+        let narrow = plan(2);
+        let symbolic = plan(5);
+        assert!(!symbolic.symbols.is_empty() && symbolic.concrete.is_some());
+        let broken = Runner {
+            plan: narrow.plan.clone(),
+            ..symbolic.clone()
+        };
+        let xs: Vec<f32> = uniform(7 * 4, 3).iter().map(|&v| v as f32).collect();
+        let x = [("x".to_string(), Tensor::from_f32(vec![1, 7, 4], &xs))];
+        assert!(narrow.run(&x).is_err());
+        let fresh = Runner::new(&proto, &shape(7), None)
+            .unwrap()
+            .run(&x)
+            .unwrap();
+        assert_eq!(broken.run(&x).unwrap()[0].raw(), fresh[0].raw());
+        assert_eq!(symbolic.run(&x).unwrap()[0].raw(), fresh[0].raw());
     }
 
     /// Extents that change together are one symbol; a shape fits when its
