@@ -339,6 +339,15 @@ pub fn dequantize_bytes(t: &Tensor, p: &Params, axis: usize) -> Result<Option<Ve
     Ok(Some(out))
 }
 
+/// DequantizeLinear of a tensor of any integer type it takes: from its
+/// bytes for 8-bit ones ([`dequantize_bytes`]), through [`Ints`] otherwise.
+pub fn dequantize_tensor(t: &Tensor, p: &Params, axis: usize) -> Result<Vec<f32>> {
+    match dequantize_bytes(t, p, axis)? {
+        Some(y) => Ok(y),
+        None => dequantize_linear(&Ints::from_qdq_tensor(t, "x")?, p, axis),
+    }
+}
+
 /// ONNX DequantizeLinear: `y = (x − zero_point) · scale` in float32.
 pub fn dequantize_linear(x: &Ints, p: &Params, axis: usize) -> Result<Vec<f32>> {
     check_params(p, &x.dims, axis, "DequantizeLinear")?;

@@ -129,10 +129,7 @@ impl Executor {
                 } else {
                     0
                 };
-                let y = match kernels::dequantize_bytes(t, &p, a)? {
-                    Some(y) => y,
-                    None => kernels::dequantize_linear(&Ints::from_qdq_tensor(t, "x")?, &p, a)?,
-                };
+                let y = kernels::dequantize_tensor(t, &p, a)?;
                 vec![Tensor::from_f32(t.dims().to_vec(), &y)]
             }
             "QLinearMatMul" => {

@@ -100,8 +100,8 @@ pub(super) struct Table {
     maps: Mutex<HashMap<MapsKey, Option<Maps>>>,
 }
 
-/// The input types, in order, and their rank.
-type MapsKey = (Vec<DataType>, usize);
+/// The input types, in order (one or two), and their rank.
+type MapsKey = ([Option<DataType>; 2], usize);
 
 /// One table per region output, in order.
 pub(super) type Maps = Arc<Vec<Map>>;
@@ -272,7 +272,10 @@ impl Table {
         if !fits || rank == 0 || rank < self.const_rank {
             return None;
         }
-        let key = (sources.iter().map(|t| t.dtype()).collect::<Vec<_>>(), rank);
+        let key = (
+            [Some(first.dtype()), sources.get(1).map(|t| t.dtype())],
+            rank,
+        );
         if let Some(m) = self.maps.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return m;
         }
@@ -305,7 +308,7 @@ impl Table {
         let mut dims = vec![1; rank - 1];
         dims.push(entries);
         let mut inputs = Vec::with_capacity(n);
-        for (k, (s, &dt)) in self.sources.iter().zip(dts).enumerate() {
+        for (k, (s, &dt)) in self.sources.iter().zip(dts.iter().flatten()).enumerate() {
             let dq = g
                 .node(s.dq)
                 .ok_or_else(|| Error::Invalid("a table's DequantizeLinear is gone".into()))?;

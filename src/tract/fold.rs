@@ -8,16 +8,17 @@
 //! element-wise loops: on ResNet-50's 25M weights, about a second of every
 //! plan of such a model, on one thread (session 28).
 //!
-//! Here each top-level DequantizeLinear whose inputs are all 8-bit or
-//! float32 initializers (per tensor or per axis, no `block_size`) becomes a
+//! Here each top-level DequantizeLinear whose inputs are all initializers
+//! (8- or 16-bit integers, or int32 without a zero point, as biases are;
+//! float32 scales; per tensor or per axis, no `block_size`) becomes a
 //! float32 initializer, computed by the executor's DequantizeLinear
-//! ([`crate::exec::kernels::dequantize_bytes`]: `(x − zero_point) · scale`
+//! ([`crate::exec::kernels::dequantize_tensor`]: `(x − zero_point) · scale`
 //! in float32, the exact integer difference times the scale, one rounding):
 //! the values tract's own expansion computes, bit for bit. The inputs no
 //! node reads any more are dropped. Applied to the models handed to tract
 //! only.
 
-use crate::exec::kernels::{dequantize_bytes, dequantize_linear, Ints, Params};
+use crate::exec::kernels::{dequantize_tensor, Params};
 use crate::ir::DataType;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{tensor_from_proto, tensor_to_proto};
@@ -119,10 +120,7 @@ fn fold(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<TensorProt
     } else {
         return None;
     };
-    let y = match dequantize_bytes(&x, &params, axis).ok()? {
-        Some(y) => y,
-        None => dequantize_linear(&Ints::from_qdq_tensor(&x, "x").ok()?, &params, axis).ok()?,
-    };
+    let y = dequantize_tensor(&x, &params, axis).ok()?;
     let t = crate::ir::Tensor::from_f32(x.dims().to_vec(), &y);
     Some(tensor_to_proto(n.output.first()?, &t))
 }

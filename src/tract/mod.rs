@@ -525,12 +525,6 @@ impl Runner {
             })?;
             return Ok(out.into_iter().collect());
         };
-        let shapes: Vec<(String, DataType, Vec<usize>)> = self
-            .inputs
-            .iter()
-            .zip(&tv)
-            .filter_map(|(n, t)| Some((n.clone(), data_type(t.datum_type())?, t.shape().to_vec())))
-            .collect();
         let ran = guarded("running the plan", || {
             self.plan.run(tv).map_err(|e| Error::tract("running", e))
         })
@@ -543,7 +537,13 @@ impl Runner {
             (Ok(out), _) => Ok(out),
             // tract planned the symbols but cannot run these sizes: a plan
             // of this run's shapes, as before symbolic plans.
-            (Err(_), Some(c)) if shapes.len() == self.inputs.len() => {
+            (Err(_), Some(c)) => {
+                let mut shapes = Vec::with_capacity(self.inputs.len());
+                for name in &self.inputs {
+                    let t = find(name)
+                        .ok_or_else(|| Error::Invalid(format!("missing input '{name}'")))?;
+                    shapes.push((name.clone(), t.dtype(), t.dims().to_vec()));
+                }
                 c.plan(&shapes)?.run_with(find)
             }
             (Err(e), _) => Err(e),
