@@ -163,6 +163,12 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error("{runtime}: {message}")]
+    Runtime {
+        runtime: &'static str,
+        message: String,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -23,6 +23,8 @@
 //!   ([`pipeline::quantize`], [`pipeline::quantize_file`]): what
 //!   `onnxq quantize` runs.
 //! - [`inspect`]: what a model holds, for `onnxq inspect`.
+//! - [`runtime`]: deployment runtimes (onnxruntime, OpenVINO) opened at
+//!   run time, for checking what they compute.
 //! - [`error`]: the typed errors everything returns.
 //! - `cli` (feature `cli`, on by default): the `onnxq` command line, which
 //!   only parses arguments, calls the modules above and prints.
@@ -40,6 +42,7 @@ pub mod onnx;
 pub mod passes;
 pub mod pipeline;
 pub mod quantize;
+pub mod runtime;
 pub mod tract;
 pub mod tune;
 pub mod verify;

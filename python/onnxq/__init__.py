@@ -205,12 +205,20 @@ def check(
     dims: Optional[Mapping[str, int]] = None,
     worst: int = 5,
     verbose: bool = False,
+    runtime: Optional[str] = None,
+    runtime_lib: Optional[PathLike] = None,
     **gate: Any,
 ) -> dict:
     """Compare a quantized ``model`` (onnxq's or another tool's, QDQ or
     QOperator) with its FP32 ``reference`` on ``data`` (a reader, an
     iterable of dicts of arrays or a ``--data`` string): what
     ``onnxq check --reference`` does.
+
+    ``runtime="ort"`` or ``"openvino"`` runs the quantized model in that
+    runtime instead of onnxq's executor (``--runtime``): the verdict is on
+    what the deployment runtime computes. Its shared library is
+    ``runtime_lib`` when given, else the one the installed ``onnxruntime``
+    or ``openvino`` package ships.
 
     ``**gate``: thresholds as the recipe names them (``min_sqnr``,
     ``min_cosine``, ``min_top1``, ``gate_outputs={...}``), and
@@ -219,6 +227,8 @@ def check(
     verdict (a dict: ``passed``, per output its metrics, the worst layers);
     a failed comparison is ``passed: False``, not an exception.
     """
+    if runtime is not None and runtime_lib is None:
+        runtime_lib = _runtime_library(runtime)
     verdict_json, text = _onnxq.check(
         os.fspath(model),
         os.fspath(reference),
@@ -227,10 +237,26 @@ def check(
         str(arith),
         dict(dims or {}),
         int(worst),
+        None if runtime is None else str(runtime),
+        None if runtime_lib is None else os.fspath(runtime_lib),
     )
     if verbose:
         sys.stderr.write(text)
     return json.loads(verdict_json)
+
+
+def _runtime_library(runtime: str) -> Optional[str]:
+    """The folder of the runtime's shared library in its installed Python
+    package (onnxruntime/capi, openvino/libs), or None (onnxq then searches
+    as ``onnxq check --runtime`` does)."""
+    import importlib.util
+
+    package, sub = {"ort": ("onnxruntime", "capi"), "openvino": ("openvino", "libs")}.get(runtime, (None, None))
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], sub)
+    return folder if os.path.isdir(folder) else None
 
 
 def calibrate(

@@ -268,9 +268,10 @@ fn quantize(
     Ok((json, onnxq::pipeline::summary(&done.report)))
 }
 
-/// check(model, reference, data, options_json, arith, dims, worst) ->
-/// (verdict JSON, description text)
+/// check(model, reference, data, options_json, arith, dims, worst,
+/// runtime, runtime_lib) -> (verdict JSON, description text)
 #[pyfunction]
+#[pyo3(signature = (model, reference, data, options_json, arith_name, dims, worst, runtime=None, runtime_lib=None))]
 #[allow(clippy::too_many_arguments)]
 fn check(
     py: Python<'_>,
@@ -281,7 +282,18 @@ fn check(
     arith_name: &str,
     dims: BTreeMap<String, usize>,
     worst: usize,
+    runtime: Option<String>,
+    runtime_lib: Option<PathBuf>,
 ) -> PyResult<(String, String)> {
+    let runtime = runtime
+        .map(|name| {
+            onnxq::runtime::Runtime::parse(&name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "runtime {name:?}: expected \"ort\" or \"openvino\""
+                ))
+            })
+        })
+        .transpose()?;
     let r = recipe(None, None, &options_json)?;
     let thresholds = r.thresholds();
     // Image folders and sentence files as the command's --preprocess and
@@ -295,7 +307,13 @@ fn check(
         .detach(|| -> onnxq::Result<_> {
             let q = onnxq::onnx::load_model(&model)?;
             let r = onnxq::onnx::load_model(&reference)?;
-            onnxq::pipeline::check(&q, &r, &data, &thresholds, arith, &dims)
+            let in_runtime = runtime.map(|runtime| onnxq::pipeline::InRuntime {
+                runtime,
+                model: &model,
+                library: runtime_lib.as_deref(),
+                threads: 0,
+            });
+            onnxq::pipeline::check_in(&q, &r, &data, &thresholds, arith, &dims, in_runtime)
         })
         .map_err(py_err)?;
     let json =

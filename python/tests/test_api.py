@@ -193,6 +193,21 @@ def test_check_compares_any_quantized_model_with_its_fp32_model(cnn, calib_dicts
     assert not strict["passed"]
 
 
+@pytest.mark.parametrize("runtime,package", [("ort", "onnxruntime"), ("openvino", "openvino")])
+def test_check_runs_the_model_in_a_deployment_runtime(cnn, calib_dicts, out, runtime, package):
+    pytest.importorskip(package)
+    onnxq.quantize(cnn, out, calibration=calib_dicts, target="openvino")
+    own = onnxq.check(out, cnn, calib_dicts)
+    there = onnxq.check(out, cnn, calib_dicts, runtime=runtime)
+    assert there["passed"] and package.lower()[:6] in there["runtime"].lower()
+    assert "runtime" not in own and not there["layers"]
+    # The runtime computes what onnxq's executor computes, to well within
+    # the gate's resolution.
+    assert abs(there["outputs"][0]["sqnr_db"] - own["outputs"][0]["sqnr_db"]) < 1.0
+    with pytest.raises(ValueError, match="runtime"):
+        onnxq.check(out, cnn, calib_dicts, runtime="tensorrt")
+
+
 def test_calibrate_writes_the_table_quantize_reuses(cnn, calib_dicts, out, tmp_path):
     table_path = tmp_path / "ranges.json"
     table = onnxq.calibrate(cnn, calib_dicts, table_path, method="percentile")

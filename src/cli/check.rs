@@ -3,13 +3,15 @@
 use super::args::{parse_dim, DecodeArgs, GateArgs};
 use crate::ir::Model;
 use crate::pipeline::Samples;
+use crate::runtime::Runtime;
 use crate::verify;
 use anyhow::Context;
 use std::path::PathBuf;
 
 /// Compare a quantized model (onnxq's or another tool's, QDQ or QOperator)
 /// with its FP32 reference: the reference runs in tract, the quantized
-/// model in onnxq's int8 executor, on the same samples. Prints per output
+/// model in onnxq's int8 executor (or, with --runtime, in onnxruntime or
+/// OpenVINO, as deployed), on the same samples. Prints per output
 /// SQNR, cosine, max error (top-1/top-5 agreement for class scores) and the
 /// worst quantized layers; exits 3 when an output misses a threshold.
 #[derive(Debug, clap::Args)]
@@ -52,9 +54,30 @@ pub struct Args {
     /// How many of the worst layers to list [default: 5].
     #[arg(long, default_value_t = 5)]
     pub worst: usize,
+    /// Run the quantized model in this runtime instead of onnxq's int8
+    /// executor, so the verdict is on what the deployment runtime
+    /// computes (outputs only; no per-layer list). Its shared library is
+    /// opened at run time: --runtime-lib, else ORT_DYLIB_PATH (ort) or
+    /// OPENVINO_INSTALL_DIR / INTEL_OPENVINO_DIR / LD_LIBRARY_PATH
+    /// (openvino), else the wheel in $VIRTUAL_ENV or ./.venv.
+    #[arg(long, value_enum, value_name = "RUNTIME", conflicts_with = "golden")]
+    pub runtime: Option<RuntimeArg>,
+    /// The runtime's shared library (libonnxruntime.so*, libopenvino_c.so*)
+    /// or the folder holding it.
+    #[arg(long, value_name = "PATH", requires = "runtime")]
+    pub runtime_lib: Option<PathBuf>,
     /// Write the comparison as JSON.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
+}
+
+/// A deployment runtime for `--runtime`.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// onnxruntime's CPU execution provider.
+    Ort,
+    /// OpenVINO's CPU plugin.
+    Openvino,
 }
 
 fn load(p: &PathBuf) -> anyhow::Result<Model> {
@@ -73,24 +96,39 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let thresholds = args.gate.recipe().thresholds();
     let dims = args.dims.iter().cloned().collect();
-    let verdict = crate::pipeline::check(
+    let in_runtime = args.runtime.map(|r| crate::pipeline::InRuntime {
+        runtime: match r {
+            RuntimeArg::Ort => Runtime::Ort,
+            RuntimeArg::Openvino => Runtime::Openvino,
+        },
+        model: &args.model,
+        library: args.runtime_lib.as_deref(),
+        threads: 0,
+    });
+    let verdict = crate::pipeline::check_in(
         &crate::onnx::load_model(&args.model)?,
         &crate::onnx::load_model(reference)?,
         &Samples::Spec(data.clone()).decoded(&args.decode.recipe())?,
         &thresholds,
         args.gate.arith.into(),
         &dims,
+        in_runtime,
     )?;
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&verdict)? + "\n";
         crate::onnx::save::write_atomic(path, json.as_bytes())?;
     }
     println!(
-        "{} vs {} on {} samples of {}: {}",
+        "{} vs {} on {} samples of {}{}: {}",
         args.model.display(),
         reference.display(),
         verdict.samples,
         data,
+        verdict
+            .runtime
+            .as_ref()
+            .map(|r| format!(", run in {r}"))
+            .unwrap_or_default(),
         if verdict.passed { "passed" } else { "FAILED" }
     );
     print!("{}", verify::describe(&verdict, args.worst));

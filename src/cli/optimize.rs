@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// Prepare a model for quantization and write it: Constant nodes become
 /// initializers, constant subgraphs fold, BatchNorm and per-channel Mul/Add
 /// fold into the Conv/Gemm before them, no-op and dead nodes go, shapes are
-/// inferred into value_info, and (with --opset) the opset is upgraded.
+/// inferred into value_info (symbolic sizes of intermediate values written
+/// as unknown, which tract needs), and (with --opset) the opset is upgraded.
 /// `onnxq quantize` always runs the same passes first.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,7 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         infer_shapes: !args.no_shapes,
     };
     let report = prepare(&mut model, &opts).with_context(|| format!("{}", args.model.display()))?;
-    let proto = model.to_proto()?;
+    let mut proto = model.to_proto()?;
+    crate::onnx::portable_value_info(&mut proto);
     let save = SaveOptions {
         input: Some(args.model.clone()),
         force: args.force,

@@ -24,7 +24,7 @@ pub enum FormatArg {
     Qdq,
 }
 
-/// Runtime family of the QOperator output.
+/// Runtime family the output is written for.
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum TargetArg {
     /// Standard ONNX operators only (default).
@@ -35,6 +35,9 @@ pub enum TargetArg {
     Ort,
     /// Standard operators in forms tract accepts.
     Tract,
+    /// OpenVINO: implies --format qdq (OpenVINO reads per-channel
+    /// QLinearConv / QLinearMatMul weights along the wrong axis).
+    Openvino,
 }
 
 /// Quantization mode.
@@ -230,6 +233,7 @@ impl Args {
                 TargetArg::Onnx => LowerTarget::Onnx,
                 TargetArg::Ort => LowerTarget::Ort,
                 TargetArg::Tract => LowerTarget::Tract,
+                TargetArg::Openvino => LowerTarget::Openvino,
             }),
             mode: self.mode.map(|m| match m {
                 ModeArg::Static => Mode::Static,

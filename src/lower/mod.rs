@@ -45,6 +45,11 @@ pub enum Target {
     Ort,
     /// Standard operators in the forms tract accepts.
     Tract,
+    /// OpenVINO: the QDQ format only (its ONNX frontend dequantizes
+    /// QLinearConv / QLinearMatMul weights along axis 1, so per-channel
+    /// QOperator models fail to load, or compute wrong results where a
+    /// layer has as many input as output channels).
+    Openvino,
 }
 
 impl Target {
@@ -53,6 +58,7 @@ impl Target {
             Target::Onnx => "onnx",
             Target::Ort => "ort",
             Target::Tract => "tract",
+            Target::Openvino => "openvino",
         }
     }
 
@@ -61,6 +67,7 @@ impl Target {
             "onnx" => Some(Target::Onnx),
             "ort" => Some(Target::Ort),
             "tract" => Some(Target::Tract),
+            "openvino" => Some(Target::Openvino),
             _ => None,
         }
     }

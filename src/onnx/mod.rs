@@ -52,6 +52,40 @@ pub fn value_info(name: &str, dt: DataType, dims: &[usize]) -> ValueInfoProto {
     }
 }
 
+/// Writes the symbolic dimensions (`dim_param`) of the main graph's
+/// intermediate `value_info` as unknown ones; graph inputs and outputs keep
+/// theirs. Returns how many were rewritten.
+///
+/// Why: tract, used as its documentation shows (concrete input facts, then
+/// analysis), cannot unify a declared symbol with a concrete size, so a
+/// model whose intermediate values are declared `[N, 1, 8, 8]` fails to
+/// load there once its input is set to `[1, 1, 8, 8]` (and PaddleOCR's
+/// detector, which tract cannot analyse with symbols, cannot be loaded at
+/// all). An unknown dimension carries the same promise to every runtime:
+/// onnxruntime and OpenVINO infer shapes themselves.
+pub fn portable_value_info(model: &mut proto::ModelProto) -> usize {
+    let Some(g) = model.graph.as_mut() else {
+        return 0;
+    };
+    let mut n = 0;
+    for info in &mut g.value_info {
+        let Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(t)),
+            ..
+        }) = info.r#type.as_mut()
+        else {
+            continue;
+        };
+        for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
+            if matches!(d.value, Some(dimension::Value::DimParam(_))) {
+                d.value = None;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Opens `path` for reading if it is a regular file (after symlinks). A
 /// FIFO, device or folder is refused before it is opened: opening a FIFO
 /// blocks until something writes to it, and a device may never end.

@@ -6,6 +6,9 @@
 //! tract can only express as a formula (`seq*2`) or cannot infer at all is
 //! written as unknown rather than invented. Values that already carry type
 //! information (graph inputs and outputs, existing `value_info`) keep it.
+//! The files `optimize` and `quantize` write declare intermediate symbolic
+//! dimensions as unknown ([`crate::onnx::portable_value_info`]: tract
+//! cannot bind them to concrete input sizes); in memory they stay.
 
 use crate::error::{Error, Result};
 use crate::ir::Model;

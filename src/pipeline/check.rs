@@ -1,7 +1,8 @@
 //! `onnxq check --reference`: any quantized model (onnxq's or another
 //! tool's, QDQ or QOperator) compared with the FP32 model it was made from,
 //! on samples: the reference in tract, the quantized model in onnxq's int8
-//! executor, the gate's metrics per output.
+//! executor or in a deployment runtime (`--runtime`), the gate's metrics
+//! per output.
 
 use super::{in_model, Samples};
 use crate::error::Result;
@@ -9,8 +10,10 @@ use crate::exec::kernels::Arith;
 use crate::ir::Model;
 use crate::onnx::LoadedModel;
 use crate::passes::{prepare, PassOptions};
+use crate::runtime::Runtime;
 use crate::verify::{self, Thresholds, Verdict};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Compares `quantized` with `reference` on `samples` (`dims` sizes the
 /// symbolic dimensions of random samples) under `thresholds`; the verdict
@@ -23,6 +26,35 @@ pub fn check(
     thresholds: &Thresholds,
     arith: Arith,
     dims: &BTreeMap<String, usize>,
+) -> Result<Verdict> {
+    check_in(quantized, reference, samples, thresholds, arith, dims, None)
+}
+
+/// Where [`check_in`] runs the quantized model instead of onnxq's int8
+/// executor.
+#[derive(Clone, Copy, Debug)]
+pub struct InRuntime<'a> {
+    pub runtime: Runtime,
+    /// The quantized model's file, as the runtime reads it.
+    pub model: &'a Path,
+    /// The runtime's shared library (file or folder); `None`: found as
+    /// [`crate::runtime`] says.
+    pub library: Option<&'a Path>,
+    /// The runtime's threads (0: its default).
+    pub threads: usize,
+}
+
+/// [`check`], the quantized model run in `runtime` when given: the
+/// verdict is then on what that runtime computes (outputs only; no
+/// per-layer comparison), and names it.
+pub fn check_in(
+    quantized: &LoadedModel,
+    reference: &LoadedModel,
+    samples: &Samples,
+    thresholds: &Thresholds,
+    arith: Arith,
+    dims: &BTreeMap<String, usize>,
+    runtime: Option<InRuntime>,
 ) -> Result<Verdict> {
     let mut fp32 = checked(reference)?;
     // The same preparation quantize starts from, so value names match.
@@ -43,12 +75,19 @@ pub fn check(
     } else {
         Default::default()
     };
+    let session = match runtime {
+        Some(r) => Some(std::sync::Mutex::new(crate::runtime::open(
+            r.runtime, r.model, r.library, r.threads,
+        )?)),
+        None => None,
+    };
     let how = verify::Comparison {
         arith,
         thresholds,
         layer_samples: usize::MAX,
         rescaled: &rescaled,
         references: &verify::References::new(0),
+        runtime: session.as_ref(),
     };
     verify::compare(&fp32, &q, source.as_ref(), &how).map_err(|e| in_model(&quantized.label(), e))
 }

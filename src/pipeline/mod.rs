@@ -45,11 +45,12 @@ mod auto;
 mod check;
 mod ranges;
 mod report;
+mod settings;
 mod stages;
 mod steps;
 mod summary;
 
-pub use check::check;
+pub use check::{check, check_in, InRuntime};
 pub use ranges::{guard_ranges, range_options, GuardedNode, Ranges, RANDOM_RANGES_WARNING};
 pub use report::{Calibration, GptqOutcome, ModelCheck, Report, Timings};
 pub use summary::{by_op, summary};

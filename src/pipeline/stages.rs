@@ -1,4 +1,4 @@
-//! The stages of one run, in order: options resolved, the model prepared
+//! The stages of one run, in order: options resolved (`settings.rs`), the model prepared
 //! (and equalized), then static (ranges, guard, GPTQ, bias correction,
 //! build, gate, automatic mixed precision) or dynamic quantization, then
 //! onnxq's metadata stamped and the report assembled.
@@ -6,6 +6,7 @@
 use super::auto::{auto_mixed_precision, Bound};
 use super::ranges::{guard_ranges, range_options, Ranges};
 use super::report::{Calibration, GptqOutcome, ModelCheck, Report};
+use super::settings::{settings, Settings};
 use super::steps::{better, build, worst_sqnr, Built, Clock, Gate, Stage};
 use super::{in_model, Options, Quantized, Samples};
 use crate::calibrate::gram::GramProbe;
@@ -14,83 +15,19 @@ use crate::calibrate::{model_sha256, CollectOptions};
 use crate::error::{Error, Result};
 use crate::ir::types::{input_specs, Dim};
 use crate::ir::Model;
-use crate::lower::Target;
 use crate::onnx::LoadedModel;
 use crate::passes::{prepare, PassOptions};
 use crate::quantize::dynamic::{quantize_dynamic, MIN_OPSET as DYNAMIC_MIN_OPSET};
 use crate::quantize::{plan_model, Format, Mode, QuantizeConfig};
 use crate::tune::bias::{correct_biases, Corrected};
 use crate::tune::gptq::{gram_probes, round_weights, FUSED_ENTRIES, KEPT_INPUT_BYTES};
-use crate::tune::Budget;
-use crate::verify::{Thresholds, Verdict};
+use crate::verify::Verdict;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
-}
-
-/// The options after defaults, and the checks between them.
-struct Settings {
-    mode: Mode,
-    format: Format,
-    target: Target,
-    auto: bool,
-    budget: Budget,
-    effort: f64,
-    max_ratio: f64,
-    thresholds: Thresholds,
-    calib: Option<Samples>,
-}
-
-fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settings> {
-    let recipe = &o.recipe;
-    let calib = o.calibration()?;
-    if calib.is_some() && recipe.ranges.is_some() {
-        return Err(invalid(
-            "give calibration samples (calib) or a calibration table (ranges), not both",
-        ));
-    }
-    let mode = recipe.mode.unwrap_or(Mode::Static);
-    let format = recipe.format.unwrap_or(Format::Qoperator);
-    if mode == Mode::Dynamic && format == Format::Qdq {
-        return Err(invalid("--mode dynamic writes integer operators (DynamicQuantizeLinear, MatMulInteger); --format qdq is for static quantization"));
-    }
-    if mode == Mode::Static && calib.is_none() && recipe.ranges.is_none() {
-        return Err(invalid(
-            "quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)",
-        ));
-    }
-    if format == Format::Qdq && recipe.target.is_some() {
-        warnings.push(
-            "--target applies to the qoperator format; the QDQ output uses standard operators only"
-                .into(),
-        );
-    }
-    let max_ratio = recipe.max_range_ratio.unwrap_or(100.0);
-    if max_ratio.is_nan() || max_ratio < 1.0 {
-        return Err(invalid(format!(
-            "max-range-ratio {max_ratio} must be at least 1"
-        )));
-    }
-    let effort = recipe.auto_effort.unwrap_or(1.0);
-    if !(effort.is_finite() && effort > 0.0) {
-        return Err(invalid(format!(
-            "auto-effort {effort} must be a positive number (a multiple of the first build and gate's work)"
-        )));
-    }
-    Ok(Settings {
-        mode,
-        format,
-        target: recipe.target.unwrap_or(Target::Onnx),
-        auto: recipe.auto.unwrap_or(true),
-        budget: Budget::parse(recipe.max_float.as_deref().unwrap_or("10%"))?,
-        effort,
-        max_ratio,
-        thresholds: recipe.thresholds(),
-        calib,
-    })
 }
 
 /// What static or dynamic quantization hands back.
@@ -270,7 +207,8 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
         .collect();
     let parity = serde_json::json!({"samples": verdict.samples, "source": validation.label(), "arith": verdict.arith, "outputs": parity});
     model.set_metadata("onnxq.parity", &parity.to_string());
-    let proto = model.to_proto()?;
+    let mut proto = model.to_proto()?;
+    crate::onnx::portable_value_info(&mut proto);
     timings.build += start.elapsed().as_secs_f64();
     let mut notes = Vec::new();
     if s.mode == Mode::Static && s.calib.is_none() {

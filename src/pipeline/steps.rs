@@ -154,6 +154,7 @@ impl Gate<'_> {
             layer_samples,
             rescaled: &self.rescaled,
             references: &self.references,
+            runtime: None,
         };
         self.clock.time(Stage::Gate, || {
             self.pool

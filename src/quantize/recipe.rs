@@ -168,7 +168,8 @@ pub struct Recipe {
     /// Output format: qoperator (default) or qdq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
-    /// Runtime family for the qoperator format: onnx (default), ort, tract.
+    /// Runtime family for the qoperator format: onnx (default), ort, tract;
+    /// openvino (implies the qdq format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<crate::lower::Target>,
     /// static (default) or dynamic.

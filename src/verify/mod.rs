@@ -22,7 +22,7 @@ pub use gate::{Check, Metric, Thresholds};
 
 use crate::error::{Error, Result};
 use crate::exec::kernels::Arith;
-use crate::exec::Executor;
+use crate::exec::{Executor, RunStats};
 use crate::ir::types::input_specs;
 use crate::ir::{DataType, Model, Tensor};
 use crate::passes::equalize::ChannelScale;
@@ -97,6 +97,10 @@ pub struct Verdict {
     pub layers: Vec<LayerMetrics>,
     /// Requantized accumulators beyond ±2^24 (inexact in float32).
     pub accumulators_beyond_2_24: u64,
+    /// The runtime that ran the quantized model, when not onnxq's executor
+    /// ([`crate::runtime::Session::describe`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Verdict {
@@ -214,6 +218,10 @@ pub struct Comparison<'a> {
     pub rescaled: &'a BTreeMap<String, ChannelScale>,
     /// FP32 outputs kept between comparisons on the same samples.
     pub references: &'a References,
+    /// Where the quantized model runs: a deployment runtime's session
+    /// ([`crate::runtime`]; outputs only, no intermediates), else onnxq's
+    /// int8 executor.
+    pub runtime: Option<&'a std::sync::Mutex<Box<dyn crate::runtime::Session>>>,
 }
 
 /// Compares `int8` with `fp32` on `samples` (checked against the FP32
@@ -232,12 +240,13 @@ pub fn compare(
         layer_samples,
         rescaled,
         references,
+        runtime,
     } = *how;
     if samples.is_empty() {
         return Err(Error::Invalid("no validation samples".into()));
     }
     let specs = input_specs(&fp32.graph);
-    let pairs = if layer_samples > 0 {
+    let pairs = if layer_samples > 0 && runtime.is_none() {
         layer_pairs(fp32, int8)
     } else {
         Vec::new()
@@ -248,7 +257,24 @@ pub fn compare(
         layer_samples.min(samples.len())
     };
     let keep: Vec<String> = pairs.iter().map(|p| p.int8.clone()).collect();
-    let exec = Executor::new(int8, arith, &keep)?.sharing(references.regions.clone());
+    let exec = match runtime {
+        Some(_) => None,
+        None => Some(Executor::new(int8, arith, &keep)?.sharing(references.regions.clone())),
+    };
+    let run_int8 =
+        |sample: &[(String, Tensor)], all: bool| -> Result<(BTreeMap<String, Tensor>, RunStats)> {
+            match (&exec, runtime) {
+                (Some(e), _) if all => e.run(sample),
+                (Some(e), _) => e.run_outputs(sample),
+                (None, Some(session)) => {
+                    let mut session = session.lock().map_err(|_| {
+                        Error::Invalid("a runtime session failed in another run".into())
+                    })?;
+                    Ok((session.run(sample)?, RunStats::default()))
+                }
+                (None, None) => Err(Error::Invalid("no executor for the quantized model".into())),
+            }
+        };
     let out_names: Vec<String> = fp32
         .graph
         .outputs()
@@ -345,7 +371,7 @@ pub fn compare(
                             })
                             .collect()
                     };
-                    let (mut got, stats) = exec.run(sample)?;
+                    let (mut got, stats) = run_int8(sample, true)?;
                     let sums = accum::layer_sums(
                         &pairs,
                         rescaled,
@@ -363,7 +389,7 @@ pub fn compare(
                     Some(r) => r.clone(),
                     None => Arc::new(plain[sig].0.run(sample)?),
                 };
-                let (got, stats) = exec.run_outputs(sample)?;
+                let (got, stats) = run_int8(sample, false)?;
                 Ok((reference, got, None, stats))
             })
             .collect();
@@ -411,6 +437,15 @@ pub fn compare(
         outputs,
         layers: layer_metrics,
         accumulators_beyond_2_24: beyond,
+        runtime: match runtime {
+            Some(session) => Some(
+                session
+                    .lock()
+                    .map_err(|_| Error::Invalid("a runtime session failed in another run".into()))?
+                    .describe(),
+            ),
+            None => None,
+        },
     })
 }
 

@@ -26,6 +26,8 @@
 //!   writes; samples from memory; a failed gate is a report; errors.
 //! - `tune`: sensitivity ranking, automatic mixed precision, the
 //!   range-gap guard on a detector head.
+//! - `runtimes`: `--target openvino` writes QDQ and refuses QOperator;
+//!   `check --runtime` without a loadable library is a clear error.
 //! - `cli`: inspect output (snapshots), help text, usage errors, overwrite
 //!   protection.
 
@@ -42,4 +44,5 @@ mod optimize;
 mod pipeline;
 mod quantize;
 mod roundtrip;
+mod runtimes;
 mod tune;

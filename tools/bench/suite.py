@@ -76,6 +76,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runtimes  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 # The light models' weight recipe: bump when light_model changes.
@@ -631,20 +634,22 @@ def quantize(tool, args, onnxq, model, calib, out, report):
     return [sys.executable, os.path.join(HERE, "ort_quantize.py"), model, calib, out] + args
 
 
-def evaluate(path, feeds, want, labels):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
+def evaluate(path, feeds, want, labels, runtime="ort"):
+    """The model at `path` run in `runtime` (tools/bench/runtimes.py) on
+    `feeds`, against FP32's outputs `want` (from onnxruntime): SQNR of the
+    worst float output, the task metric, ms per sample; {"error": ...} when
+    the runtime cannot load or run it."""
     try:
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        sess = runtimes.open_session(runtime, path)
         got, times = [], []
         for f in feeds:
             t = time.perf_counter()
-            got.append(sess.run(None, f))
+            got.append(sess.run(f))
             times.append(time.perf_counter() - t)
-    except Exception as e:  # a model onnxruntime refuses is a result
+    except Exception as e:  # a model the runtime refuses is a result
         msg = re.sub(r"Load model from \S+ failed:", "", " ".join(str(e).split()))
         msg = re.sub(r"\[ONNXRuntimeError\] : \d+ : ", "", msg)
+        msg = re.sub(r"^Exception from src/\S+\s*", "", msg)
         return {"error": msg[:160]}
     sqnr = []
     for k in range(len(want[0])):
@@ -660,7 +665,11 @@ def evaluate(path, feeds, want, labels):
         # A sentence encoder: each held-out sentence's nearest neighbour
         # among the others (cosine) the same as with FP32's embeddings, and
         # the mean cosine of each embedding to FP32's.
-        k = [o.name for o in sess.get_outputs()].index(labels[1])
+        # By name; a runtime that renames outputs still returns them in
+        # the graph's order.
+        names = sess.output_names if labels[1] in sess.output_names else \
+            [o.name for o in onnx.load(path, load_external_data=False).graph.output]
+        k = names.index(labels[1])
         unit = lambda rows: rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-30)
         e = unit(np.concatenate([np.asarray(x[k], np.float64).reshape(1, -1) for x in want]))
         q = unit(np.concatenate([np.asarray(x[k], np.float64).reshape(1, -1) for x in got]))
@@ -709,6 +718,9 @@ def main():
     ap.add_argument("--calib", type=int, default=8, help="calibration samples of the untrained models")
     ap.add_argument("--holdout", type=int, default=32, help="held-out samples of the untrained models")
     ap.add_argument("--summary-of", help="print the ratio table of an earlier run's table.md and exit")
+    ap.add_argument("--runtimes", default=",".join(runtimes.available()),
+                    help="comma-separated runtimes every written model is also run in, for the formats x runtimes "
+                         "table (default: those installed of ort, openvino, tract; 'ort' alone skips that table)")
     ap.add_argument("--tools", default="", help="comma-separated substrings: keep only the tools whose label has one (e.g. onnxq)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also run onnxq QOperator with these extra flags, labelled 'onnxq LABEL' (repeatable), "
@@ -730,11 +742,17 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     only = {m for m in args.models.split(",") if m}
     start = time.perf_counter()
-    rows = []
+    rows, rt_rows = [], []
+    unknown = [r for r in args.runtimes.split(",") if r and r not in runtimes.RUNTIMES]
+    if unknown:
+        sys.exit(f"unknown runtime(s) {unknown}: expected some of {list(runtimes.RUNTIMES)}")
+    others = [r for r in args.runtimes.split(",") if r and r != "ort"]
     for name, model, calib, hold, labels in suite(args.work, args.calib, args.holdout, only):
         fp = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         want = [fp.run(None, f) for f in hold]
         fp_eval = evaluate(model, hold, want, labels)
+        in_runtimes = lambda path: {r: evaluate(path, hold, want, labels, r) for r in others}
+        rt_rows.append((name, "FP32", {"ort": fp_eval, **in_runtimes(model)}, None))
         size = os.path.getsize(model) + sum(os.path.getsize(f) for f in glob.glob(os.path.join(os.path.dirname(model), "*.data")))
         rows.append((name, "FP32", {"seconds": 0, "peak_mib": 0, "rc": 0}, size, size, fp_eval, None))
         for label, tool, targs in tools:
@@ -764,9 +782,13 @@ def main():
             else:
                 ev, qsize = {"error": f"no model written (exit {last['rc']})"}, None
             rows.append((name, label, res, size, qsize, ev, gate))
+            if os.path.exists(out):
+                rt_rows.append((name, label, {"ort": ev, **in_runtimes(out)}, gate))
             print(f"{name} {label}: {res['seconds']:.1f}s {ev}", file=sys.stderr)
     table = render(rows, time.perf_counter() - start)
     table += "\n" + summary(table)
+    if others:
+        table += "\n" + render_runtimes(rt_rows, ["ort"] + others)
     print(table)
     with open(os.path.join(args.work, "table.md"), "w") as f:
         f.write(table)
@@ -810,6 +832,36 @@ def render(rows, total):
         lines.append(f"| {name} | {label} | {qs} | {res['peak_mib']:.0f} | {sz} | yes | {ev['sqnr']:.1f} | {metric} | {ev['ms']:.2f} | {gate or '—'} |")
     lines.append("")
     lines.append(f"Whole run: {total / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def metric_cell(ev):
+    """The task metric and SQNR of one evaluation, as a table cell."""
+    if "error" in ev:
+        return "no: " + ev["error"].replace("|", "/")[:90]
+    m = ev.get("metric")
+    text = f"{m[0]} {100 * m[1]:.1f}%" if m else f"cosine {ev['cosine']:.4f}" if "cosine" in ev else ""
+    if m and "cer" in ev:
+        text += f", CER {100 * ev['cer']:.1f}%"
+    sqnr = "" if ev.get("sqnr") is None or ev["sqnr"] == float("inf") else f"{ev['sqnr']:.1f} dB"
+    return ", ".join(t for t in (text, sqnr) if t) or "runs"
+
+
+def render_runtimes(rt_rows, names):
+    """Formats x runtimes: each written model (and FP32) run in every
+    runtime, against FP32's outputs in onnxruntime; a runtime that cannot
+    load the model says why."""
+    head = {"ort": "onnxruntime", "openvino": "OpenVINO", "tract": "tract"}
+    lines = [
+        "| model | tool | onnxq gate | " + " | ".join(head[n] for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for name, label, evs, gate in rt_rows:
+        cells = []
+        for n in names:
+            ev = evs.get(n)
+            cells.append("—" if ev is None else metric_cell(ev))
+        lines.append(f"| {name} | {label} | {gate or '—'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

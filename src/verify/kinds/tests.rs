@@ -40,6 +40,7 @@ fn against_itself(m: &Model) -> crate::verify::Verdict {
         layer_samples: 0,
         rescaled: &Default::default(),
         references: &Default::default(),
+        runtime: None,
     };
     crate::verify::compare(m, m, &samples, &how).unwrap()
 }
