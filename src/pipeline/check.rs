@@ -60,14 +60,23 @@ pub fn check_in(
     // The same preparation quantize starts from, so value names match.
     let what = reference.label();
     prepare(&mut fp32, &PassOptions::default()).map_err(|e| in_model(&what, e))?;
-    let q = checked(quantized)?;
+    // A model a runtime runs is that runtime's to accept (it may hold ops
+    // onnxq's schemas and executor do not know); onnxq's executor needs
+    // them checked.
+    let q = match runtime {
+        Some(_) => {
+            Model::from_proto(&quantized.proto).map_err(|e| in_model(&quantized.label(), e))?
+        }
+        None => checked(quantized)?,
+    };
     let specs = crate::ir::types::input_specs(&fp32.graph);
     let source = samples.open(&specs, dims, "samples")?;
     // A model onnxq equalized: the same balance on the reference gives the
-    // per-channel scales of the rescaled layers.
-    let rescaled = if q
-        .metadata()
-        .any(|(k, v)| k == "onnxq.equalized" && v == "true")
+    // per-channel scales of the rescaled layers (compared per layer, which
+    // a runtime's check does not do).
+    let rescaled = if runtime.is_none()
+        && q.metadata()
+            .any(|(k, v)| k == "onnxq.equalized" && v == "true")
     {
         crate::passes::equalize::equalize(&mut fp32.clone())
             .map_err(|e| in_model(&what, e))?

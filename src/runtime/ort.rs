@@ -88,6 +88,8 @@ fn to_ort(name: &str, t: &Tensor) -> Result<DynValue> {
     }
     Ok(match t.dtype() {
         DataType::Float => typed!(f32),
+        DataType::Float16 => typed!(half::f16),
+        DataType::Bfloat16 => typed!(half::bf16),
         DataType::Double => typed!(f64),
         DataType::Int64 => typed!(i64),
         DataType::Int32 => typed!(i32),
@@ -126,6 +128,8 @@ fn from_ort(name: &str, v: &DynValue) -> Result<Tensor> {
     }
     Ok(match ty {
         TensorElementType::Float32 => typed!(f32, DataType::Float),
+        TensorElementType::Float16 => typed!(half::f16, DataType::Float16),
+        TensorElementType::Bfloat16 => typed!(half::bf16, DataType::Bfloat16),
         TensorElementType::Float64 => typed!(f64, DataType::Double),
         TensorElementType::Int64 => typed!(i64, DataType::Int64),
         TensorElementType::Int32 => typed!(i32, DataType::Int32),
