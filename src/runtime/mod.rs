@@ -167,16 +167,14 @@ fn find_library(
     (None, looked)
 }
 
-/// A tensor's little-endian bytes, for the runtimes' buffers.
-fn bytes_of(t: &Tensor) -> Result<Vec<u8>> {
-    if let Some(raw) = t.raw() {
-        return Ok(raw.to_vec());
-    }
-    let dt = t.dtype();
-    Err(Error::Invalid(format!(
-        "an input of type {} cannot be handed to a runtime",
-        dt.name()
-    )))
+/// A tensor's little-endian bytes, for the runtimes' buffers (no copy).
+fn bytes_of(t: &Tensor) -> Result<&[u8]> {
+    t.raw().map(|b| &b[..]).ok_or_else(|| {
+        Error::Invalid(format!(
+            "an input of type {} cannot be handed to a runtime",
+            t.dtype().name()
+        ))
+    })
 }
 
 #[cfg(test)]

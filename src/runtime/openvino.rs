@@ -168,7 +168,7 @@ impl Session for OvSession {
                     raw.len()
                 )));
             }
-            dst.copy_from_slice(&raw);
+            dst.copy_from_slice(raw);
             self.request
                 .set_tensor(name, &tensor)
                 .map_err(|e| fail(format!("input '{name}': {e}")))?;

@@ -80,7 +80,7 @@ fn to_ort(name: &str, t: &Tensor) -> Result<DynValue> {
     let raw = bytes_of(t)?;
     macro_rules! typed {
         ($ty:ty) => {{
-            let v: Vec<$ty> = bytemuck::pod_collect_to_vec(&raw);
+            let v: Vec<$ty> = bytemuck::pod_collect_to_vec(raw);
             OrtTensor::from_array((dims, v))
                 .map_err(|e| fail(format!("input '{name}': {e}")))?
                 .into_dyn()
