@@ -119,12 +119,13 @@ pub struct Args {
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// 7-bit weights (true/false; the flag alone means true). onnxruntime's
-    /// u8×s8 kernels on x86 CPUs without VNNI (most AVX2 machines) add two
-    /// products in int16 and saturate on 8-bit weights; with 7 bits they
-    /// are exact, at ~6 dB of weight precision (which bias correction
-    /// mostly wins back) [default: true for uint8 activations with int8
-    /// weights, except --target tract].
+    /// 7-bit weights (true/false; the flag alone means true). The u8×s8
+    /// kernels of onnxruntime and OpenVINO on x86 CPUs without VNNI (most
+    /// AVX2 machines) add two products in int16 and saturate on 8-bit
+    /// weights; with 7 bits they are exact, at ~6 dB of weight precision
+    /// (which bias correction mostly wins back) [default: true for int8
+    /// weights with uint8 activations, or with int8 activations in the QDQ
+    /// format (both runtimes compute those as u8), except --target tract].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub reduce_range: Option<bool>,
     /// Op types to quantize, comma-separated or repeated; `default` stands

@@ -122,12 +122,16 @@ impl QuantizeConfig {
             cfg.per_channel = p;
         }
         // 7-bit weights by default exactly where a mainstream runtime
-        // computes wrong results with 8 bits: u8 activations × s8 weights,
-        // which onnxruntime's x86 kernels without VNNI sum pairwise in
-        // saturating int16. tract computes exactly; s8×s8 and u8×u8 paths
-        // widen first. Measured: docs/defaults.md.
-        let saturating_pair = cfg.activations == QType::Uint8
-            && cfg.weights == QType::Int8
+        // computes wrong results with 8 bits on x86 CPUs without VNNI,
+        // which sum u8 × s8 products pairwise in saturating int16: u8
+        // activations × s8 weights in onnxruntime and OpenVINO, and s8
+        // activations in the QDQ format too (onnxruntime turns QDQ s8
+        // activations into u8 on x86; OpenVINO's CPU plugin computes them
+        // the same way). onnxruntime's QLinearConv / QLinearMatMul s8×s8
+        // and tract compute exactly. Measured: docs/defaults.md.
+        let qdq = r.format == Some(Format::Qdq) || r.target == Some(crate::lower::Target::Openvino);
+        let saturating_pair = cfg.weights == QType::Int8
+            && (cfg.activations == QType::Uint8 || qdq)
             && r.target != Some(crate::lower::Target::Tract);
         cfg.reduce_range = r.reduce_range.unwrap_or(saturating_pair);
         if let Some(list) = &r.op_types {

@@ -12,7 +12,7 @@
 //! activations: uint8                 # uint8 (asymmetric) | int8 (symmetric)
 //! weights: int8                      # int8 | uint8 (symmetric)
 //! per-channel: true
-//! reduce-range: true                # 7-bit weights (default with uint8 activations, int8 weights)
+//! reduce-range: true                # 7-bit weights (default for int8 weights with uint8 activations or the qdq format)
 //! op-types: [default, Add]           # "default" = the default op set
 //! exclude: ["head/*"]                # node names or globs
 //! auto: true                         # keep harmful nodes float when the gate fails
@@ -194,8 +194,9 @@ pub struct Recipe {
     pub weights: Option<QType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_channel: Option<bool>,
-    /// 7-bit weights (for onnxruntime on x86 CPUs without VNNI; default
-    /// true for uint8 activations with int8 weights, except target tract).
+    /// 7-bit weights (for onnxruntime and OpenVINO on x86 CPUs without
+    /// VNNI; default true for int8 weights with uint8 activations, or with
+    /// int8 activations in the qdq format, except target tract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduce_range: Option<bool>,
     /// Op types to quantize; "default" stands for the default set.
@@ -429,6 +430,48 @@ tensors:
             .unwrap_err()
             .to_string();
         assert!(e.contains("'t'") && e.contains("zero-point"), "{e}");
+    }
+
+    /// 7-bit weights by default wherever onnxruntime or OpenVINO compute
+    /// u8 × s8 products (saturating pairs on x86 without VNNI): uint8
+    /// activations, and int8 activations in the QDQ format; 8 bits for
+    /// tract, QOperator s8×s8 and uint8 weights, and when asked.
+    #[test]
+    fn seven_bit_weights_where_a_runtime_saturates() {
+        use crate::lower::Target;
+        use crate::quantize::{params::QType, QuantizeConfig};
+        let bits = |r: Recipe| QuantizeConfig::from_recipe(&r).unwrap().reduce_range;
+        let int8 = Some(QType::Int8);
+        assert!(bits(Recipe::default()));
+        assert!(bits(Recipe {
+            activations: int8,
+            format: Some(Format::Qdq),
+            ..Default::default()
+        }));
+        assert!(bits(Recipe {
+            activations: int8,
+            target: Some(Target::Openvino),
+            ..Default::default()
+        }));
+        assert!(!bits(Recipe {
+            activations: int8,
+            ..Default::default()
+        }));
+        assert!(!bits(Recipe {
+            activations: int8,
+            format: Some(Format::Qdq),
+            target: Some(Target::Tract),
+            ..Default::default()
+        }));
+        assert!(!bits(Recipe {
+            weights: Some(QType::Uint8),
+            ..Default::default()
+        }));
+        assert!(!bits(Recipe {
+            format: Some(Format::Qdq),
+            reduce_range: Some(false),
+            ..Default::default()
+        }));
     }
 
     #[test]

