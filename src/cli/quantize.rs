@@ -38,6 +38,12 @@ pub enum TargetArg {
     /// OpenVINO: implies --format qdq (OpenVINO reads per-channel
     /// QLinearConv / QLinearMatMul weights along the wrong axis).
     Openvino,
+    /// TensorRT (explicit quantization): implies --format qdq with
+    /// symmetric int8 activations and weights, 8-bit weights, residual Add
+    /// inputs quantized (its Conv + Add fusion); no 16-bit activations.
+    /// Not run here: check it with onnxq's executor, whose exact int32
+    /// arithmetic is TensorRT's.
+    Tensorrt,
 }
 
 /// Quantization mode.
@@ -235,6 +241,7 @@ impl Args {
                 TargetArg::Ort => LowerTarget::Ort,
                 TargetArg::Tract => LowerTarget::Tract,
                 TargetArg::Openvino => LowerTarget::Openvino,
+                TargetArg::Tensorrt => LowerTarget::Tensorrt,
             }),
             mode: self.mode.map(|m| match m {
                 ModeArg::Static => Mode::Static,

@@ -50,6 +50,12 @@ pub enum Target {
     /// QOperator models fail to load, or compute wrong results where a
     /// layer has as many input as output channels).
     Openvino,
+    /// TensorRT's explicit quantization: the QDQ format with symmetric
+    /// int8 activations and weights (zero points 0), 8-bit weights (its
+    /// int8 kernels accumulate in int32), residual Add inputs quantized
+    /// so that it fuses the Add into the Conv before it, no 16-bit
+    /// activations.
+    Tensorrt,
 }
 
 impl Target {
@@ -59,7 +65,13 @@ impl Target {
             Target::Ort => "ort",
             Target::Tract => "tract",
             Target::Openvino => "openvino",
+            Target::Tensorrt => "tensorrt",
         }
+    }
+
+    /// Whether the target takes the QDQ format only.
+    pub fn qdq_only(self) -> bool {
+        matches!(self, Target::Openvino | Target::Tensorrt)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -68,6 +80,7 @@ impl Target {
             "ort" => Some(Target::Ort),
             "tract" => Some(Target::Tract),
             "openvino" => Some(Target::Openvino),
+            "tensorrt" => Some(Target::Tensorrt),
             _ => None,
         }
     }

@@ -35,23 +35,26 @@ pub(super) fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settin
         ));
     }
     let mode = recipe.mode.unwrap_or(Mode::Static);
-    let openvino = recipe.target == Some(Target::Openvino);
-    let format = recipe.format.unwrap_or(if openvino {
+    let qdq_only = recipe.target.filter(|t| t.qdq_only());
+    let format = recipe.format.unwrap_or(if qdq_only.is_some() {
         Format::Qdq
     } else {
         Format::Qoperator
     });
-    if openvino && format == Format::Qoperator {
-        return Err(invalid(
-            "--target openvino writes the qdq format: OpenVINO's ONNX frontend dequantizes QLinearConv and \
+    if let (Some(t), Format::Qoperator) = (qdq_only, format) {
+        return Err(invalid(match t {
+            Target::Openvino => "--target openvino writes the qdq format: OpenVINO's ONNX frontend dequantizes QLinearConv and \
              QLinearMatMul weights along axis 1, so per-channel qoperator models fail to load there, or load \
              and compute wrong results where a layer has as many input as output channels",
-        ));
+            _ => "--target tensorrt writes the qdq format: TensorRT's explicit quantization reads Q/DQ pairs, not \
+             integer operators",
+        }));
     }
-    if openvino && mode == Mode::Dynamic {
-        return Err(invalid(
-            "--target openvino writes the qdq format, which is for static quantization; drop --mode dynamic",
-        ));
+    if let (Some(t), Mode::Dynamic) = (qdq_only, mode) {
+        return Err(invalid(format!(
+            "--target {} writes the qdq format, which is for static quantization; drop --mode dynamic",
+            t.name()
+        )));
     }
     if mode == Mode::Dynamic && format == Format::Qdq {
         return Err(invalid("--mode dynamic writes integer operators (DynamicQuantizeLinear, MatMulInteger); --format qdq is for static quantization"));
@@ -61,7 +64,7 @@ pub(super) fn settings(o: &Options, warnings: &mut Vec<String>) -> Result<Settin
             "quantize needs calibration samples (--calib SRC) or a table (--ranges JSON)",
         ));
     }
-    if format == Format::Qdq && recipe.target.is_some() && !openvino {
+    if format == Format::Qdq && recipe.target.is_some() && qdq_only.is_none() {
         warnings.push(
             "--target applies to the qoperator format; the QDQ output uses standard operators only"
                 .into(),

@@ -170,9 +170,10 @@ pub(super) fn run(loaded: &LoadedModel, o: &Options) -> Result<Quantized> {
         (Mode::Dynamic, _) => "dynamic",
         (_, f) => f.name(),
     };
-    // As before the pipeline moved here: the QOperator format (dynamic
-    // mode's too) records its target.
-    let target_name = (s.format == Format::Qoperator).then_some(s.target.name());
+    // The QOperator format (dynamic mode's too) records its target, and
+    // so do the targets that take QDQ only.
+    let target_name =
+        (s.format == Format::Qoperator || s.target.qdq_only()).then_some(s.target.name());
     let mut model = out.built.model;
     model.set_metadata("onnxq.version", crate::VERSION);
     model.set_metadata("onnxq.format", format_name);
@@ -465,7 +466,10 @@ impl Run<'_> {
         };
         let mut mixed = None;
         if !verdict.passed && s.auto {
-            let wide = s.format == Format::Qdq && fp32.onnx_opset()? >= 21;
+            // TensorRT has no 16-bit integer activations.
+            let wide = s.format == Format::Qdq
+                && s.target != crate::lower::Target::Tensorrt
+                && fp32.onnx_opset()? >= 21;
             let (rec, last) = auto_mixed_precision(
                 fp32,
                 &self.cfg,

@@ -238,7 +238,7 @@ pub fn materialize(
         let slot_value = |slot: usize| node_inputs.get(slot).copied().flatten();
         // Bias first: it may raise the weight's scale.
         let bias = inputs.iter().find_map(|(slot, r)| match r {
-            InputRole::Bias { x, w, axis } => Some((*slot, *x, *w, *axis)),
+            InputRole::Bias { x, w, axis } if !cfg.float_bias => Some((*slot, *x, *w, *axis)),
             _ => None,
         });
         let x_scale = bias.and_then(|(_, x, _, _)| {

@@ -47,6 +47,9 @@ pub struct QuantizeConfig {
     /// on by default for uint8 activations with int8 weights, unless the
     /// target is tract.
     pub reduce_range: bool,
+    /// Biases stay float instead of int32 at `x_scale · w_scale` (QDQ for
+    /// TensorRT, whose DequantizeLinear takes no int32).
+    pub float_bias: bool,
     /// Op types whose handlers run.
     pub op_types: BTreeSet<String>,
     /// Concat named explicitly: join inputs of different ranges too.
@@ -74,6 +77,7 @@ impl Default for QuantizeConfig {
             weight_symmetric: true,
             per_channel: true,
             reduce_range: false,
+            float_bias: false,
             op_types: handlers::default_op_types().map(String::from).collect(),
             concat_requantize: false,
             exclude: Vec::new(),
@@ -111,6 +115,13 @@ impl QuantizeConfig {
                 )));
             }
         }
+        let tensorrt = r.target == Some(crate::lower::Target::Tensorrt);
+        if tensorrt {
+            tensorrt_rules(r)?;
+            cfg.activations = QType::Int8;
+            cfg.activation_symmetric = true;
+            cfg.float_bias = true;
+        }
         if let Some(a) = r.activations {
             cfg.activations = a;
             cfg.activation_symmetric = a == QType::Int8;
@@ -130,9 +141,11 @@ impl QuantizeConfig {
         // the same way). onnxruntime's QLinearConv / QLinearMatMul s8×s8
         // and tract compute exactly. Measured: docs/defaults.md.
         let qdq = r.format == Some(Format::Qdq) || r.target == Some(crate::lower::Target::Openvino);
+        // TensorRT's int8 kernels (GPU) accumulate in int32: 8 bits.
         let saturating_pair = cfg.weights == QType::Int8
             && (cfg.activations == QType::Uint8 || qdq)
-            && r.target != Some(crate::lower::Target::Tract);
+            && r.target != Some(crate::lower::Target::Tract)
+            && !tensorrt;
         cfg.reduce_range = r.reduce_range.unwrap_or(saturating_pair);
         if let Some(list) = &r.op_types {
             let mut set = BTreeSet::new();
@@ -156,6 +169,10 @@ impl QuantizeConfig {
                 }
             }
             cfg.op_types = set;
+        } else if tensorrt {
+            // Residual Add inputs quantized: TensorRT fuses the Add into
+            // the Conv before it when both inputs come through Q/DQ.
+            cfg.op_types.insert("Add".to_string());
         }
         cfg.exclude = r.exclude.clone();
         cfg.nodes = r.nodes.clone();
@@ -189,6 +206,39 @@ impl QuantizeConfig {
             10
         }
     }
+}
+
+/// What TensorRT's explicit quantization takes: symmetric int8 only (zero
+/// points 0, no uint8, no 16-bit activations). A recipe that asks for
+/// anything else with target tensorrt is refused, naming the key.
+fn tensorrt_rules(r: &Recipe) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::Invalid(format!(
+            "{what}: TensorRT's explicit quantization takes symmetric int8 only (zero point 0); drop it or choose another --target"
+        )))
+    };
+    if r.activations == Some(QType::Uint8) {
+        return refuse("activations uint8".into());
+    }
+    if r.weights == Some(QType::Uint8) {
+        return refuse("weights uint8".into());
+    }
+    for (name, o) in &r.nodes {
+        if o.weights == Some(QType::Uint8) || o.weight_symmetric == Some(false) {
+            return refuse(format!("recipe: node {name}: asymmetric or uint8 weights"));
+        }
+    }
+    for (name, t) in &r.tensors {
+        if let Some(q) = t.qtype.filter(|&q| q != QType::Int8) {
+            return refuse(format!("recipe: tensor {name}: type {}", q.name()));
+        }
+        if t.symmetric == Some(false) || t.zero_point.is_some_and(|z| z != 0) {
+            return refuse(format!(
+                "recipe: tensor {name}: asymmetric (a zero point other than 0)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What quantization did.

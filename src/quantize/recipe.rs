@@ -474,6 +474,36 @@ tensors:
         }));
     }
 
+    /// Target tensorrt: symmetric int8 activations, 8-bit weights, float
+    /// biases, residual Adds quantized; asymmetric or 16-bit overrides
+    /// refused, naming the tensor.
+    #[test]
+    fn tensorrt_takes_symmetric_int8_only() {
+        use crate::quantize::{params::QType, QuantizeConfig};
+        let trt = Recipe {
+            target: Some(crate::lower::Target::Tensorrt),
+            ..Default::default()
+        };
+        let cfg = QuantizeConfig::from_recipe(&trt).unwrap();
+        assert_eq!(cfg.activations, QType::Int8);
+        assert!(cfg.activation_symmetric && !cfg.reduce_range && cfg.float_bias);
+        assert!(cfg.op_types.contains("Add"));
+        for (name, text) in [
+            ("t1", "zero-point: 3, scale: 0.1"),
+            ("t2", "type: uint16"),
+            ("t3", "symmetric: false"),
+        ] {
+            let r = Recipe {
+                tensors: Recipe::parse(&format!("tensors:\n  {name}: {{{text}}}\n"))
+                    .unwrap()
+                    .tensors,
+                ..trt.clone()
+            };
+            let e = QuantizeConfig::from_recipe(&r).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("TensorRT"), "{e}");
+        }
+    }
+
     #[test]
     fn flags_override_the_recipe() {
         let file = Recipe {

@@ -1,5 +1,6 @@
 //! Deployment runtimes: `--target openvino` writes what OpenVINO reads
-//! correctly (QDQ), and `check --runtime` without a loadable runtime
+//! correctly (QDQ), `--target tensorrt` what TensorRT's explicit
+//! quantization takes (symmetric int8 QDQ), and `check --runtime` without a loadable runtime
 //! library is a clear error. Running models in onnxruntime and OpenVINO
 //! themselves needs their libraries: `tools/crosscheck_runtimes.py` does
 //! that in `.ci/run`, with the pinned wheels.
@@ -57,6 +58,82 @@ fn target_openvino_writes_qdq_and_refuses_qoperator() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("axis 1"), "{}", stderr(&o));
     assert!(!bad.exists());
+}
+
+/// TensorRT's explicit quantization: every Q/DQ int8 with zero point 0,
+/// no int32 DequantizeLinear (float biases), residual Add inputs through
+/// Q/DQ, the target in the metadata; what it cannot take is refused with
+/// nothing written.
+#[test]
+fn target_tensorrt_writes_symmetric_int8_qdq() {
+    use onnxq::ir::DataType;
+    let dir = tempdir();
+    let calib = testdata("quirks/transformer_calib");
+    let calib = calib.to_str().unwrap();
+    let out = dir.path().join("trt.onnx");
+    let model = testdata("quirks/transformer_opset17.onnx");
+    let o = quantize(&model, &out, &["--calib", calib, "--target", "tensorrt"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let loaded = onnxq::onnx::load_model(&out).unwrap();
+    let m = Model::from_proto(&loaded.proto).unwrap();
+    let g = &m.graph;
+    let (mut qdq, mut adds) = (0, 0);
+    for (_, n) in g.nodes() {
+        let input = |k: usize| n.inputs.get(k).copied().flatten();
+        match n.op_type.as_str() {
+            "QuantizeLinear" | "DequantizeLinear" => {
+                qdq += 1;
+                let zp = input(2).and_then(|v| g.initializer(v));
+                let zp = zp.unwrap_or_else(|| panic!("{}: no zero point", n.name));
+                assert_eq!(zp.dtype(), DataType::Int8, "{}", n.name);
+                assert!(
+                    zp.to_i64_vec().unwrap().iter().all(|&z| z == 0),
+                    "{}",
+                    n.name
+                );
+                if let Some(t) = input(0).and_then(|v| g.initializer(v)) {
+                    assert_eq!(
+                        t.dtype(),
+                        DataType::Int8,
+                        "{}: stored {:?}",
+                        n.name,
+                        t.dtype()
+                    );
+                }
+            }
+            "Add"
+                if n.inputs
+                    .iter()
+                    .flatten()
+                    .all(|&v| g.initializer(v).is_none()) =>
+            {
+                adds += 1;
+                for v in n.inputs.iter().flatten() {
+                    let from = g.producer_node(*v).map(|(_, p)| p.op_type.as_str());
+                    assert_eq!(from, Some("DequantizeLinear"), "{}", n.name);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(qdq > 0 && adds > 0, "{qdq} Q/DQ, {adds} residual Adds");
+    assert!(m
+        .metadata()
+        .any(|(k, v)| k == "onnxq.target" && v == "tensorrt"));
+
+    for (extra, says) in [
+        (&["--activations", "uint8"][..], "activations uint8"),
+        (&["--format", "qoperator"][..], "Q/DQ pairs"),
+        (&["--mode", "dynamic"][..], "static quantization"),
+    ] {
+        let bad = dir.path().join("bad.onnx");
+        let mut args = vec!["--calib", calib, "--target", "tensorrt"];
+        args.extend_from_slice(extra);
+        let o = quantize(&model, &bad, &args);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{extra:?}: {}", stderr(&o));
+        assert!(!bad.exists(), "{extra:?}");
+    }
 }
 
 #[test]
