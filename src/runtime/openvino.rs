@@ -93,9 +93,14 @@ impl OvSession {
         let mut compiled = core
             .compile_model(&read, DeviceType::CPU)
             .map_err(|e| fail(format!("{}: {e}", model.display())))?;
-        let n = compiled.get_output_size().map_err(fail)?;
+        // The outputs' names as the ONNX file gives them: the model as
+        // read has one name per output; compiling may fuse an output into
+        // its producer, whose port then carries both names and answers
+        // with either (PaddleOCR's classifier: "Softmax@0/normalized").
+        // Results keep their order, so each is fetched by index.
+        let n = read.get_outputs_len().map_err(fail)?;
         let outputs = (0..n)
-            .map(|i| compiled.get_output_by_index(i)?.get_name())
+            .map(|i| read.get_output_by_index(i)?.get_name())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(fail)?;
         let request = compiled.create_infer_request().map_err(fail)?;
@@ -175,10 +180,10 @@ impl Session for OvSession {
         }
         self.request.infer().map_err(fail)?;
         let mut out = BTreeMap::new();
-        for name in &self.outputs {
+        for (i, name) in self.outputs.iter().enumerate() {
             let t = self
                 .request
-                .get_tensor(name)
+                .get_output_tensor_by_index(i)
                 .map_err(|e| fail(format!("output '{name}': {e}")))?;
             let et = t.get_element_type().map_err(fail)?;
             let dt = data_type(et).ok_or_else(|| {
