@@ -44,8 +44,9 @@ pub struct QuantizeConfig {
     pub weight_symmetric: bool,
     pub per_channel: bool,
     /// 7-bit weights (exact on u8×s8 kernels without VNNI). From a recipe:
-    /// on by default for uint8 activations with int8 weights, unless the
-    /// target is tract.
+    /// on by default for int8 weights with uint8 activations, or with int8
+    /// activations in the QDQ format, unless the target is tract or
+    /// tensorrt.
     pub reduce_range: bool,
     /// Biases stay float instead of int32 at `x_scale · w_scale` (QDQ for
     /// TensorRT, whose DequantizeLinear takes no int32).
