@@ -62,8 +62,9 @@ gate's verdict (the report's `parity.passed`) equals "the task held".
 A classifier (cls, orient, magika) whose decisions lost within one of the
 gate's 32 validation decisions (3.1 points) of the 5-point line is
 borderline: the gate counts decisions on those 32 rows, where no count
-tells it from a model on the other side of the line, so either verdict
-is accepted (and counted as borderline).
+tells it from a model on the other side of the line. There a refusal of
+a model whose task held is accepted (and counted as borderline): it
+costs the user a retry. A pass of a broken one never is.
 
 Prints one line per case and `gate: N passed, M failed`; exits 1 on any
 failure.
@@ -390,9 +391,13 @@ def main():
                 f"{o['name']}: " + ", ".join(f"{c['metric']} {c['value']:.3f} (min {c['min']})" for c in o["gate"])
                 for o in rep["parity"]["outputs"])
             held, text, border = task(kind, out, fp32_out, hold, chars)
-            ok = verdict == held or border
-            passed, failed, near = passed + ok, failed + (not ok), near + border
-            state = "borderline, either verdict accepted" if border else "held" if held else "broken"
+            # Near the line a refusal is accepted (the user retries); a
+            # pass still needs the task to have held.
+            lenient = border and not verdict and held
+            ok = verdict == held or lenient
+            passed, failed, near = passed + ok, failed + (not ok), near + lenient
+            state = ("held, but borderline: the refusal is accepted" if lenient
+                     else "held" if held else "broken") + (" (borderline)" if border and not lenient else "")
             print(f"{'ok  ' if ok else 'FAIL'} {kind} {name}: task {state} ({text}); "
                   f"gate {'passed' if verdict else 'refused'} ({gates})")
     print(f"gate: {passed} passed ({near} borderline), {failed} failed")
