@@ -141,7 +141,7 @@ impl QuantizeConfig {
         // activations into u8 on x86; OpenVINO's CPU plugin computes them
         // the same way). onnxruntime's QLinearConv / QLinearMatMul s8×s8
         // and tract compute exactly. Measured: docs/defaults.md.
-        let qdq = r.format == Some(Format::Qdq) || r.target == Some(crate::lower::Target::Openvino);
+        let qdq = r.format == Some(Format::Qdq) || r.target.is_some_and(|t| t.qdq_only());
         // TensorRT's int8 kernels (GPU) accumulate in int32: 8 bits.
         let saturating_pair = cfg.weights == QType::Int8
             && (cfg.activations == QType::Uint8 || qdq)
